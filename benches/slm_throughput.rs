@@ -1,0 +1,95 @@
+//! Training and inference throughput of the default encoder on the CPU backend (or wgpu with
+//! `FREEAL_BENCH_BACKEND=wgpu`): examples/s and tokens/s for batch 32 at max_len 64 and 128.
+//! Every text is exactly max_len tokens, as in scripts/bench_slm_torch.py, so both sides do the
+//! same work.
+//!
+//!   cargo bench --bench slm_throughput            (scripts/bench_slm.sh runs PyTorch beside it)
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use freeal_bench::config::{BackendChoice, Pooling, SlmSpec};
+use freeal_bench::progress::Progress;
+use freeal_bench::slm::Slm;
+use freeal_bench::slm::model::default_models_dir;
+use freeal_bench::slm::tokenize::Encoded;
+
+const BATCH: usize = 32;
+const TRAIN_STEPS: usize = 6;
+const WARMUP_STEPS: usize = 2;
+
+fn spec(max_len: usize) -> SlmSpec {
+    SlmSpec {
+        model: "all-MiniLM-L6-v2".into(),
+        random_init: None,
+        max_len,
+        batch_size: BATCH,
+        eval_batch_size: BATCH,
+        epochs: 1,
+        lr: 3e-5,
+        weight_decay: 0.01,
+        warmup_ratio: 0.0,
+        grad_clip: 1.0,
+        dropout: 0.1,
+        pooling: Pooling::Mean,
+    }
+}
+
+/// `n` synthetic sequences of exactly `len` ids: [CLS] + words + [SEP].
+fn sequences(n: usize, len: usize) -> Vec<Encoded> {
+    (0..n)
+        .map(|i| {
+            let mut ids = vec![101u32];
+            ids.extend((0..len - 2).map(|j| 2000 + ((i * 31 + j * 7) % 20000) as u32));
+            ids.push(102);
+            Encoded { ids }
+        })
+        .collect()
+}
+
+fn main() {
+    let backend = match std::env::var("FREEAL_BENCH_BACKEND").as_deref() {
+        Ok("wgpu") => BackendChoice::Wgpu,
+        _ => BackendChoice::Cpu,
+    };
+    let (device, name) = freeal_bench::slm::device::select(backend).expect("device");
+    let models: PathBuf = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_models_dir);
+    let progress = Progress::hidden();
+    println!("device: {name}");
+    for max_len in [64, 128] {
+        let mut slm = Slm::load(&spec(max_len), &models, 2, &device, 0).expect("model");
+        let warm = sequences(BATCH * WARMUP_STEPS, max_len);
+        let targets: Vec<Vec<f32>> = (0..warm.len())
+            .map(|i| vec![(i % 2) as f32, 1.0 - (i % 2) as f32])
+            .collect();
+        slm.fit(&warm, &targets, &vec![1.0; warm.len()], &progress)
+            .expect("warm-up");
+        let data = sequences(BATCH * TRAIN_STEPS, max_len);
+        let targets: Vec<Vec<f32>> = (0..data.len())
+            .map(|i| vec![(i % 2) as f32, 1.0 - (i % 2) as f32])
+            .collect();
+        let start = Instant::now();
+        slm.fit(&data, &targets, &vec![1.0; data.len()], &progress)
+            .expect("train");
+        let train_s = start.elapsed().as_secs_f64();
+        let n = data.len() as f64;
+        println!(
+            "train  max_len {max_len:>3} batch {BATCH}: {:>7.2} examples/s {:>9.1} tokens/s",
+            n / train_s,
+            n * max_len as f64 / train_s
+        );
+        let eval = sequences(BATCH * 8, max_len);
+        slm.infer(&eval[..BATCH], &progress)
+            .expect("warm-up inference");
+        let start = Instant::now();
+        slm.infer(&eval, &progress).expect("inference");
+        let infer_s = start.elapsed().as_secs_f64();
+        println!(
+            "embed  max_len {max_len:>3} batch {BATCH}: {:>7.2} examples/s {:>9.1} tokens/s",
+            eval.len() as f64 / infer_s,
+            (eval.len() * max_len) as f64 / infer_s
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! Maps a dotted key path back to the file and line that set it, for error messages.
+
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+/// Where a key was found: the file and the 1-based line of the deepest matching key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLocation {
+    /// File that contains the key.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// How many leading segments of the path matched (== path length when the key itself exists).
+    pub depth: usize,
+}
+
+impl KeyLocation {
+    /// `file:line`.
+    pub fn display(&self) -> String {
+        format!("{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// 1-based line of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Finds `path` in one TOML file; returns the deepest match (None when even the first segment is
+/// absent or the file does not parse).
+pub fn locate_in_file(file: &Path, path: &[String]) -> Option<KeyLocation> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let root = DeTable::parse(&text).ok()?;
+    let mut table: &DeTable = root.get_ref();
+    let mut best: Option<KeyLocation> = None;
+    for (depth, segment) in path.iter().enumerate() {
+        let Some((key, value)) = table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == segment.as_str())
+        else {
+            break;
+        };
+        best = Some(KeyLocation {
+            file: file.to_path_buf(),
+            line: line_of(&text, key.span().start),
+            depth: depth + 1,
+        });
+        match value.get_ref() {
+            DeValue::Table(inner) => table = inner,
+            _ => break,
+        }
+    }
+    best
+}
+
+/// Finds `path` in the first of `files` (highest priority first) that has it whole, else the
+/// deepest partial match.
+pub fn locate(files: &[PathBuf], path: &[String]) -> Option<KeyLocation> {
+    let mut best: Option<KeyLocation> = None;
+    for file in files {
+        if let Some(found) = locate_in_file(file, path) {
+            if found.depth == path.len() {
+                return Some(found);
+            }
+            if best.as_ref().is_none_or(|b| found.depth > b.depth) {
+                best = Some(found);
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nested_key_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(&file, "seed = 1\n\n[slm]\nlr = 1e-3\nmax_lenn = 3\n").unwrap();
+        let loc = locate_in_file(&file, &["slm".into(), "max_lenn".into()]).unwrap();
+        assert_eq!(loc.line, 5);
+        assert_eq!(loc.depth, 2);
+        let partial = locate_in_file(&file, &["slm".into(), "nope".into()]).unwrap();
+        assert_eq!((partial.line, partial.depth), (3, 1));
+        assert!(locate_in_file(&file, &["nope".into()]).is_none());
+    }
+
+    #[test]
+    fn prefers_file_with_full_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.toml");
+        let b = dir.path().join("b.toml");
+        std::fs::write(&a, "[slm]\nlr = 1\n").unwrap();
+        std::fs::write(&b, "x = 1\n[slm]\nbatch_size = 2\n").unwrap();
+        let loc = locate(&[a, b.clone()], &["slm".into(), "batch_size".into()]).unwrap();
+        assert_eq!(loc.file, b);
+        assert_eq!(loc.line, 3);
+    }
+}

@@ -1,0 +1,267 @@
+//! The `freeal-bench` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use freeal_bench::config::{BackendChoice, layer};
+use freeal_bench::error::Error;
+use freeal_bench::methods::build;
+use freeal_bench::plan::{Plan, plan, select};
+use freeal_bench::progress::Progress;
+use freeal_bench::report::{collect, tables};
+use freeal_bench::run::executor::{ExecOptions, cell_dir, execute, load_dataset, run_cell};
+use freeal_bench::run::records::read_cell_records;
+use freeal_bench::slm::device;
+
+/// Reproduce FreeAL / LLMaAA experiments from a TOML spec.
+#[derive(Parser)]
+#[command(name = "freeal-bench", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    /// Spec to run (same as `freeal-bench run SPEC`).
+    spec: Option<PathBuf>,
+    #[command(flatten)]
+    opts: SpecOpts,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every cell of a spec (complete cells are skipped), then write tables.
+    Run {
+        /// Experiment spec (TOML).
+        spec: PathBuf,
+        #[command(flatten)]
+        opts: SpecOpts,
+    },
+    /// Dry run: list the cells and their estimated cost without running anything.
+    Plan {
+        /// Experiment spec (TOML).
+        spec: PathBuf,
+        #[command(flatten)]
+        opts: SpecOpts,
+    },
+    /// Rebuild tables from the records under a results directory.
+    Report {
+        /// `results/<experiment>` directory.
+        dir: PathBuf,
+        /// Metric to summarise (default: the one in the directory's spec.toml, else test_accuracy).
+        #[arg(long)]
+        metric: Option<String>,
+    },
+    /// Run one cell (used by `--jobs` and by cluster job arrays).
+    RunCell {
+        /// Experiment spec (TOML).
+        spec: PathBuf,
+        /// Cell id (see `plan`).
+        #[arg(long)]
+        cell: String,
+        #[command(flatten)]
+        opts: SpecOpts,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct SpecOpts {
+    /// Override a key: `--set slm.epochs=2` (repeatable; highest priority).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Only cells whose name or id matches this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
+    /// Cells run in parallel (overrides run.jobs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Tensor backend (overrides run.backend).
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
+}
+
+impl SpecOpts {
+    /// `--jobs`/`--backend` become `--set`s so that they pass through the same layering.
+    fn all_sets(&self) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(jobs) = self.jobs {
+            sets.push(format!("run.jobs={jobs}"));
+        }
+        if let Some(backend) = self.backend {
+            let name = match backend {
+                BackendChoice::Auto => "auto",
+                BackendChoice::Cpu => "cpu",
+                BackendChoice::Wgpu => "wgpu",
+            };
+            sets.push(format!("run.backend=\"{name}\""));
+        }
+        sets
+    }
+}
+
+fn load_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<Plan> {
+    let layered = layer(spec, &opts.all_sets())?;
+    Ok(plan(&layered)?)
+}
+
+fn cmd_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<()> {
+    let plan = load_plan(spec, opts)?;
+    let cells = select(plan.cells.clone(), &opts.only)?;
+    println!(
+        "experiment {} ({} of {} cells) -> {}",
+        plan.experiment.name,
+        cells.len(),
+        plan.cells.len(),
+        plan.results_dir().display()
+    );
+    println!(
+        "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  status",
+        "id", "cell", "train", "test", "llm_calls", "llm_tokens", "slm_steps"
+    );
+    let (mut calls, mut tokens, mut steps) = (0, 0, 0);
+    for cell in &cells {
+        let dataset = load_dataset(cell)?;
+        let estimate = build(&cell.config.method).estimate(cell, &dataset);
+        calls += estimate.llm_calls;
+        tokens += estimate.llm_prompt_tokens;
+        steps += estimate.slm_steps;
+        let done = read_cell_records(&cell_dir(&plan, cell), &cell.id).is_some();
+        println!(
+            "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  {}",
+            cell.id,
+            cell.name,
+            dataset.train.len(),
+            dataset.test.len(),
+            estimate.llm_calls,
+            estimate.llm_prompt_tokens,
+            estimate.slm_steps,
+            if done { "complete" } else { "pending" }
+        );
+    }
+    println!("total: {calls} LLM calls, ~{tokens} prompt tokens, {steps} SLM steps");
+    Ok(())
+}
+
+fn cmd_run(spec: &Path, opts: &SpecOpts) -> anyhow::Result<bool> {
+    let plan = load_plan(spec, opts)?;
+    let cells = select(plan.cells.clone(), &opts.only)?;
+    let mut child_args = Vec::new();
+    for set in opts.all_sets() {
+        child_args.push("--set".to_string());
+        child_args.push(set);
+    }
+    let exec = ExecOptions {
+        jobs: plan.run.jobs,
+        child_args,
+    };
+    let backend = plan.run.backend;
+    let progress = Progress::new();
+    let summary = execute(&plan, &cells, &exec, &|| device::select(backend), &progress)?;
+    eprintln!(
+        "{}: {} cells run, {} already complete, {} failed; results in {}",
+        plan.experiment.name,
+        summary.ran,
+        summary.skipped,
+        summary.failed.len(),
+        plan.results_dir().display()
+    );
+    if !summary.table.is_empty() {
+        println!("{}", summary.table);
+    }
+    for (cell, error) in &summary.failed {
+        eprintln!("failed: {cell}: {error}");
+    }
+    Ok(summary.failed.is_empty())
+}
+
+fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
+    let plan = load_plan(spec, opts)?;
+    let cell = plan.cells.iter().find(|c| c.id == id).with_context(|| {
+        format!(
+            "no cell with id {id} in {}; see `freeal-bench plan`",
+            spec.display()
+        )
+    })?;
+    let (dev, name) = device::select(plan.run.backend)?;
+    run_cell(&plan, cell, &dev, &name, &Progress::hidden())?;
+    Ok(())
+}
+
+fn cmd_report(dir: &Path, metric: Option<String>) -> anyhow::Result<()> {
+    let spec_copy = dir.join("spec.toml");
+    let (default_metric, reference) = match std::fs::read_to_string(&spec_copy)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("experiment").cloned())
+    {
+        Some(toml::Value::Table(exp)) => (
+            exp.get("metric")
+                .and_then(|m| m.as_str())
+                .map(str::to_string),
+            exp.get("paper_reference")
+                .cloned()
+                .and_then(|v| v.try_into().ok())
+                .unwrap_or_default(),
+        ),
+        _ => (None, Default::default()),
+    };
+    let metric = metric
+        .or(default_metric)
+        .unwrap_or_else(|| "test_accuracy".into());
+    let order: Vec<String> = std::fs::read(dir.join("plan.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+        .map(|cells| {
+            cells
+                .iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let records = collect(dir, &order)?;
+    anyhow::ensure!(
+        !records.is_empty(),
+        "no complete cell under {}/cells",
+        dir.display()
+    );
+    let summary = tables::summarize(&records, &metric, &reference)?;
+    tables::write_tables(dir, &records, &summary)?;
+    println!("{}", summary.markdown());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match (cli.command, cli.spec) {
+        (Some(Cmd::Run { spec, opts }), _) => cmd_run(&spec, &opts),
+        (Some(Cmd::Plan { spec, opts }), _) => cmd_plan(&spec, &opts).map(|_| true),
+        (Some(Cmd::Report { dir, metric }), _) => cmd_report(&dir, metric).map(|_| true),
+        (Some(Cmd::RunCell { spec, cell, opts }), _) => {
+            cmd_run_cell(&spec, &cell, &opts).map(|_| true)
+        }
+        (None, Some(spec)) => cmd_run(&spec, &cli.opts),
+        (None, None) => {
+            eprintln!(
+                "usage: freeal-bench SPEC.toml | run | plan | report | run-cell (see --help)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            // Bad input (spec, data, missing model) is exit 2; failures while running are 1.
+            let bad_input = matches!(
+                error.downcast_ref::<Error>(),
+                Some(
+                    Error::Config { .. }
+                        | Error::Data { .. }
+                        | Error::Model { .. }
+                        | Error::Io { .. }
+                )
+            );
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}

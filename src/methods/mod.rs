@@ -1,0 +1,57 @@
+//! Methods: each turns a cell (dataset, config, seed) into per-round outcomes.
+
+pub mod supervised;
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use crate::config::MethodSpec;
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::plan::Cell;
+use crate::progress::Progress;
+use crate::run::records::RoundOutcome;
+
+/// What a method gets to run one cell.
+pub struct CellContext<'a> {
+    /// The cell (config, seed, params).
+    pub cell: &'a Cell,
+    /// The loaded, subsampled dataset.
+    pub dataset: &'a Dataset,
+    /// Tensor device for the SLM.
+    pub device: &'a Device,
+    /// Where fetched models live.
+    pub models_dir: &'a Path,
+    /// Phase progress bar.
+    pub progress: &'a Progress,
+}
+
+/// Cost estimate of a cell for `plan` (a dry run: nothing is executed).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Estimate {
+    /// LLM requests.
+    pub llm_calls: u64,
+    /// Prompt tokens sent to the LLM (approximate: characters / 4).
+    pub llm_prompt_tokens: u64,
+    /// SLM optimiser steps.
+    pub slm_steps: u64,
+}
+
+/// A labelling or training method behind one interface.
+pub trait Method {
+    /// Runs the cell and returns one outcome per round.
+    fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>>;
+
+    /// Estimates the cell's cost without running it.
+    fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate;
+}
+
+/// The implementation of a method configuration.
+pub fn build(spec: &MethodSpec) -> Box<dyn Method> {
+    match spec {
+        MethodSpec::Supervised { fraction } => Box::new(supervised::Supervised {
+            fraction: *fraction,
+        }),
+    }
+}

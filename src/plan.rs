@@ -1,0 +1,204 @@
+//! Spec -> plan: expands the sweep into cells, each with a resolved config and a stable id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::sweep::{axes, expand};
+use crate::config::{DataSpec, ExperimentSpec, Layered, MethodSpec, RunSpec, SlmSpec, Spec};
+use crate::data::DatasetDef;
+use crate::data::def::resolve;
+use crate::error::{Error, Result};
+
+/// Everything that determines a cell's numbers; its hash is the cell id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellConfig {
+    /// The dataset definition (paths relative to its file).
+    pub dataset: DatasetDef,
+    /// Name of the method configuration.
+    pub method_name: String,
+    /// The method configuration.
+    pub method: MethodSpec,
+    /// Seed of every random choice in the cell.
+    pub seed: u64,
+    /// Subsampling.
+    pub data: DataSpec,
+    /// The classifier.
+    pub slm: SlmSpec,
+}
+
+/// One unit of work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    /// Stable id: first 12 hex digits of the SHA-256 of the resolved config.
+    pub id: String,
+    /// Human-readable name: dataset, method, seed and swept values.
+    pub name: String,
+    /// Swept keys (other than dataset, method, seed) and their values in this cell.
+    pub params: BTreeMap<String, String>,
+    /// Resolved configuration.
+    pub config: CellConfig,
+    /// Directory of the dataset definition (to find its files).
+    pub dataset_dir: PathBuf,
+}
+
+impl Cell {
+    /// Directory name under `cells/`.
+    pub fn dir_name(&self) -> String {
+        let safe: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.=".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let short: String = safe.chars().take(80).collect();
+        format!("{short}-{}", self.id)
+    }
+
+    /// `params` as `k=v` joined by `,` (empty when nothing is swept).
+    pub fn params_label(&self) -> String {
+        self.params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The expanded experiment.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Experiment metadata (from the unswept spec).
+    pub experiment: ExperimentSpec,
+    /// Execution settings.
+    pub run: RunSpec,
+    /// Cells in sweep order.
+    pub cells: Vec<Cell>,
+    /// The spec file.
+    pub spec_path: PathBuf,
+    /// The checkout holding configs/ and datasets/.
+    pub project_root: PathBuf,
+}
+
+impl Plan {
+    /// `<results_dir>/<experiment>`.
+    pub fn results_dir(&self) -> PathBuf {
+        PathBuf::from(&self.run.results_dir).join(&self.experiment.name)
+    }
+}
+
+/// Hashes a config into a cell id.
+pub fn cell_id(config: &CellConfig) -> String {
+    let json = serde_json::to_string(config).expect("cell configs serialize");
+    let digest = Sha256::digest(json.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+fn display_value(value: &figment::value::Value) -> String {
+    use figment::value::Value;
+    match value {
+        Value::String(_, s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// Expands a layered spec into its cells.
+pub fn plan(layered: &Layered) -> Result<Plan> {
+    let base = layered.spec()?;
+    let sweep_axes =
+        axes(&base.sweep).map_err(|(key, message)| layered_sweep_error(layered, &key, message))?;
+    let spec_dir = layered
+        .spec_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut cells = Vec::new();
+    let mut seen = BTreeMap::new();
+    for assignments in expand(&sweep_axes) {
+        let spec: Spec = layered.spec_with(&assignments)?;
+        let def_path = resolve(&layered.project_root, &spec_dir, &spec.dataset)?;
+        let dataset = DatasetDef::from_file(&def_path)?;
+        let config = CellConfig {
+            method: spec.methods[&spec.method].clone(),
+            method_name: spec.method.clone(),
+            seed: spec.seed,
+            data: spec.data.clone(),
+            slm: spec.slm.clone(),
+            dataset,
+        };
+        let params: BTreeMap<String, String> = assignments
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "dataset" | "method" | "seed"))
+            .map(|(k, v)| (k.clone(), display_value(v)))
+            .collect();
+        let mut name = format!("{}-{}-s{}", spec.dataset, spec.method, spec.seed);
+        for (k, v) in &params {
+            name.push_str(&format!("-{}={v}", k.rsplit('.').next().unwrap_or(k)));
+        }
+        let id = cell_id(&config);
+        if let Some(previous) = seen.insert(id.clone(), name.clone()) {
+            return Err(layered_sweep_error(
+                layered,
+                "sweep",
+                format!("cells `{previous}` and `{name}` resolve to the same configuration"),
+            ));
+        }
+        cells.push(Cell {
+            id,
+            name,
+            params,
+            config,
+            dataset_dir: def_path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        });
+    }
+    Ok(Plan {
+        experiment: base.experiment,
+        run: base.run,
+        cells,
+        spec_path: layered.spec_path.clone(),
+        project_root: layered.project_root.clone(),
+    })
+}
+
+fn layered_sweep_error(layered: &Layered, key: &str, message: String) -> Error {
+    let path: Vec<String> = key.split('.').map(str::to_string).collect();
+    let location = crate::config::locate::locate(&layered.files, &path)
+        .map(|l| l.display())
+        .unwrap_or_else(|| layered.spec_path.display().to_string());
+    Error::Config {
+        location,
+        key: key.to_string(),
+        message,
+    }
+}
+
+/// Keeps the cells whose name or id matches any of the glob patterns (all when none given).
+pub fn select(cells: Vec<Cell>, patterns: &[String]) -> Result<Vec<Cell>> {
+    if patterns.is_empty() {
+        return Ok(cells);
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        builder.add(globset::Glob::new(pattern).map_err(|e| Error::Config {
+            location: "--only".into(),
+            key: pattern.clone(),
+            message: format!("not a valid glob: {e}"),
+        })?);
+    }
+    let set = builder.build().map_err(|e| Error::Config {
+        location: "--only".into(),
+        key: patterns.join(" "),
+        message: e.to_string(),
+    })?;
+    Ok(cells
+        .into_iter()
+        .filter(|c| set.is_match(&c.name) || set.is_match(&c.id))
+        .collect())
+}

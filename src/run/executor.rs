@@ -1,0 +1,240 @@
+//! Runs a plan: skips complete cells, runs the rest (in this process, or as `run-cell` child
+//! processes with `--jobs N`), then rebuilds the experiment's tables from all records.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use burn::tensor::Device;
+
+use super::records::{RoundRecord, read_cell_records, write_atomic, write_cell_records};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::methods::{CellContext, build};
+use crate::plan::{Cell, Plan};
+use crate::progress::Progress;
+use crate::report::{collect, tables};
+use crate::slm::model::{default_models_dir, ensure_model};
+
+/// Directory of one cell's outputs.
+pub fn cell_dir(plan: &Plan, cell: &Cell) -> PathBuf {
+    plan.results_dir().join("cells").join(cell.dir_name())
+}
+
+/// Where fetched models live for this plan.
+pub fn models_dir(plan: &Plan) -> PathBuf {
+    if plan.run.models_dir.is_empty() {
+        default_models_dir()
+    } else {
+        PathBuf::from(&plan.run.models_dir)
+    }
+}
+
+/// Loads and subsamples a cell's dataset.
+pub fn load_dataset(cell: &Cell) -> Result<Dataset> {
+    let mut def = cell.config.dataset.clone();
+    def.base_dir = cell.dataset_dir.clone();
+    let data = &cell.config.data;
+    Ok(Dataset::load(&def, data.seed)?.limit(data.train_limit, data.test_limit, data.seed))
+}
+
+fn to_json<T: serde::Serialize>(value: &T, what: &Path) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::results(what, e.to_string()))
+}
+
+/// Runs one cell in this process and writes its records.
+pub fn run_cell(
+    plan: &Plan,
+    cell: &Cell,
+    device: &Device,
+    device_name: &str,
+    progress: &Progress,
+) -> Result<Vec<RoundRecord>> {
+    let dir = cell_dir(plan, cell);
+    let config_path = dir.join("config.json");
+    write_atomic(&config_path, &to_json(cell, &config_path)?)?;
+    let dataset = load_dataset(cell)?;
+    let split_path = dir.join("split.json");
+    write_atomic(&split_path, &to_json(&dataset.split, &split_path)?)?;
+    let models = models_dir(plan);
+    let ctx = CellContext {
+        cell,
+        dataset: &dataset,
+        device,
+        models_dir: &models,
+        progress,
+    };
+    let outcomes = build(&cell.config.method)
+        .run(&ctx)
+        .map_err(|e| Error::Cell {
+            cell: cell.name.clone(),
+            message: e.to_string(),
+        })?;
+    let records: Vec<RoundRecord> = outcomes
+        .into_iter()
+        .map(|outcome| RoundRecord {
+            cell_id: cell.id.clone(),
+            cell: cell.name.clone(),
+            method: cell.config.method_name.clone(),
+            dataset: cell.config.dataset.name.clone(),
+            seed: cell.config.seed,
+            params: cell.params_label(),
+            outcome,
+        })
+        .collect();
+    write_cell_records(&dir, &records)?;
+    let device_path = dir.join("device.txt");
+    write_atomic(&device_path, device_name.as_bytes())?;
+    Ok(records)
+}
+
+/// How a plan is executed.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Cells run at once (child processes when above 1).
+    pub jobs: usize,
+    /// Arguments to repeat for child processes (`--set` and `--backend`).
+    pub child_args: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Cells run now.
+    pub ran: usize,
+    /// Cells already complete and skipped.
+    pub skipped: usize,
+    /// Cells that failed, with their error.
+    pub failed: Vec<(String, String)>,
+    /// The summary table in Markdown (empty when nothing is complete).
+    pub table: String,
+}
+
+fn spawn_child(plan: &Plan, cell: &Cell, opts: &ExecOptions) -> Result<Child> {
+    let dir = cell_dir(plan, cell);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let log_path = dir.join("log.txt");
+    let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    Command::new(exe)
+        .arg("run-cell")
+        .arg(&plan.spec_path)
+        .arg("--cell")
+        .arg(&cell.id)
+        .args(&opts.child_args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| Error::io(&log_path, e))
+}
+
+/// Runs the selected cells of a plan and rebuilds the tables.
+pub fn execute(
+    plan: &Plan,
+    cells: &[Cell],
+    opts: &ExecOptions,
+    device: &dyn Fn() -> Result<(Device, String)>,
+    progress: &Progress,
+) -> Result<RunSummary> {
+    let exp_dir = plan.results_dir();
+    std::fs::create_dir_all(&exp_dir).map_err(|e| Error::io(&exp_dir, e))?;
+    let spec_text = std::fs::read(&plan.spec_path).map_err(|e| Error::io(&plan.spec_path, e))?;
+    write_atomic(&exp_dir.join("spec.toml"), &spec_text)?;
+    let listing: Vec<serde_json::Value> = plan
+        .cells
+        .iter()
+        .map(|c| serde_json::json!({"id": c.id, "name": c.name, "dir": c.dir_name()}))
+        .collect();
+    let plan_path = exp_dir.join("plan.json");
+    write_atomic(&plan_path, &to_json(&listing, &plan_path)?)?;
+
+    let mut summary = RunSummary::default();
+    let mut pending = Vec::new();
+    for cell in cells {
+        if read_cell_records(&cell_dir(plan, cell), &cell.id).is_some() {
+            summary.skipped += 1;
+        } else {
+            pending.push(cell.clone());
+        }
+    }
+    let bar = progress.sweep(cells.len() as u64);
+    bar.set_position(summary.skipped as u64);
+    bar.set_message(plan.experiment.name.clone());
+    let models = models_dir(plan);
+    let mut needed: Vec<&str> = pending
+        .iter()
+        .map(|c| c.config.slm.model.as_str())
+        .collect();
+    needed.dedup();
+    for model in needed {
+        ensure_model(model, &models, &plan.project_root)?;
+    }
+    if !pending.is_empty() {
+        if opts.jobs <= 1 {
+            let (dev, name) = device()?;
+            progress.println(&format!("device: {name}"));
+            for cell in &pending {
+                bar.set_message(cell.name.clone());
+                match run_cell(plan, cell, &dev, &name, progress) {
+                    Ok(_) => summary.ran += 1,
+                    Err(e) => {
+                        let text = e.to_string();
+                        let _ =
+                            write_atomic(&cell_dir(plan, cell).join("error.txt"), text.as_bytes());
+                        progress.println(&format!("FAILED {}: {text}", cell.name));
+                        summary.failed.push((cell.name.clone(), text));
+                    }
+                }
+                bar.inc(1);
+            }
+        } else {
+            let mut queue: VecDeque<Cell> = pending.into_iter().collect();
+            let mut running: Vec<(Cell, Child)> = Vec::new();
+            while !queue.is_empty() || !running.is_empty() {
+                while running.len() < opts.jobs {
+                    let Some(cell) = queue.pop_front() else { break };
+                    let child = spawn_child(plan, &cell, opts)?;
+                    running.push((cell, child));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let mut still = Vec::new();
+                for (cell, mut child) in running {
+                    match child
+                        .try_wait()
+                        .map_err(|e| Error::io("child process", e))?
+                    {
+                        None => still.push((cell, child)),
+                        Some(status) => {
+                            bar.inc(1);
+                            if status.success() {
+                                summary.ran += 1;
+                            } else {
+                                let log = cell_dir(plan, &cell).join("log.txt");
+                                let text = format!("exited with {status}; see {}", log.display());
+                                progress.println(&format!("FAILED {}: {text}", cell.name));
+                                summary.failed.push((cell.name.clone(), text));
+                            }
+                        }
+                    }
+                }
+                running = still;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    progress.finish();
+    let order: Vec<String> = plan.cells.iter().map(|c| c.id.clone()).collect();
+    let records = collect(&exp_dir, &order)?;
+    if !records.is_empty() {
+        let table = tables::summarize(
+            &records,
+            &plan.experiment.metric,
+            &plan.experiment.paper_reference,
+        )?;
+        tables::write_tables(&exp_dir, &records, &table)?;
+        summary.table = table.markdown();
+    }
+    Ok(summary)
+}

@@ -1,0 +1,4 @@
+//! Execution: records, atomic writes, resumable cell execution.
+
+pub mod executor;
+pub mod records;

@@ -1,0 +1,164 @@
+//! Per-round records: what every method reports, written atomically as JSON, CSV and Parquet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// LLM usage of one round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmUsage {
+    /// Requests sent (cache misses).
+    pub calls: u64,
+    /// Requests answered from the cache.
+    pub cache_hits: u64,
+    /// Prompt tokens processed.
+    pub prompt_tokens: u64,
+    /// Completion tokens generated.
+    pub completion_tokens: u64,
+}
+
+/// What a method reports for one round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundOutcome {
+    /// Round number (0 for single-round methods).
+    pub round: u32,
+    /// Metric name -> value (e.g. `test_accuracy`, `test_macro_f1`, `labels_used`).
+    pub metrics: BTreeMap<String, f64>,
+    /// LLM usage.
+    pub llm: LlmUsage,
+    /// SLM optimiser steps.
+    pub slm_steps: u64,
+    /// Wall-clock seconds of the round.
+    pub wall_s: f64,
+}
+
+/// One row of the results: a cell's round, with the cell's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// Cell id.
+    pub cell_id: String,
+    /// Cell name.
+    pub cell: String,
+    /// Method configuration name.
+    pub method: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Seed.
+    pub seed: u64,
+    /// Swept parameters (`k=v,...`; empty when none).
+    pub params: String,
+    /// Round and its measurements.
+    #[serde(flatten)]
+    pub outcome: RoundOutcome,
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees a
+/// half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Records as a Polars frame: fixed identity and usage columns, then one column per metric
+/// (null where a record lacks it), metrics sorted by name.
+pub fn records_frame(records: &[RoundRecord]) -> Result<DataFrame> {
+    let metric_names: BTreeSet<&String> = records
+        .iter()
+        .flat_map(|r| r.outcome.metrics.keys())
+        .collect();
+    let strings =
+        |f: &dyn Fn(&RoundRecord) -> String| -> Vec<String> { records.iter().map(f).collect() };
+    let ints = |f: &dyn Fn(&RoundRecord) -> u64| -> Vec<u64> { records.iter().map(f).collect() };
+    let mut columns = vec![
+        Column::new("cell_id".into(), strings(&|r| r.cell_id.clone())),
+        Column::new("cell".into(), strings(&|r| r.cell.clone())),
+        Column::new("method".into(), strings(&|r| r.method.clone())),
+        Column::new("dataset".into(), strings(&|r| r.dataset.clone())),
+        Column::new("seed".into(), ints(&|r| r.seed)),
+        Column::new("params".into(), strings(&|r| r.params.clone())),
+        Column::new("round".into(), ints(&|r| u64::from(r.outcome.round))),
+    ];
+    for name in metric_names {
+        let values: Vec<Option<f64>> = records
+            .iter()
+            .map(|r| r.outcome.metrics.get(name).copied())
+            .collect();
+        columns.push(Column::new(name.as_str().into(), values));
+    }
+    columns.extend([
+        Column::new("llm_calls".into(), ints(&|r| r.outcome.llm.calls)),
+        Column::new("llm_cache_hits".into(), ints(&|r| r.outcome.llm.cache_hits)),
+        Column::new(
+            "llm_prompt_tokens".into(),
+            ints(&|r| r.outcome.llm.prompt_tokens),
+        ),
+        Column::new(
+            "llm_completion_tokens".into(),
+            ints(&|r| r.outcome.llm.completion_tokens),
+        ),
+        Column::new("slm_steps".into(), ints(&|r| r.outcome.slm_steps)),
+        Column::new(
+            "wall_s".into(),
+            records
+                .iter()
+                .map(|r| r.outcome.wall_s)
+                .collect::<Vec<f64>>(),
+        ),
+    ]);
+    DataFrame::new(records.len(), columns).map_err(|e| Error::results("records", e.to_string()))
+}
+
+/// Writes a frame as CSV, atomically.
+pub fn write_csv(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let mut buffer = Vec::new();
+    CsvWriter::new(&mut buffer)
+        .include_header(true)
+        .finish(df)
+        .map_err(|e| Error::results(path, e.to_string()))?;
+    write_atomic(path, &buffer)
+}
+
+/// Writes a frame as Parquet, atomically.
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let mut buffer = Vec::new();
+    ParquetWriter::new(&mut buffer)
+        .finish(df)
+        .map_err(|e| Error::results(path, e.to_string()))?;
+    write_atomic(path, &buffer)
+}
+
+/// File that marks a cell complete: its records, written last.
+pub const RECORDS_JSON: &str = "records.json";
+
+/// Writes a cell's records: CSV and Parquet first, then the JSON that marks completion.
+pub fn write_cell_records(dir: &Path, records: &[RoundRecord]) -> Result<()> {
+    let mut df = records_frame(records)?;
+    write_csv(&mut df, &dir.join("records.csv"))?;
+    write_parquet(&mut df, &dir.join("records.parquet"))?;
+    let json =
+        serde_json::to_vec_pretty(records).map_err(|e| Error::results(dir, e.to_string()))?;
+    write_atomic(&dir.join(RECORDS_JSON), &json)
+}
+
+/// Reads a cell's records; `None` when the cell is not complete (missing or unreadable file, or
+/// records of another cell id).
+pub fn read_cell_records(dir: &Path, cell_id: &str) -> Option<Vec<RoundRecord>> {
+    let bytes = std::fs::read(dir.join(RECORDS_JSON)).ok()?;
+    let records: Vec<RoundRecord> = serde_json::from_slice(&bytes).ok()?;
+    (!records.is_empty() && records.iter().all(|r| r.cell_id == cell_id)).then_some(records)
+}

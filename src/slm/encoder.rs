@@ -1,0 +1,247 @@
+//! BERT-family encoder (BERT, RoBERTa, MiniLM) on burn, laid out like Hugging Face's so that
+//! dropout sits exactly where the original puts it.
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor};
+use serde::Deserialize;
+
+/// The fields of a Hugging Face `config.json` the encoder needs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct EncoderConfig {
+    /// `bert` or `roberta` (`xlm-roberta` and `camembert` are RoBERTa-shaped).
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Transformer layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward size.
+    pub intermediate_size: usize,
+    /// Activation (`gelu` is the erf form).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Dropout on hidden states.
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities.
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Position embeddings.
+    pub max_position_embeddings: usize,
+    /// Token-type embeddings.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Padding token id (RoBERTa offsets positions by it).
+    #[serde(default)]
+    pub pad_token_id: usize,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+impl EncoderConfig {
+    /// Whether positions are offset by `pad_token_id + 1` (RoBERTa family).
+    pub fn roberta_positions(&self) -> bool {
+        matches!(
+            self.model_type.as_str(),
+            "roberta" | "xlm-roberta" | "camembert"
+        )
+    }
+
+    /// Checks the architecture is one this encoder implements.
+    pub fn check(&self) -> Result<(), String> {
+        if !matches!(
+            self.model_type.as_str(),
+            "bert" | "roberta" | "xlm-roberta" | "camembert"
+        ) {
+            return Err(format!(
+                "model_type `{}` is not supported (supported: bert, roberta, xlm-roberta, \
+                 camembert; MPNet needs relative position bias, not implemented)",
+                self.model_type
+            ));
+        }
+        if self.hidden_act != "gelu" {
+            return Err(format!(
+                "hidden_act `{}` is not supported (only the erf `gelu`)",
+                self.hidden_act
+            ));
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err("num_attention_heads must divide hidden_size".into());
+        }
+        Ok(())
+    }
+}
+
+/// Word + position + token-type embeddings, layer norm, dropout.
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    word: Embedding,
+    position: Embedding,
+    token_type: Embedding,
+    norm: LayerNorm,
+    dropout: Dropout,
+}
+
+/// One post-norm transformer layer, as in BERT.
+#[derive(Module, Debug)]
+pub struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    inter: Linear,
+    out: Linear,
+    out_norm: LayerNorm,
+    attn_dropout: Dropout,
+    hidden_dropout: Dropout,
+    heads: usize,
+}
+
+impl Layer {
+    fn new(
+        config: &EncoderConfig,
+        hidden_dropout: f64,
+        attn_dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let h = config.hidden_size;
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device)
+        };
+        Self {
+            query: linear(h, h),
+            key: linear(h, h),
+            value: linear(h, h),
+            attn_out: linear(h, h),
+            attn_norm: norm(),
+            inter: linear(h, config.intermediate_size),
+            out: linear(config.intermediate_size, h),
+            out_norm: norm(),
+            attn_dropout: DropoutConfig::new(attn_dropout).init(),
+            hidden_dropout: DropoutConfig::new(hidden_dropout).init(),
+            heads: config.num_attention_heads,
+        }
+    }
+
+    /// `x`: [batch, seq, hidden]; `pad`: [batch, seq], true at padding.
+    fn forward(&self, x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.heads;
+        let split = |t: Tensor<3>| {
+            t.reshape([batch, seq, self.heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
+        let mask = pad
+            .reshape([batch, 1, 1, seq])
+            .expand([batch, self.heads, seq, seq]);
+        let scores = scores.mask_fill(mask, f32::MIN);
+        let probs = self.attn_dropout.forward(softmax(scores, 3));
+        let context = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden]);
+        let attended = self.hidden_dropout.forward(self.attn_out.forward(context));
+        let x = self.attn_norm.forward(attended + x);
+        let inner = gelu(self.inter.forward(x.clone()));
+        let out = self.hidden_dropout.forward(self.out.forward(inner));
+        self.out_norm.forward(out + x)
+    }
+}
+
+/// The encoder: embeddings and a stack of layers; outputs the last hidden states.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    roberta_positions: bool,
+    pad_token_id: usize,
+}
+
+impl Encoder {
+    /// A randomly initialised encoder of the given shape; `dropout` overrides the config's.
+    pub fn new(config: &EncoderConfig, dropout: Option<f64>, device: &Device) -> Self {
+        let hidden_dropout = dropout.unwrap_or(config.hidden_dropout_prob);
+        let attn_dropout = dropout.unwrap_or(config.attention_probs_dropout_prob);
+        let embedding = |n| EmbeddingConfig::new(n, config.hidden_size).init(device);
+        Self {
+            embeddings: Embeddings {
+                word: embedding(config.vocab_size),
+                position: embedding(config.max_position_embeddings),
+                token_type: embedding(config.type_vocab_size.max(1)),
+                norm: LayerNormConfig::new(config.hidden_size)
+                    .with_epsilon(config.layer_norm_eps)
+                    .init(device),
+                dropout: DropoutConfig::new(hidden_dropout).init(),
+            },
+            layers: (0..config.num_hidden_layers)
+                .map(|_| Layer::new(config, hidden_dropout, attn_dropout, device))
+                .collect(),
+            roberta_positions: config.roberta_positions(),
+            pad_token_id: config.pad_token_id,
+        }
+    }
+
+    /// Position ids for right-padded rows of the given lengths (RoBERTa offsets them past pad).
+    pub fn position_ids(&self, lengths: &[usize], seq: usize) -> Vec<i64> {
+        let mut ids = Vec::with_capacity(lengths.len() * seq);
+        for &len in lengths {
+            for i in 0..seq {
+                let id = if !self.roberta_positions {
+                    i
+                } else if i < len {
+                    self.pad_token_id + 1 + i
+                } else {
+                    self.pad_token_id
+                };
+                ids.push(id as i64);
+            }
+        }
+        ids
+    }
+
+    /// Embedding-layer output: [batch, seq, hidden] (the point where mixup interpolates).
+    pub fn embed_tokens(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
+        let e = &self.embeddings;
+        let types = ids.zeros_like();
+        let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(types);
+        e.dropout.forward(e.norm.forward(x))
+    }
+
+    /// Runs the layers over embedded tokens.
+    pub fn encode(&self, mut x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
+        for layer in &self.layers {
+            x = layer.forward(x, pad.clone());
+        }
+        x
+    }
+}

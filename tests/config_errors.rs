@@ -1,0 +1,170 @@
+//! Spec layering and validation: errors name the file, the line and the key.
+
+mod common;
+
+use common::{bench, write};
+use freeal_bench::config::layer;
+use freeal_bench::plan::plan;
+
+fn plan_error(spec_text: &str, sets: &[&str]) -> (String, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(dir.path(), "spec.toml", spec_text);
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let result = layer(&spec, &sets).and_then(|l| plan(&l));
+    let message = result.err().expect("the spec must be rejected").to_string();
+    (message, dir.keep().join("spec.toml"))
+}
+
+#[test]
+fn typo_in_a_key_names_key_file_and_line() {
+    let (message, spec) = plan_error("[experiment]\nname = \"x\"\n\n[slm]\nmax_lne = 64\n", &[]);
+    assert!(
+        message.contains(&format!("{}:5", spec.display())),
+        "{message}"
+    );
+    assert!(message.contains("max_lne"), "{message}");
+    assert!(
+        message.contains("max_len"),
+        "the expected keys are listed: {message}"
+    );
+}
+
+#[test]
+fn out_of_range_values_name_their_line() {
+    let (message, spec) = plan_error("[experiment]\nname = \"x\"\n[slm]\nmax_len = 0\n", &[]);
+    assert!(
+        message.contains(&format!("{}:4", spec.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("slm.max_len") && message.contains("1..=512"),
+        "{message}"
+    );
+    let (message, _) = plan_error(
+        "[experiment]\nname = \"x\"\n[methods.supervised]\nkind = \"supervised\"\nfraction = 1.5\n",
+        &[],
+    );
+    assert!(
+        message.contains("methods.supervised.fraction") && message.contains("(0, 1]"),
+        "{message}"
+    );
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let (message, spec) = plan_error(
+        "[experiment]\nname = \"x\"\n[slm]\nepochs = \"three\"\n",
+        &[],
+    );
+    assert!(message.contains("slm.epochs"), "{message}");
+    assert!(
+        message.contains(&format!("{}:4", spec.display())),
+        "{message}"
+    );
+}
+
+#[test]
+fn set_overrides_and_is_blamed() {
+    let (message, _) = plan_error("[experiment]\nname = \"x\"\n", &["slm.batch_size=0"]);
+    assert!(message.contains("--set slm.batch_size"), "{message}");
+}
+
+#[test]
+fn bad_sweep_value_points_at_the_sweep() {
+    let (message, spec) = plan_error(
+        "[experiment]\nname = \"x\"\n[sweep]\nseed = [1]\n\"slm.max_len\" = [64, 9999]\n",
+        &[],
+    );
+    assert!(
+        message.contains(&format!("{}:5 (sweep value)", spec.display())),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_method_and_dataset_are_explained() {
+    let (message, _) = plan_error("method = \"nope\"\n[experiment]\nname = \"x\"\n", &[]);
+    assert!(message.contains("`nope` is not defined"), "{message}");
+    let (message, _) = plan_error("dataset = \"nope\"\n[experiment]\nname = \"x\"\n", &[]);
+    assert!(
+        message.contains("unknown dataset `nope`") && message.contains("sst2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn sweep_of_two_values_and_three_seeds_is_six_cells_with_stable_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        "[experiment]\nname = \"x\"\n[sweep]\nseed = [1, 2, 3]\n\"slm.lr\" = [1e-5, 3e-5]\n",
+    );
+    let first = plan(&layer(&spec, &[]).unwrap()).unwrap();
+    assert_eq!(first.cells.len(), 6);
+    let again = plan(&layer(&spec, &[]).unwrap()).unwrap();
+    let ids: Vec<_> = first.cells.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(
+        ids,
+        again.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+    );
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 6);
+    assert!(first.cells.iter().all(|c| c.params.contains_key("slm.lr")));
+    // A change that does not alter a cell's numbers (execution settings) keeps the ids.
+    let jobs = plan(&layer(&spec, &["run.jobs=2".into()]).unwrap()).unwrap();
+    assert_eq!(
+        ids,
+        jobs.cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn include_files_layer_below_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        "include = [\"test_fixtures/epochs7.toml\"]\n[experiment]\nname = \"x\"\n",
+    );
+    let include = common::root().join("configs/test_fixtures/epochs7.toml");
+    assert!(include.is_file(), "fixture include exists");
+    let plan = plan(&layer(&spec, &[]).unwrap()).unwrap();
+    assert_eq!(plan.cells[0].config.slm.epochs, 7);
+    let overridden = plan_with(&spec, &["slm.epochs=2"]);
+    assert_eq!(overridden, 2);
+}
+
+fn plan_with(spec: &std::path::Path, sets: &[&str]) -> usize {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    plan(&layer(spec, &sets).unwrap()).unwrap().cells[0]
+        .config
+        .slm
+        .epochs
+}
+
+#[test]
+fn cli_plan_lists_cells_and_exits_2_on_bad_input() {
+    let out = bench(&["plan", "experiments/sst2.toml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sst2-supervised-s1"), "{stdout}");
+    assert!(stdout.contains("slm_steps"), "{stdout}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[experiment]\nname = \"x\"\nbogus = 1\n",
+    );
+    let out = bench(&["plan", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml:3") && stderr.contains("bogus"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,73 @@
+//! The burn encoder against PyTorch + transformers on the same weights
+//! (fixture from scripts/make_parity_fixture.py).
+
+mod common;
+
+use burn::tensor::Device;
+use freeal_bench::config::Pooling;
+use freeal_bench::slm::classifier::ClassifierModel;
+use freeal_bench::slm::encoder::Encoder;
+use freeal_bench::slm::model::read_config;
+use freeal_bench::slm::tokenize::{TextTokenizer, pad_batch};
+use freeal_bench::slm::weights::load_weights;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Row {
+    text: String,
+    ids: Vec<u32>,
+    last_hidden_state: Vec<Vec<f32>>,
+    mean_pooled: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Fixture {
+    rows: Vec<Row>,
+}
+
+fn fixture() -> Fixture {
+    let path = common::root().join("tests/fixtures/minilm_parity.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn check_on(device: Device) {
+    let dir = common::minilm_dir();
+    let config = read_config(&dir).unwrap();
+    let mut encoder = Encoder::new(&config, None, &device);
+    load_weights(&mut encoder, &dir).unwrap();
+    let model = ClassifierModel::new(encoder, config.hidden_size, 2, 0.0, Pooling::Mean, &device);
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 128, 0).unwrap();
+    let fixture = fixture();
+    let texts: Vec<&str> = fixture.rows.iter().map(|r| r.text.as_str()).collect();
+    let encoded = tokenizer.encode(&texts).unwrap();
+    for (e, row) in encoded.iter().zip(&fixture.rows) {
+        assert_eq!(e.ids, row.ids, "token ids of {:?}", row.text);
+    }
+    // One padded batch, so that the padding mask is exercised too.
+    let rows: Vec<usize> = (0..encoded.len()).collect();
+    let host = pad_batch(&encoded, &rows, tokenizer.pad_id());
+    let batch = model.batch_to_device(&host, &device);
+    let states = model.hidden_states(&batch);
+    let [n, seq, hidden] = states.dims();
+    let flat = states.into_data().try_into_vec::<f32>().unwrap();
+    let (pooled, _) = model.forward(&batch);
+    let pooled = pooled.into_data().try_into_vec::<f32>().unwrap();
+    let mut worst = 0.0f32;
+    for (b, row) in fixture.rows.iter().enumerate().take(n) {
+        for (t, expected) in row.last_hidden_state.iter().enumerate() {
+            for (h, want) in expected.iter().enumerate() {
+                let got = flat[(b * seq + t) * hidden + h];
+                worst = worst.max((got - want).abs());
+            }
+        }
+        for (h, want) in row.mean_pooled.iter().enumerate() {
+            worst = worst.max((pooled[b * hidden + h] - want).abs());
+        }
+    }
+    assert!(worst < 1e-4, "max abs difference {worst} exceeds 1e-4");
+}
+
+#[test]
+fn hidden_states_match_pytorch_on_cpu() {
+    check_on(Device::flex());
+}

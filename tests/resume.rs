@@ -1,0 +1,139 @@
+//! End to end through the binary: a sweep killed with SIGKILL and started again skips the cells
+//! it finished and ends with the same tables as an uninterrupted run; `report` rebuilds them.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bench, root};
+
+const SPEC: &str = "tests/fixtures/specs/tiny.toml";
+
+fn complete_cells(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir.join("tiny/cells")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("records.json"))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+fn run(results: &Path, extra: &[&str]) -> std::process::Output {
+    let set = format!("run.results_dir=\"{}\"", results.display());
+    let mut args = vec!["run", SPEC, "--set", &set, "--backend", "cpu"];
+    args.extend_from_slice(extra);
+    bench(&args)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn killed_sweep_resumes_to_identical_tables() {
+    let _ = common::minilm_dir();
+    let reference = tempfile::tempdir().unwrap();
+    let out = run(reference.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(complete_cells(reference.path()).len(), 6);
+    let table = read(&reference.path().join("tiny/summary.md"));
+    assert!(
+        table.contains("| supervised |") && table.contains("| half |"),
+        "{table}"
+    );
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let set = format!("run.results_dir=\"{}\"", interrupted.path().display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
+        .args(["run", SPEC, "--set", &set, "--backend", "cpu"])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while complete_cells(interrupted.path()).len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "cells never completed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let finished = complete_cells(interrupted.path());
+    assert!(finished.len() < 6, "killed mid-sweep");
+    let before: Vec<(std::path::PathBuf, String)> =
+        finished.iter().map(|p| (p.clone(), read(p))).collect();
+
+    let out = run(interrupted.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} already complete", finished.len())),
+        "completed cells are skipped: {stderr}"
+    );
+    for (path, text) in before {
+        assert_eq!(read(&path), text, "{} was redone", path.display());
+    }
+    for file in ["summary.md", "summary.csv"] {
+        assert_eq!(
+            read(&interrupted.path().join("tiny").join(file)),
+            read(&reference.path().join("tiny").join(file)),
+            "{file} differs from the uninterrupted run"
+        );
+    }
+
+    // Tables come from records alone: delete them and rebuild.
+    let tables = interrupted.path().join("tiny");
+    std::fs::remove_file(tables.join("summary.md")).unwrap();
+    std::fs::remove_file(tables.join("summary.csv")).unwrap();
+    let out = bench(&["report", tables.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read(&tables.join("summary.md")), table);
+    assert!(tables.join("records.parquet").is_file() && tables.join("summary.parquet").is_file());
+}
+
+#[test]
+fn parallel_jobs_match_sequential_and_only_selects_cells() {
+    let _ = common::minilm_dir();
+    let seq = tempfile::tempdir().unwrap();
+    let out = run(seq.path(), &["--only", "*-s1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        complete_cells(seq.path()).len(),
+        2,
+        "--only picked the seed-1 cells"
+    );
+    let par = tempfile::tempdir().unwrap();
+    let out = run(par.path(), &["--only", "*-s1", "--jobs", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read(&par.path().join("tiny/summary.csv")),
+        read(&seq.path().join("tiny/summary.csv"))
+    );
+}

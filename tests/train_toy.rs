@@ -1,0 +1,112 @@
+//! A tiny randomly initialised encoder learns a toy task, on the CPU backend and on wgpu
+//! (Mesa's software Vulkan in CI), with seeded, reproducible results.
+
+mod common;
+
+use burn::tensor::Device;
+use freeal_bench::config::{Pooling, RandomInit, SlmSpec};
+use freeal_bench::metrics::argmax;
+use freeal_bench::progress::Progress;
+use freeal_bench::slm::Slm;
+
+fn spec() -> SlmSpec {
+    SlmSpec {
+        model: common::minilm_dir().to_string_lossy().into_owned(),
+        random_init: Some(RandomInit {
+            layers: 1,
+            hidden: 32,
+            heads: 2,
+            intermediate: 64,
+        }),
+        max_len: 16,
+        batch_size: 8,
+        eval_batch_size: 32,
+        epochs: 12,
+        lr: 3e-3,
+        weight_decay: 0.0,
+        warmup_ratio: 0.0,
+        grad_clip: 0.0,
+        dropout: 0.0,
+        pooling: Pooling::Mean,
+    }
+}
+
+/// Label 1 iff the text mentions "good": learnable from one token.
+fn toy() -> (Vec<String>, Vec<usize>) {
+    let words = [
+        "movie", "plot", "actor", "scene", "music", "story", "film", "ending",
+    ];
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    for (i, a) in words.iter().enumerate() {
+        for (j, b) in words.iter().enumerate() {
+            let positive = (i + j) % 2 == 0;
+            let mood = if positive { "good" } else { "bad" };
+            texts.push(format!("the {a} and {b} were {mood}"));
+            labels.push(usize::from(positive));
+        }
+    }
+    (texts, labels)
+}
+
+fn train_and_score(device: &Device, seed: u64) -> (f64, Vec<f32>) {
+    let (texts, labels) = toy();
+    let mut slm = Slm::load(
+        &spec(),
+        std::path::Path::new("/nonexistent"),
+        2,
+        device,
+        seed,
+    )
+    .unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let encoded = slm.tokenize(&refs).unwrap();
+    let targets: Vec<Vec<f32>> = labels
+        .iter()
+        .map(|&l| {
+            if l == 1 {
+                vec![0.0, 1.0]
+            } else {
+                vec![1.0, 0.0]
+            }
+        })
+        .collect();
+    let progress = Progress::hidden();
+    slm.fit(&encoded, &targets, &vec![1.0; texts.len()], &progress)
+        .unwrap();
+    let (_, probs) = slm.infer(&encoded, &progress).unwrap();
+    let correct = probs
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| argmax(p) == **l)
+        .count();
+    (correct as f64 / labels.len() as f64, probs[0].clone())
+}
+
+#[test]
+fn tiny_encoder_fits_toy_task_on_cpu_reproducibly() {
+    let device = Device::flex();
+    let (accuracy, first) = train_and_score(&device, 5);
+    assert!(accuracy >= 0.95, "training accuracy {accuracy}");
+    let (again, first_again) = train_and_score(&device, 5);
+    assert_eq!(
+        (accuracy, first),
+        (again, first_again),
+        "same seed, same numbers"
+    );
+}
+
+#[test]
+fn tiny_encoder_fits_toy_task_on_wgpu() {
+    let Some(adapter) = freeal_bench::slm::device::wgpu_adapter() else {
+        panic!(
+            "no wgpu adapter: install mesa-vulkan-drivers and libvulkan1 (software Vulkan), as \
+             .ci/run does"
+        );
+    };
+    eprintln!("wgpu adapter: {adapter}");
+    let (device, _) =
+        freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Wgpu).unwrap();
+    let (accuracy, _) = train_and_score(&device, 5);
+    assert!(accuracy >= 0.95, "training accuracy on wgpu {accuracy}");
+}
