@@ -11,7 +11,7 @@ fn plan_error(spec_text: &str, sets: &[&str]) -> (String, std::path::PathBuf) {
     let spec = write(dir.path(), "spec.toml", spec_text);
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let result = layer(&spec, &sets).and_then(|l| plan(&l));
-    let message = result.err().expect("the spec must be rejected").to_string();
+    let message = result.expect_err("the spec must be rejected").to_string();
     (message, dir.keep().join("spec.toml"))
 }
 

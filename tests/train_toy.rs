@@ -74,7 +74,7 @@ fn train_and_score(device: &Device, seed: u64) -> (f64, Vec<f32>) {
     let progress = Progress::hidden();
     slm.fit(&encoded, &targets, &vec![1.0; texts.len()], &progress)
         .unwrap();
-    let (_, probs) = slm.infer(&encoded, &progress).unwrap();
+    let probs = slm.infer(&encoded, &progress).unwrap().probs;
     let correct = probs
         .iter()
         .zip(&labels)

@@ -64,7 +64,7 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
             "layers, hidden and intermediate must be at least 1".into(),
         );
         check(
-            init.heads >= 1 && init.hidden % init.heads.max(1) == 0,
+            init.heads >= 1 && init.hidden.is_multiple_of(init.heads.max(1)),
             "slm.random_init.heads",
             format!(
                 "must be at least 1 and divide hidden ({}), got {}",

@@ -48,7 +48,7 @@ fn gold(examples: &[Example], dataset: &str) -> Result<Vec<usize>> {
 pub fn evaluate(slm: &Slm, dataset: &Dataset, ctx: &CellContext) -> Result<BTreeMap<String, f64>> {
     let texts: Vec<&str> = dataset.test.iter().map(|e| e.text.as_str()).collect();
     let encoded = slm.tokenize(&texts)?;
-    let (_, probs) = slm.infer(&encoded, ctx.progress)?;
+    let probs = slm.infer(&encoded, ctx.progress)?.probs;
     let predicted: Vec<Option<usize>> = probs.iter().map(|p| Some(argmax(p))).collect();
     let gold = gold(&dataset.test, &dataset.name)?;
     Ok(BTreeMap::from([

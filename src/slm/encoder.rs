@@ -87,7 +87,9 @@ impl EncoderConfig {
                 self.hidden_act
             ));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err("num_attention_heads must divide hidden_size".into());
         }
         Ok(())

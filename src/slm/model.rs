@@ -93,6 +93,15 @@ pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
     Ok(config)
 }
 
+/// Per-example outputs of inference, in input order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inference {
+    /// Pooled sentence vectors (the embeddings k-NN and k-medoids use).
+    pub pooled: Vec<Vec<f32>>,
+    /// Probabilities over labels.
+    pub probs: Vec<Vec<f32>>,
+}
+
 /// Statistics of one `fit` call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FitReport {
@@ -261,13 +270,8 @@ impl Slm {
         Ok(report)
     }
 
-    /// Runs the model in inference mode over `encoded`, returning (pooled vectors, probabilities)
-    /// in input order.
-    pub fn infer(
-        &self,
-        encoded: &[Encoded],
-        progress: &Progress,
-    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    /// Runs the model in inference mode over `encoded`.
+    pub fn infer(&self, encoded: &[Encoded], progress: &Progress) -> Result<Inference> {
         let model = self.model.valid();
         let order: Vec<usize> = (0..encoded.len()).collect();
         let batches = length_buckets(encoded, &order, self.spec.eval_batch_size);
@@ -287,8 +291,27 @@ impl Slm {
             }
             progress.inc(1);
         }
-        Ok((pooled_out, probs_out))
+        Ok(Inference {
+            pooled: pooled_out,
+            probs: probs_out,
+        })
     }
+}
+
+/// Cross-entropy of each example's predicted distribution against its target row (one-hot or
+/// soft): the per-sample loss vector FreeAL's GMM splits into clean and noisy.
+pub fn per_example_loss(probs: &[Vec<f32>], targets: &[Vec<f32>]) -> Vec<f32> {
+    probs
+        .iter()
+        .zip(targets)
+        .map(|(p, t)| {
+            -p.iter()
+                .zip(t)
+                .filter(|(_, t)| **t > 0.0)
+                .map(|(p, t)| t * p.max(f32::MIN_POSITIVE).ln())
+                .sum::<f32>()
+        })
+        .collect()
 }
 
 fn to_rows(tensor: Tensor<2>, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
@@ -314,7 +337,16 @@ pub fn linear_schedule(peak: f64, step: u64, warmup: u64, total: u64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::linear_schedule;
+    use super::{linear_schedule, per_example_loss};
+
+    #[test]
+    fn per_example_loss_is_cross_entropy() {
+        let probs = vec![vec![0.25, 0.75], vec![0.5, 0.5]];
+        let targets = vec![vec![0.0, 1.0], vec![0.2, 0.8]];
+        let loss = per_example_loss(&probs, &targets);
+        assert!((loss[0] - (-(0.75f32).ln())).abs() < 1e-6);
+        assert!((loss[1] - (-(0.5f32).ln())).abs() < 1e-6);
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
