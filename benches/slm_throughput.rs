@@ -47,6 +47,19 @@ fn sequences(n: usize, len: usize) -> Vec<Encoded> {
         .collect()
 }
 
+/// One-hot rows alternating between the two labels.
+fn alternating_targets(n: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                vec![1.0, 0.0]
+            } else {
+                vec![0.0, 1.0]
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let backend = match std::env::var("FREEAL_BENCH_BACKEND").as_deref() {
         Ok("wgpu") => BackendChoice::Wgpu,
@@ -61,15 +74,11 @@ fn main() {
     for max_len in [64, 128] {
         let mut slm = Slm::load(&spec(max_len), &models, 2, &device, 0).expect("model");
         let warm = sequences(BATCH * WARMUP_STEPS, max_len);
-        let targets: Vec<Vec<f32>> = (0..warm.len())
-            .map(|i| vec![(i % 2) as f32, 1.0 - (i % 2) as f32])
-            .collect();
+        let targets = alternating_targets(warm.len());
         slm.fit(&warm, &targets, &vec![1.0; warm.len()], &progress)
             .expect("warm-up");
         let data = sequences(BATCH * TRAIN_STEPS, max_len);
-        let targets: Vec<Vec<f32>> = (0..data.len())
-            .map(|i| vec![(i % 2) as f32, 1.0 - (i % 2) as f32])
-            .collect();
+        let targets = alternating_targets(data.len());
         let start = Instant::now();
         slm.fit(&data, &targets, &vec![1.0; data.len()], &progress)
             .expect("train");
