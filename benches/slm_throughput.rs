@@ -52,9 +52,9 @@ fn alternating_targets(n: usize) -> Vec<Vec<f32>> {
     (0..n)
         .map(|i| {
             if i % 2 == 0 {
-                vec![1.0, 0.0]
-            } else {
                 vec![0.0, 1.0]
+            } else {
+                vec![1.0, 0.0]
             }
         })
         .collect()
