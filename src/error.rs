@@ -49,6 +49,14 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// An LLM backend failed (after its retries) or answered something unusable.
+    #[error("llm {backend}: {message}")]
+    Llm {
+        /// Backend and model id.
+        backend: String,
+        /// What went wrong and how to fix it.
+        message: String,
+    },
     /// A cell failed while running.
     #[error("cell {cell}: {message}")]
     Cell {
@@ -63,6 +71,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An LLM backend error.
+    pub fn llm(backend: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Llm {
+            backend: backend.into(),
+            message: message.into(),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

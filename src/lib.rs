@@ -6,6 +6,8 @@
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fetch;
+pub mod llm;
 pub mod methods;
 pub mod metrics;
 pub mod plan;

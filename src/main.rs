@@ -7,11 +7,14 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use freeal_bench::config::{BackendChoice, layer};
 use freeal_bench::error::Error;
-use freeal_bench::methods::build;
+use freeal_bench::llm::prompt::render_plain;
+use freeal_bench::methods::{CellContext, build};
 use freeal_bench::plan::{Plan, plan, select};
 use freeal_bench::progress::Progress;
 use freeal_bench::report::{collect, tables};
-use freeal_bench::run::executor::{ExecOptions, cell_dir, execute, load_dataset, run_cell};
+use freeal_bench::run::executor::{
+    ExecOptions, cell_dir, execute, load_dataset, models_dir, run_cell,
+};
 use freeal_bench::run::records::read_cell_records;
 use freeal_bench::slm::device;
 
@@ -40,6 +43,9 @@ enum Cmd {
     Plan {
         /// Experiment spec (TOML).
         spec: PathBuf,
+        /// Print the first prompt each LLM cell would send (k-NN demos need the encoder).
+        #[arg(long)]
+        show_prompt: bool,
         #[command(flatten)]
         opts: SpecOpts,
     },
@@ -103,7 +109,7 @@ fn load_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<Plan> {
     Ok(plan(&layered)?)
 }
 
-fn cmd_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<()> {
+fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<()> {
     let plan = load_plan(spec, opts)?;
     let cells = select(plan.cells.clone(), &opts.only)?;
     println!(
@@ -138,6 +144,35 @@ fn cmd_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<()> {
         );
     }
     println!("total: {calls} LLM calls, ~{tokens} prompt tokens, {steps} SLM steps");
+    if show_prompt {
+        print_prompts(&plan, &cells)?;
+    }
+    Ok(())
+}
+
+fn print_prompts(plan: &Plan, cells: &[freeal_bench::plan::Cell]) -> anyhow::Result<()> {
+    let mut device = None;
+    for cell in cells.iter().filter(|c| c.config.llm.is_some()) {
+        if device.is_none() {
+            device = Some(device::select(plan.run.backend)?);
+        }
+        let (dev, _) = device.as_ref().expect("set above");
+        let dataset = load_dataset(cell)?;
+        let models = models_dir(plan);
+        let ctx = CellContext {
+            cell,
+            dataset: &dataset,
+            device: dev,
+            models_dir: &models,
+            progress: &Progress::hidden(),
+            llm_run: &plan.run.llm,
+            out_dir: &cell_dir(plan, cell),
+        };
+        if let Some(request) = build(&cell.config.method).first_prompt(&ctx)? {
+            println!("\n=== {} ({}) ===", cell.name, cell.id);
+            println!("{}", render_plain(&request.messages));
+        }
+    }
     Ok(())
 }
 
@@ -233,7 +268,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.command, cli.spec) {
         (Some(Cmd::Run { spec, opts }), _) => cmd_run(&spec, &opts),
-        (Some(Cmd::Plan { spec, opts }), _) => cmd_plan(&spec, &opts).map(|_| true),
+        (
+            Some(Cmd::Plan {
+                spec,
+                show_prompt,
+                opts,
+            }),
+            _,
+        ) => cmd_plan(&spec, show_prompt, &opts).map(|_| true),
         (Some(Cmd::Report { dir, metric }), _) => cmd_report(&dir, metric).map(|_| true),
         (Some(Cmd::RunCell { spec, cell, opts }), _) => {
             cmd_run_cell(&spec, &cell, &opts).map(|_| true)

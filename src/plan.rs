@@ -7,10 +7,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::sweep::{axes, expand};
-use crate::config::{DataSpec, ExperimentSpec, Layered, MethodSpec, RunSpec, SlmSpec, Spec};
+use crate::config::{
+    DataSpec, ExperimentSpec, Layered, LlmSpec, MethodSpec, RunSpec, SlmSpec, Spec,
+};
 use crate::data::DatasetDef;
 use crate::data::def::resolve;
 use crate::error::{Error, Result};
+use crate::llm::client::Price;
+use crate::llm::prompt::{PromptTemplate, default_prompt_path};
 
 /// Everything that determines a cell's numbers; its hash is the cell id.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -27,6 +31,21 @@ pub struct CellConfig {
     pub data: DataSpec,
     /// The classifier.
     pub slm: SlmSpec,
+    /// The annotator and the task's prompt; only for methods that call the LLM, so that LLM
+    /// settings never change the ids of cells that do not use it.
+    #[serde(default)]
+    pub llm: Option<LlmCell>,
+}
+
+/// The annotator settings and prompt of a cell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LlmCell {
+    /// Backend, model, decoding.
+    pub spec: LlmSpec,
+    /// The prompt, read at planning time (editing the file changes the cell id).
+    pub prompt: PromptTemplate,
+    /// Price of the model (cost estimates only).
+    pub price: Price,
 }
 
 /// One unit of work.
@@ -125,8 +144,28 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
         let spec: Spec = layered.spec_with(&assignments)?;
         let def_path = resolve(&layered.project_root, &spec_dir, &spec.dataset)?;
         let dataset = DatasetDef::from_file(&def_path)?;
+        let method = spec.methods[&spec.method].clone();
+        let llm = if method.uses_llm() {
+            let prompt_path = if spec.llm.prompts.trim().is_empty() {
+                default_prompt_path(&layered.project_root, &dataset.name)
+            } else {
+                layered.project_root.join("configs").join(&spec.llm.prompts)
+            };
+            Some(LlmCell {
+                spec: spec.llm.clone(),
+                prompt: PromptTemplate::load(&prompt_path)?,
+                price: spec
+                    .prices
+                    .get(&spec.llm.model)
+                    .copied()
+                    .unwrap_or_default(),
+            })
+        } else {
+            None
+        };
         let config = CellConfig {
-            method: spec.methods[&spec.method].clone(),
+            llm,
+            method,
             method_name: spec.method.clone(),
             seed: spec.seed,
             data: spec.data.clone(),

@@ -4,6 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::llm::annotator::AnswerMode;
+use crate::llm::client::Price;
+use crate::llm::demos::DemoChoice;
+use crate::llm::openai::Endpoint;
+use crate::llm::replay::ReplaySpec;
+
 /// A fully layered experiment spec (defaults < includes < spec file < env < `--set`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +34,11 @@ pub struct Spec {
     pub data: DataSpec,
     /// The small language model (classifier) and its training.
     pub slm: SlmSpec,
+    /// The LLM annotator (used by methods that label with an LLM).
+    pub llm: LlmSpec,
+    /// Price per model id, US dollars per million tokens (for cost estimates; absent = 0).
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
     /// Execution settings that never change a cell's numbers.
     pub run: RunSpec,
 }
@@ -57,6 +68,24 @@ pub enum MethodSpec {
         /// Fraction of the training pool whose gold labels are used, in (0, 1].
         fraction: f64,
     },
+    /// The LLM labels by in-context learning: zero-shot, random or k-NN demonstrations drawn
+    /// from a small gold-labelled pool.
+    Icl {
+        /// How demonstrations are chosen.
+        demos: DemoChoice,
+        /// Demonstrations per query.
+        #[serde(default)]
+        k: usize,
+        /// Training-pool examples whose gold labels form the demonstration pool (0 = all).
+        #[serde(default)]
+        demo_pool: usize,
+        /// Class-balanced k-NN (k / classes nearest per class).
+        #[serde(default)]
+        balanced: bool,
+        /// Also label the training pool and report the labels' accuracy (transductive).
+        #[serde(default)]
+        label_pool: bool,
+    },
 }
 
 impl MethodSpec {
@@ -64,6 +93,15 @@ impl MethodSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             MethodSpec::Supervised { .. } => "supervised",
+            MethodSpec::Icl { .. } => "icl",
+        }
+    }
+
+    /// Whether cells of this method call the LLM (and so depend on the `[llm]` settings).
+    pub fn uses_llm(&self) -> bool {
+        match self {
+            MethodSpec::Supervised { .. } => false,
+            MethodSpec::Icl { .. } => true,
         }
     }
 }
@@ -138,6 +176,86 @@ pub struct SlmSpec {
     pub pooling: Pooling,
 }
 
+/// Which annotator labels.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmBackend {
+    /// A GGUF model in-process through llama.cpp (the default: no server, no key).
+    Embedded,
+    /// Any OpenAI-compatible server (`base_url`).
+    Http,
+    /// Labels replayed from a file (`[llm.replay]`).
+    Replay,
+    /// Gold labels through a noise matrix: for fast tests only, never a default.
+    Simulated,
+}
+
+/// The annotator: everything here can change labels, so it is part of the cell id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSpec {
+    /// Backend.
+    pub backend: LlmBackend,
+    /// Embedded: a name known to `scripts/fetch-models.sh` or a `.gguf` path; http: the model id.
+    pub model: String,
+    /// Log-probability scoring of the verbalizers, or free generation and parsing.
+    pub mode: AnswerMode,
+    /// Generated-token cap in generate mode.
+    pub max_tokens: u32,
+    /// Embedded: context window in tokens.
+    pub n_ctx: u32,
+    /// Prompt file; empty = `configs/prompts/<dataset>.toml`; relative paths: to `configs/`.
+    pub prompts: String,
+    /// Http: server base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Http: `chat` or `completions`.
+    pub endpoint: Endpoint,
+    /// Http: alternatives per position asked with logprobs.
+    pub top_logprobs: u32,
+    /// Replay: the file and its columns.
+    #[serde(default)]
+    pub replay: Option<ReplaySpec>,
+    /// Simulated: the noise.
+    pub simulated: SimulatedSpec,
+}
+
+/// Noise of the simulated annotator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedSpec {
+    /// Probability of answering the gold label (errors spread evenly) when `noise` is absent.
+    pub accuracy: f64,
+    /// Full class-conditional matrix: `noise[gold][answer]`, rows summing to 1.
+    #[serde(default)]
+    pub noise: Option<Vec<Vec<f64>>>,
+}
+
+/// LLM execution settings: they never change an answer, so they are not part of cell ids.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LlmRunSpec {
+    /// Cache file; empty = `~/.cache/freeal-bench/llm-cache.sqlite`; `off` disables caching.
+    pub cache: String,
+    /// Embedded: CPU threads (0 = all cores).
+    pub threads: usize,
+    /// Http: environment variable holding the API key (unset = no key, fine for local servers).
+    pub api_key_env: String,
+    /// Http: requests in flight.
+    pub concurrency: usize,
+    /// Http: requests per minute (0 = unlimited).
+    pub requests_per_minute: u32,
+    /// Http: tokens per minute (0 = unlimited).
+    pub tokens_per_minute: u64,
+    /// Http: retries per request on 429, 5xx and timeouts.
+    pub max_retries: u32,
+    /// Http: seconds before a request times out.
+    pub timeout_s: f64,
+    /// Http: first retry delay in seconds (doubles per retry, with jitter).
+    pub backoff_s: f64,
+    /// Http: hard cap on requests per cell, retries included (0 = none).
+    pub max_requests: u64,
+}
+
 /// Where the encoder runs.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -162,4 +280,6 @@ pub struct RunSpec {
     pub backend: BackendChoice,
     /// Directory of fetched models; empty = `$HOME/.cache/freeal-bench/models`.
     pub models_dir: String,
+    /// How the LLM is reached (cache, threads, HTTP limits).
+    pub llm: LlmRunSpec,
 }

@@ -1,6 +1,7 @@
 //! Range checks that types alone cannot express; each problem is reported as (key, message).
 
-use super::spec::{MethodSpec, Spec};
+use super::spec::{LlmBackend, MethodSpec, Spec};
+use crate::llm::demos::DemoChoice;
 
 /// Returns every out-of-range value in `spec` as (dotted key, message naming the allowed range).
 pub fn validate(spec: &Spec) -> Vec<(String, String)> {
@@ -99,7 +100,65 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
                 &format!("methods.{name}.fraction"),
                 format!("must be in (0, 1], got {fraction}"),
             ),
+            MethodSpec::Icl { demos, k, .. } => check(
+                *demos == DemoChoice::None || *k >= 1,
+                &format!("methods.{name}.k"),
+                format!("must be at least 1 with demos = {demos:?} (lower-case), got {k}"),
+            ),
         }
     }
+    let llm = &spec.llm;
+    check(
+        llm.n_ctx >= 256,
+        "llm.n_ctx",
+        format!("must be at least 256, got {}", llm.n_ctx),
+    );
+    check(
+        llm.max_tokens >= 1,
+        "llm.max_tokens",
+        "must be at least 1".into(),
+    );
+    check(
+        (1..=20).contains(&llm.top_logprobs),
+        "llm.top_logprobs",
+        format!(
+            "must be in 1..=20 (OpenAI's limit), got {}",
+            llm.top_logprobs
+        ),
+    );
+    check(
+        (0.0..=1.0).contains(&llm.simulated.accuracy),
+        "llm.simulated.accuracy",
+        format!("must be in [0, 1], got {}", llm.simulated.accuracy),
+    );
+    check(
+        llm.backend != LlmBackend::Replay || llm.replay.is_some(),
+        "llm.replay",
+        "backend = \"replay\" needs [llm.replay] with file (and label/text columns)".into(),
+    );
+    check(
+        llm.backend != LlmBackend::Http || llm.base_url.starts_with("http"),
+        "llm.base_url",
+        format!("must be an http(s) URL, got `{}`", llm.base_url),
+    );
+    let run = &spec.run.llm;
+    check(
+        run.concurrency >= 1,
+        "run.llm.concurrency",
+        "must be at least 1".into(),
+    );
+    check(
+        run.timeout_s > 0.0 && run.timeout_s.is_finite(),
+        "run.llm.timeout_s",
+        format!(
+            "must be a positive number of seconds, got {}",
+            run.timeout_s
+        ),
+    );
+    check(
+        run.backoff_s >= 0.0 && run.backoff_s.is_finite(),
+        "run.llm.backoff_s",
+        format!("must be >= 0, got {}", run.backoff_s),
+    );
     problems
 }

@@ -1,14 +1,16 @@
 //! Methods: each turns a cell (dataset, config, seed) into per-round outcomes.
 
+pub mod icl;
 pub mod supervised;
 
 use std::path::Path;
 
 use burn::tensor::Device;
 
-use crate::config::MethodSpec;
+use crate::config::{LlmRunSpec, MethodSpec};
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::llm::annotator::ClassifyRequest;
 use crate::plan::Cell;
 use crate::progress::Progress;
 use crate::run::records::RoundOutcome;
@@ -25,6 +27,10 @@ pub struct CellContext<'a> {
     pub models_dir: &'a Path,
     /// Phase progress bar.
     pub progress: &'a Progress,
+    /// How the LLM is reached (cache, threads, HTTP limits).
+    pub llm_run: &'a LlmRunSpec,
+    /// The cell's results directory, for per-example artifacts (labels, splits).
+    pub out_dir: &'a Path,
 }
 
 /// Cost estimate of a cell for `plan` (a dry run: nothing is executed).
@@ -45,6 +51,12 @@ pub trait Method {
 
     /// Estimates the cell's cost without running it.
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate;
+
+    /// The first prompt the cell would send to the LLM (`plan --show-prompt`); `None` for
+    /// methods that call no LLM.
+    fn first_prompt(&self, _ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
+        Ok(None)
+    }
 }
 
 /// The implementation of a method configuration.
@@ -52,6 +64,19 @@ pub fn build(spec: &MethodSpec) -> Box<dyn Method> {
     match spec {
         MethodSpec::Supervised { fraction } => Box::new(supervised::Supervised {
             fraction: *fraction,
+        }),
+        MethodSpec::Icl {
+            demos,
+            k,
+            demo_pool,
+            balanced,
+            label_pool,
+        } => Box::new(icl::Icl {
+            demos: *demos,
+            k: *k,
+            demo_pool: *demo_pool,
+            balanced: *balanced,
+            label_pool: *label_pool,
         }),
     }
 }

@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use burn::tensor::Device;
 
 use super::records::{RoundRecord, read_cell_records, write_atomic, write_cell_records};
+use crate::config::LlmBackend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::llm::ensure_gguf;
 use crate::methods::{CellContext, build};
 use crate::plan::{Cell, Plan};
 use crate::progress::Progress;
@@ -63,6 +65,8 @@ pub fn run_cell(
         device,
         models_dir: &models,
         progress,
+        llm_run: &plan.run.llm,
+        out_dir: &dir,
     };
     let outcomes = build(&cell.config.method)
         .run(&ctx)
@@ -170,6 +174,16 @@ pub fn execute(
     needed.dedup();
     for model in needed {
         ensure_model(model, &models, &plan.project_root)?;
+    }
+    let mut ggufs: Vec<&str> = pending
+        .iter()
+        .filter_map(|c| c.config.llm.as_ref())
+        .filter(|l| l.spec.backend == LlmBackend::Embedded)
+        .map(|l| l.spec.model.as_str())
+        .collect();
+    ggufs.dedup();
+    for model in ggufs {
+        ensure_gguf(model, &models, &plan.project_root)?;
     }
     if !pending.is_empty() {
         if opts.jobs <= 1 {

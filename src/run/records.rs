@@ -20,6 +20,24 @@ pub struct LlmUsage {
     pub prompt_tokens: u64,
     /// Completion tokens generated.
     pub completion_tokens: u64,
+    /// Answers that named no label (masked, never guessed).
+    #[serde(default)]
+    pub unparsable: u64,
+    /// Estimated money spent on calls, from the model's price (0 for local models).
+    #[serde(default)]
+    pub cost_usd: f64,
+}
+
+impl LlmUsage {
+    /// Adds another round's usage.
+    pub fn add(&mut self, other: &LlmUsage) {
+        self.calls += other.calls;
+        self.cache_hits += other.cache_hits;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.unparsable += other.unparsable;
+        self.cost_usd += other.cost_usd;
+    }
 }
 
 /// What a method reports for one round.
@@ -110,6 +128,14 @@ pub fn records_frame(records: &[RoundRecord]) -> Result<DataFrame> {
         Column::new(
             "llm_completion_tokens".into(),
             ints(&|r| r.outcome.llm.completion_tokens),
+        ),
+        Column::new("llm_unparsable".into(), ints(&|r| r.outcome.llm.unparsable)),
+        Column::new(
+            "llm_cost_usd".into(),
+            records
+                .iter()
+                .map(|r| r.outcome.llm.cost_usd)
+                .collect::<Vec<f64>>(),
         ),
         Column::new("slm_steps".into(), ints(&|r| r.outcome.slm_steps)),
         Column::new(

@@ -48,7 +48,7 @@ pub fn model_dir(model: &str, models_dir: &Path) -> Result<PathBuf> {
     ))
 }
 
-/// Models `scripts/fetch-models.sh` knows how to fetch.
+/// Encoders `scripts/fetch-models.sh` knows how to fetch.
 pub const FETCHABLE: &[&str] = &["all-MiniLM-L6-v2"];
 
 /// Makes sure `model` can be found: a directory, an already fetched model, or a known name that
@@ -57,27 +57,7 @@ pub fn ensure_model(model: &str, models_dir: &Path, project_root: &Path) -> Resu
     if model_dir(model, models_dir).is_ok() || !FETCHABLE.contains(&model) {
         return model_dir(model, models_dir).map(|_| ());
     }
-    let script = project_root.join("scripts/fetch-models.sh");
-    eprintln!(
-        "{model} is not in {}: fetching it with {}",
-        models_dir.display(),
-        script.display()
-    );
-    let status = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(model)
-        .env("FREEAL_BENCH_RUN__MODELS_DIR", models_dir)
-        .status()
-        .map_err(|e| Error::io(&script, e))?;
-    if !status.success() {
-        return Err(Error::model(
-            model,
-            format!(
-                "{} failed ({status}); see its output above",
-                script.display()
-            ),
-        ));
-    }
+    crate::fetch::fetch_with_script(model, models_dir, project_root)?;
     model_dir(model, models_dir).map(|_| ())
 }
 

@@ -39,3 +39,17 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// The fetched test LLM (SmolLM2-135M-Instruct GGUF), or a panic that says how to fetch it.
+pub fn smollm_path() -> PathBuf {
+    let models = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(freeal_bench::slm::model::default_models_dir);
+    let path = freeal_bench::llm::gguf_path("smollm2-135m-instruct", &models);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch-models.sh smollm2-135m-instruct",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,310 @@
+//! Prompts as data: a per-dataset TOML file (`configs/prompts/<dataset>.toml`) holds the task
+//! instruction, how a demonstration and a query are written, and the demo-generation prompt.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::locate::line_of;
+use crate::error::{Error, Result};
+use crate::llm::annotator::{ChatMessage, ClassifyRequest, GenerateRequest, Role};
+
+/// How demonstrations are laid out in the chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DemoStyle {
+    /// Each demonstration is a user turn (the query format) and an assistant turn (the answer):
+    /// chat models then answer the real query the same way.
+    Turns,
+    /// All demonstrations inside the one user message, before the query.
+    Inline,
+}
+
+/// The prompt of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptTemplate {
+    /// System message; `{labels}` becomes the label words joined by ", ".
+    pub instruction: String,
+    /// How an input is written (user turn); `{text}` is the input.
+    pub query: String,
+    /// How an answer is written; `{label}` is the label's first verbalizer.
+    #[serde(default = "default_answer")]
+    pub answer: String,
+    /// Demonstration layout.
+    #[serde(default = "default_style")]
+    pub demo_style: DemoStyle,
+    /// Between inline demonstrations.
+    #[serde(default = "default_separator")]
+    pub demo_separator: String,
+    /// Demo generation (FreeAL's initial round).
+    pub generation: GenerationTemplate,
+}
+
+/// The prompt that asks the LLM to write a labelled example imitating unlabelled ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationTemplate {
+    /// User message; `{examples}` becomes the imitated inputs (one per line), `{label}` the
+    /// requested label word, `{labels}` all label words.
+    pub prompt: String,
+    /// Upper bound on generated tokens.
+    #[serde(default = "default_gen_tokens")]
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    #[serde(default = "default_gen_temperature")]
+    pub temperature: f32,
+}
+
+fn default_answer() -> String {
+    "{label}".into()
+}
+fn default_style() -> DemoStyle {
+    DemoStyle::Turns
+}
+fn default_separator() -> String {
+    "\n\n".into()
+}
+fn default_gen_tokens() -> u32 {
+    64
+}
+fn default_gen_temperature() -> f32 {
+    0.8
+}
+
+/// Where a dataset's prompt lives when the spec names none.
+pub fn default_prompt_path(root: &Path, dataset: &str) -> PathBuf {
+    root.join("configs")
+        .join("prompts")
+        .join(format!("{dataset}.toml"))
+}
+
+impl PromptTemplate {
+    /// Reads and checks a prompt file.
+    pub fn load(path: &Path) -> Result<PromptTemplate> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            location: path.display().to_string(),
+            key: "llm.prompts".into(),
+            message: format!("cannot read the prompt file: {e}"),
+        })?;
+        let template: PromptTemplate = toml::from_str(&text).map_err(|e| Error::Config {
+            location: format!(
+                "{}:{}",
+                path.display(),
+                e.span().map(|s| line_of(&text, s.start)).unwrap_or(0)
+            ),
+            key: "prompt".into(),
+            message: e.message().to_string(),
+        })?;
+        for (key, value, needed) in [
+            ("query", &template.query, "{text}"),
+            ("answer", &template.answer, "{label}"),
+            ("generation.prompt", &template.generation.prompt, "{label}"),
+        ] {
+            if !value.contains(needed) {
+                return Err(Error::Config {
+                    location: path.display().to_string(),
+                    key: key.into(),
+                    message: format!("must contain the placeholder {needed}"),
+                });
+            }
+        }
+        Ok(template)
+    }
+
+    fn system(&self, verbalizers: &[Vec<String>]) -> ChatMessage {
+        ChatMessage::new(
+            Role::System,
+            self.instruction
+                .replace("{labels}", &label_words(verbalizers)),
+        )
+    }
+
+    fn query_text(&self, text: &str) -> String {
+        self.query.replace("{text}", text.trim())
+    }
+
+    fn answer_text(&self, label: usize, verbalizers: &[Vec<String>]) -> String {
+        self.answer
+            .replace("{label}", first_word(verbalizers, label))
+    }
+
+    /// The request that labels `text` given demonstrations `(text, label)` (most similar last).
+    pub fn classify(
+        &self,
+        text: &str,
+        demos: &[(&str, usize)],
+        verbalizers: &[Vec<String>],
+    ) -> ClassifyRequest {
+        let mut messages = vec![self.system(verbalizers)];
+        match self.demo_style {
+            DemoStyle::Turns => {
+                for &(demo, label) in demos {
+                    messages.push(ChatMessage::new(Role::User, self.query_text(demo)));
+                    messages.push(ChatMessage::new(
+                        Role::Assistant,
+                        self.answer_text(label, verbalizers),
+                    ));
+                }
+                messages.push(ChatMessage::new(Role::User, self.query_text(text)));
+            }
+            DemoStyle::Inline => {
+                let mut parts: Vec<String> = demos
+                    .iter()
+                    .map(|&(demo, label)| {
+                        format!(
+                            "{} {}",
+                            self.query_text(demo),
+                            self.answer_text(label, verbalizers)
+                        )
+                    })
+                    .collect();
+                parts.push(self.query_text(text));
+                messages.push(ChatMessage::new(
+                    Role::User,
+                    parts.join(&self.demo_separator),
+                ));
+            }
+        }
+        ClassifyRequest {
+            query: text.to_string(),
+            messages,
+            verbalizers: verbalizers.to_vec(),
+        }
+    }
+
+    /// The request that writes a new example of `label` imitating `examples`.
+    pub fn generate(
+        &self,
+        examples: &[&str],
+        label: usize,
+        verbalizers: &[Vec<String>],
+        seed: u64,
+    ) -> GenerateRequest {
+        let lines: Vec<String> = examples.iter().map(|e| format!("- {}", e.trim())).collect();
+        let prompt = self
+            .generation
+            .prompt
+            .replace("{examples}", &lines.join("\n"))
+            .replace("{labels}", &label_words(verbalizers))
+            .replace("{label}", first_word(verbalizers, label));
+        GenerateRequest {
+            messages: vec![
+                self.system(verbalizers),
+                ChatMessage::new(Role::User, prompt),
+            ],
+            max_tokens: self.generation.max_tokens,
+            temperature: self.generation.temperature,
+            seed,
+        }
+    }
+}
+
+fn first_word(verbalizers: &[Vec<String>], label: usize) -> &str {
+    verbalizers
+        .get(label)
+        .and_then(|w| w.first())
+        .map_or("", String::as_str)
+}
+
+fn label_words(verbalizers: &[Vec<String>]) -> String {
+    (0..verbalizers.len())
+        .map(|l| first_word(verbalizers, l))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Renders messages as plain text (for `plan --show-prompt` and completion endpoints).
+pub fn render_plain(messages: &[ChatMessage]) -> String {
+    messages
+        .iter()
+        .map(|m| {
+            let role = match m.role {
+                Role::System => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            format!("[{role}]\n{}", m.content)
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(style: DemoStyle) -> PromptTemplate {
+        PromptTemplate {
+            instruction: "Classify as {labels}.".into(),
+            query: "Review: {text}".into(),
+            answer: "{label}".into(),
+            demo_style: style,
+            demo_separator: "\n".into(),
+            generation: GenerationTemplate {
+                prompt: "Like these:\n{examples}\nWrite a {label} one.".into(),
+                max_tokens: 10,
+                temperature: 0.5,
+            },
+        }
+    }
+
+    fn verbs() -> Vec<Vec<String>> {
+        vec![
+            vec!["negative".into()],
+            vec!["positive".into(), "good".into()],
+        ]
+    }
+
+    #[test]
+    fn turns_put_each_demo_in_its_own_pair() {
+        let r =
+            template(DemoStyle::Turns).classify(" fine ", &[("bad", 0), ("great", 1)], &verbs());
+        let contents: Vec<&str> = r.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            [
+                "Classify as negative, positive.",
+                "Review: bad",
+                "negative",
+                "Review: great",
+                "positive",
+                "Review: fine"
+            ]
+        );
+        assert_eq!(r.messages[2].role, Role::Assistant);
+        assert_eq!(r.query, " fine ");
+    }
+
+    #[test]
+    fn inline_puts_demos_before_the_query() {
+        let r = template(DemoStyle::Inline).classify("fine", &[("bad", 0)], &verbs());
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[1].content, "Review: bad negative\nReview: fine");
+    }
+
+    #[test]
+    fn generation_fills_examples_and_label() {
+        let g = template(DemoStyle::Turns).generate(&["a", "b"], 1, &verbs(), 7);
+        assert_eq!(
+            g.messages[1].content,
+            "Like these:\n- a\n- b\nWrite a positive one."
+        );
+        assert_eq!((g.max_tokens, g.seed), (10, 7));
+    }
+
+    #[test]
+    fn every_shipped_prompt_file_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/prompts");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            PromptTemplate::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(
+            n >= 5,
+            "expected a prompt per classification dataset, found {n}"
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! `icl`: the LLM labels by in-context learning, with no demonstrations (zero-shot), random
+//! ones, or the k nearest (by sentence-embedding cosine) from a small gold-labelled pool. Its
+//! labels are scored against gold on the test split and, optionally, on the training pool.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+
+use super::{CellContext, Estimate, Method};
+use crate::data::{Dataset, Example, Task};
+use crate::error::{Error, Result};
+use crate::llm::annotator::{Annotation, ClassifyRequest};
+use crate::llm::demos::{DemoChoice, knn, normalize_rows, random_demos};
+use crate::llm::prompt::PromptTemplate;
+use crate::metrics::{accuracy, macro_f1};
+use crate::plan::Cell;
+use crate::run::records::RoundOutcome;
+use crate::slm::Slm;
+
+/// In-context labelling by the LLM.
+pub struct Icl {
+    /// Demonstration choice.
+    pub demos: DemoChoice,
+    /// Demonstrations per query.
+    pub k: usize,
+    /// Gold-labelled pool size (0 = the whole training pool).
+    pub demo_pool: usize,
+    /// Class-balanced k-NN.
+    pub balanced: bool,
+    /// Also label the training pool.
+    pub label_pool: bool,
+}
+
+/// The gold-labelled demonstration pool: training indices and their labels.
+struct DemoPool {
+    indices: Vec<usize>,
+    labels: Vec<usize>,
+    /// Unit sentence embeddings (k-NN only).
+    embeddings: Vec<Vec<f32>>,
+}
+
+fn gold(examples: &[Example], cell: &str) -> Result<Vec<usize>> {
+    examples
+        .iter()
+        .map(|e| {
+            e.class().ok_or_else(|| Error::Cell {
+                cell: cell.to_string(),
+                message: "icl needs a classification dataset".into(),
+            })
+        })
+        .collect()
+}
+
+/// Sentence embeddings of `texts` from the pretrained encoder (mean pooled, unit length).
+fn embed(ctx: &CellContext, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    let slm = Slm::load(
+        &ctx.cell.config.slm,
+        ctx.models_dir,
+        ctx.dataset.num_labels(),
+        ctx.device,
+        ctx.cell.config.seed,
+    )?;
+    let encoded = slm.tokenize(texts)?;
+    let mut rows = slm.infer(&encoded, ctx.progress)?.pooled;
+    normalize_rows(&mut rows);
+    Ok(rows)
+}
+
+impl Icl {
+    fn pool_indices(&self, train_len: usize, seed: u64) -> Vec<usize> {
+        if self.demos == DemoChoice::None {
+            return Vec::new();
+        }
+        if self.demo_pool == 0 || self.demo_pool >= train_len {
+            return (0..train_len).collect();
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xde70_9001);
+        let mut picked = sample(&mut rng, train_len, self.demo_pool).into_vec();
+        picked.sort_unstable();
+        picked
+    }
+
+    fn demo_pool(&self, ctx: &CellContext) -> Result<DemoPool> {
+        let dataset = ctx.dataset;
+        let indices = self.pool_indices(dataset.train.len(), ctx.cell.config.seed);
+        let all = gold(&dataset.train, &ctx.cell.name)?;
+        let labels = indices.iter().map(|&i| all[i]).collect();
+        let embeddings = if self.demos == DemoChoice::Knn {
+            let texts: Vec<&str> = indices
+                .iter()
+                .map(|&i| dataset.train[i].text.as_str())
+                .collect();
+            embed(ctx, &texts)?
+        } else {
+            Vec::new()
+        };
+        Ok(DemoPool {
+            indices,
+            labels,
+            embeddings,
+        })
+    }
+
+    /// The requests labelling `queries`; `train_index[q]` is the query's training-pool index
+    /// when it is one (so it is never its own demonstration).
+    fn requests(
+        &self,
+        ctx: &CellContext,
+        prompt: &PromptTemplate,
+        pool: &DemoPool,
+        queries: &[&Example],
+        train_index: &[Option<usize>],
+        salt: u64,
+    ) -> Result<Vec<ClassifyRequest>> {
+        let dataset = ctx.dataset;
+        let query_embeddings = if self.demos == DemoChoice::Knn {
+            let texts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
+            embed(ctx, &texts)?
+        } else {
+            Vec::new()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.cell.config.seed ^ salt);
+        Ok(queries
+            .iter()
+            .enumerate()
+            .map(|(q, example)| {
+                let exclude = train_index[q].and_then(|t| pool.indices.binary_search(&t).ok());
+                let chosen = match self.demos {
+                    DemoChoice::None => Vec::new(),
+                    DemoChoice::Random => {
+                        random_demos(&mut rng, pool.indices.len(), self.k, exclude)
+                    }
+                    DemoChoice::Knn => knn(
+                        &query_embeddings[q],
+                        &pool.embeddings,
+                        &pool.labels,
+                        self.k,
+                        self.balanced,
+                        exclude,
+                    ),
+                };
+                let demos: Vec<(&str, usize)> = chosen
+                    .iter()
+                    .map(|&p| (dataset.train[pool.indices[p]].text.as_str(), pool.labels[p]))
+                    .collect();
+                prompt.classify(&example.text, &demos, &dataset.verbalizers)
+            })
+            .collect())
+    }
+}
+
+/// Writes one row per example: index, gold, LLM label (empty = unparsable) and its probability.
+fn write_labels(path: &std::path::Path, answers: &[Annotation], gold: &[usize]) -> Result<()> {
+    let mut out = String::from("index,gold,label,confidence\n");
+    for (i, (a, g)) in answers.iter().zip(gold).enumerate() {
+        let label = a.label.map_or_else(String::new, |l| l.to_string());
+        let confidence = a
+            .label
+            .and_then(|l| a.probs.get(l))
+            .map_or_else(String::new, |p| format!("{p:.6}"));
+        out.push_str(&format!("{i},{g},{label},{confidence}\n"));
+    }
+    crate::run::records::write_atomic(path, out.as_bytes())
+}
+
+fn score(
+    metrics: &mut BTreeMap<String, f64>,
+    prefix: &str,
+    answers: &[Annotation],
+    gold: &[usize],
+    num_labels: usize,
+) {
+    let predicted: Vec<Option<usize>> = answers.iter().map(|a| a.label).collect();
+    let unparsable = predicted.iter().filter(|p| p.is_none()).count();
+    metrics.insert(format!("{prefix}_accuracy"), accuracy(&predicted, gold));
+    metrics.insert(
+        format!("{prefix}_macro_f1"),
+        macro_f1(&predicted, gold, num_labels),
+    );
+    metrics.insert(
+        format!("{prefix}_unparsable_rate"),
+        unparsable as f64 / gold.len().max(1) as f64,
+    );
+}
+
+impl Method for Icl {
+    fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
+        let start = Instant::now();
+        let dataset = ctx.dataset;
+        if dataset.task != Task::Classification {
+            return Err(Error::Cell {
+                cell: ctx.cell.name.clone(),
+                message: format!(
+                    "dataset {} is a {:?} task; icl supports classification so far",
+                    dataset.name, dataset.task
+                ),
+            });
+        }
+        let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+            cell: ctx.cell.name.clone(),
+            message: "icl needs [llm] settings".into(),
+        })?;
+        let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
+        let pool = self.demo_pool(ctx)?;
+        let num_labels = dataset.num_labels();
+        let mut metrics = BTreeMap::new();
+
+        let test: Vec<&Example> = dataset.test.iter().collect();
+        let requests = self.requests(ctx, &llm.prompt, &pool, &test, &vec![None; test.len()], 1)?;
+        ctx.progress.phase("LLM labels test", requests.len() as u64);
+        let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
+        let test_gold = gold(&dataset.test, &ctx.cell.name)?;
+        write_labels(&ctx.out_dir.join("labels_test.csv"), &answers, &test_gold)?;
+        score(&mut metrics, "test", &answers, &test_gold, num_labels);
+
+        if self.label_pool {
+            let train: Vec<&Example> = dataset.train.iter().collect();
+            let index: Vec<Option<usize>> = (0..train.len()).map(Some).collect();
+            let requests = self.requests(ctx, &llm.prompt, &pool, &train, &index, 2)?;
+            ctx.progress.phase("LLM labels pool", requests.len() as u64);
+            let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
+            let pool_gold = gold(&dataset.train, &ctx.cell.name)?;
+            write_labels(&ctx.out_dir.join("labels_pool.csv"), &answers, &pool_gold)?;
+            score(&mut metrics, "pool_label", &answers, &pool_gold, num_labels);
+        }
+        metrics.insert("gold_labels_used".into(), pool.indices.len() as f64);
+        Ok(vec![RoundOutcome {
+            round: 0,
+            metrics,
+            llm: client.take_usage(),
+            slm_steps: 0,
+            wall_s: start.elapsed().as_secs_f64(),
+        }])
+    }
+
+    fn first_prompt(&self, ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
+        let Some(llm) = &ctx.cell.config.llm else {
+            return Ok(None);
+        };
+        let Some(first) = ctx.dataset.test.first() else {
+            return Ok(None);
+        };
+        let pool = self.demo_pool(ctx)?;
+        let requests = self.requests(ctx, &llm.prompt, &pool, &[first], &[None], 1)?;
+        Ok(requests.into_iter().next())
+    }
+
+    fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {
+        let queries = dataset.test.len()
+            + if self.label_pool {
+                dataset.train.len()
+            } else {
+                0
+            };
+        let Some(llm) = &cell.config.llm else {
+            return Estimate::default();
+        };
+        // Prompt size from the first test item with the first k pool items as stand-in demos.
+        let pool = self.pool_indices(dataset.train.len(), cell.config.seed);
+        let k = if self.demos == DemoChoice::None {
+            0
+        } else {
+            self.k
+        };
+        let demos: Vec<(&str, usize)> = pool
+            .iter()
+            .take(k)
+            .filter_map(|&i| Some((dataset.train[i].text.as_str(), dataset.train[i].class()?)))
+            .collect();
+        let chars = dataset.test.first().map_or(0, |e| {
+            llm.prompt
+                .classify(&e.text, &demos, &dataset.verbalizers)
+                .messages
+                .iter()
+                .map(|m| m.content.len() + 8)
+                .sum::<usize>()
+        });
+        Estimate {
+            llm_calls: queries as u64,
+            llm_prompt_tokens: (queries * chars / 4) as u64,
+            slm_steps: 0,
+        }
+    }
+}

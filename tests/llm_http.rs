@@ -1,0 +1,352 @@
+//! The OpenAI-compatible backend against a loopback HTTP server that speaks the API: request
+//! shape, logprob parsing, retries on 429/500/timeouts, malformed JSON, the hard cap, and that
+//! answers received before a failure are kept in the cache.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use freeal_bench::llm::annotator::{Annotator, AnswerMode, ChatMessage, ClassifyRequest, Role};
+use freeal_bench::llm::cache::LlmCache;
+use freeal_bench::llm::client::{LlmClient, Price};
+use freeal_bench::llm::openai::{Endpoint, HttpLlm, HttpOptions};
+use serde_json::{Value, json};
+
+/// What the server answers.
+enum Reply {
+    Json(u16, Value),
+    Raw(u16, String),
+    /// Sleep, then answer (past the client's timeout).
+    Slow(Duration, Value),
+}
+
+/// A request the server saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    path: String,
+    auth: Option<String>,
+    body: Value,
+}
+
+/// Decides the reply from the request body and how many times this query was seen before.
+type Script = dyn Fn(&Value, usize) -> Reply + Send + Sync;
+
+struct Server {
+    url: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+fn query_of(body: &Value) -> String {
+    if let Some(messages) = body["messages"].as_array() {
+        messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_string()
+    } else {
+        body["prompt"].as_str().unwrap_or("").to_string()
+    }
+}
+
+fn serve(script: Arc<Script>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let script = script.clone();
+            let log = log.clone();
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (mut length, mut auth) = (0usize, None);
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        "authorization" => auth = Some(value.trim().to_string()),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0u8; length];
+                reader.read_exact(&mut body).unwrap();
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                let key = query_of(&body);
+                let n = {
+                    let mut c = counts.lock().unwrap();
+                    let e = c.entry(key).or_insert(0);
+                    *e += 1;
+                    *e - 1
+                };
+                log.lock().unwrap().push(Seen {
+                    path,
+                    auth,
+                    body: body.clone(),
+                });
+                let (status, text) = match script(&body, n) {
+                    Reply::Json(s, v) => (s, v.to_string()),
+                    Reply::Raw(s, t) => (s, t),
+                    Reply::Slow(d, v) => {
+                        std::thread::sleep(d);
+                        (200, v.to_string())
+                    }
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            });
+        }
+    });
+    Server { url, seen }
+}
+
+/// A chat answer whose first position has `alternatives` (token, probability).
+fn chat_answer(content: &str, alternatives: &[(&str, f64)]) -> Value {
+    let top: Vec<Value> = alternatives
+        .iter()
+        .map(|(t, p)| json!({"token": t, "logprob": p.ln(), "bytes": []}))
+        .collect();
+    json!({
+        "id": "x", "object": "chat.completion",
+        "choices": [{"index": 0, "finish_reason": "length",
+            "message": {"role": "assistant", "content": content},
+            "logprobs": {"content": [{"token": alternatives[0].0, "logprob": alternatives[0].1.ln(), "top_logprobs": top}]}}],
+        "usage": {"prompt_tokens": 42, "completion_tokens": 1, "total_tokens": 43}
+    })
+}
+
+fn options(url: &str) -> HttpOptions {
+    HttpOptions {
+        base_url: url.to_string(),
+        api_key: Some("sk-test".into()),
+        model: "test-model".into(),
+        endpoint: Endpoint::Chat,
+        mode: AnswerMode::Logprobs,
+        max_tokens: 8,
+        top_logprobs: 20,
+        concurrency: 3,
+        requests_per_minute: 0,
+        tokens_per_minute: 0,
+        max_retries: 4,
+        timeout: Duration::from_secs(5),
+        backoff: Duration::from_millis(10),
+        max_requests: 0,
+    }
+}
+
+fn request(text: &str) -> ClassifyRequest {
+    ClassifyRequest {
+        query: text.into(),
+        messages: vec![
+            ChatMessage::new(Role::System, "Classify as negative or positive."),
+            ChatMessage::new(Role::User, format!("Review: {text}")),
+        ],
+        verbalizers: vec![vec!["negative".into()], vec!["positive".into()]],
+    }
+}
+
+#[test]
+fn chat_request_is_well_formed_and_logprobs_give_the_label() {
+    let server = serve(Arc::new(|_, _| {
+        Reply::Json(
+            200,
+            chat_answer(
+                "positive",
+                &[("positive", 0.7), ("negative", 0.2), ("The", 0.1)],
+            ),
+        )
+    }));
+    let mut llm = HttpLlm::new(options(&server.url)).unwrap();
+    let got = llm.classify(&[request("a fine film")], &|_| {});
+    let answer = got.into_iter().next().unwrap().unwrap();
+    assert_eq!(answer.label, Some(1));
+    assert!(
+        (answer.probs[1] - 0.7 / 0.9).abs() < 1e-5,
+        "{:?}",
+        answer.probs
+    );
+    assert_eq!(
+        (answer.usage.prompt_tokens, answer.usage.completion_tokens),
+        (42, 1)
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1/chat/completions");
+    assert_eq!(seen[0].auth.as_deref(), Some("Bearer sk-test"));
+    let body = &seen[0].body;
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["logprobs"], true);
+    assert_eq!(body["top_logprobs"], 20);
+    assert_eq!(body["temperature"], 0.0);
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert_eq!(body["messages"][1]["content"], "Review: a fine film");
+}
+
+#[test]
+fn without_logprobs_the_answer_is_parsed_and_unparsable_is_masked() {
+    let server = serve(Arc::new(|body: &Value, _| {
+        let content = if query_of(body).contains("odd") {
+            "I am not sure."
+        } else {
+            "Negative."
+        };
+        Reply::Json(
+            200,
+            json!({
+                "choices": [{"message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 3}
+            }),
+        )
+    }));
+    let mut llm = HttpLlm::new(options(&server.url)).unwrap();
+    let got: Vec<_> = llm
+        .classify(&[request("dull"), request("odd")], &|_| {})
+        .into_iter()
+        .map(|a| a.unwrap())
+        .collect();
+    assert_eq!(got[0].label, Some(0));
+    assert!(got[0].probs.is_empty());
+    assert_eq!(got[1].label, None);
+    assert_eq!(got[1].raw, "I am not sure.");
+}
+
+#[test]
+fn completions_endpoint_sends_plain_text_and_reads_its_logprobs() {
+    let server = serve(Arc::new(|_, _| {
+        Reply::Json(
+            200,
+            json!({
+                "choices": [{"text": " negative", "logprobs": {"top_logprobs": [{" negative": (0.6f64).ln(), " positive": (0.3f64).ln()}]}}],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 1}
+            }),
+        )
+    }));
+    let mut opts = options(&server.url);
+    opts.endpoint = Endpoint::Completions;
+    let mut llm = HttpLlm::new(opts).unwrap();
+    let answer = llm.classify(&[request("bad")], &|_| {}).remove(0).unwrap();
+    assert_eq!(answer.label, Some(0));
+    assert!((answer.probs[0] - 2.0 / 3.0).abs() < 1e-5);
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].path, "/v1/completions");
+    assert_eq!(
+        seen[0].body["prompt"],
+        "Classify as negative or positive.\n\nReview: bad"
+    );
+    assert_eq!(seen[0].body["logprobs"], 20);
+}
+
+#[test]
+fn retries_429_500_and_timeouts_then_succeeds() {
+    let server = serve(Arc::new(|body: &Value, n| {
+        let ok = chat_answer("negative", &[("negative", 0.9), ("positive", 0.1)]);
+        match (query_of(body).as_str(), n) {
+            ("Review: limited", 0) => Reply::Raw(429, r#"{"error":"rate limited"}"#.into()),
+            ("Review: flaky", 0) => Reply::Raw(500, "oops".into()),
+            ("Review: flaky", 1) => Reply::Raw(503, "still down".into()),
+            ("Review: slow", 0) => Reply::Slow(Duration::from_millis(1500), ok),
+            _ => Reply::Json(200, ok),
+        }
+    }));
+    let mut opts = options(&server.url);
+    opts.timeout = Duration::from_millis(500);
+    let mut llm = HttpLlm::new(opts).unwrap();
+    let got = llm.classify(
+        &[request("limited"), request("flaky"), request("slow")],
+        &|_| {},
+    );
+    for answer in &got {
+        assert_eq!(answer.as_ref().unwrap().label, Some(0));
+    }
+    // 2 + 3 + 2 attempts.
+    assert_eq!(server.seen.lock().unwrap().len(), 7);
+    assert_eq!(llm.requests_sent(), 7);
+}
+
+#[test]
+fn a_client_error_is_not_retried_and_names_the_status() {
+    let server = serve(Arc::new(|_, _| {
+        Reply::Raw(401, r#"{"error":"bad key"}"#.into())
+    }));
+    let mut llm = HttpLlm::new(options(&server.url)).unwrap();
+    let err = llm
+        .classify(&[request("x")], &|_| {})
+        .remove(0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("401") && err.contains("bad key"), "{err}");
+    assert_eq!(server.seen.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn malformed_json_is_a_clear_error_and_the_other_answers_are_kept() {
+    let broken = Arc::new(Mutex::new(true));
+    let flag = broken.clone();
+    let server = serve(Arc::new(move |body: &Value, _| {
+        if query_of(body).contains("bad") && *flag.lock().unwrap() {
+            Reply::Raw(200, "{\"choices\": [".into())
+        } else {
+            Reply::Json(
+                200,
+                chat_answer("positive", &[("positive", 0.8), ("negative", 0.2)]),
+            )
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cache_path = dir.path().join("cache.sqlite");
+    let requests = vec![request("one"), request("bad"), request("three")];
+    let mut client = LlmClient::new(
+        Box::new(HttpLlm::new(options(&server.url)).unwrap()),
+        Some(LlmCache::open(&cache_path).unwrap()),
+        Price::default(),
+    );
+    let err = client.classify(&requests, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("malformed JSON"), "{err}");
+    assert_eq!(LlmCache::open(&cache_path).unwrap().len().unwrap(), 2);
+
+    // The server is fixed: rerunning sends only the failed request.
+    *broken.lock().unwrap() = false;
+    let before = server.seen.lock().unwrap().len();
+    let answers = client.classify(&requests, &|_| {}).unwrap();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(server.seen.lock().unwrap().len(), before + 1);
+    let usage = client.take_usage();
+    assert_eq!(usage.cache_hits, 2);
+}
+
+#[test]
+fn the_hard_cap_stops_sending() {
+    let server = serve(Arc::new(|_, _| Reply::Raw(500, "down".into())));
+    let mut opts = options(&server.url);
+    opts.max_requests = 3;
+    opts.concurrency = 1;
+    let mut llm = HttpLlm::new(opts).unwrap();
+    let got = llm.classify(&[request("a"), request("b")], &|_| {});
+    let errors: Vec<String> = got
+        .into_iter()
+        .map(|a| a.unwrap_err().to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("hard cap of 3 requests")),
+        "{errors:?}"
+    );
+    assert_eq!(server.seen.lock().unwrap().len(), 3);
+}
