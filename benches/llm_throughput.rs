@@ -4,6 +4,7 @@
 //!   2. the same scoring, every prompt computed from scratch;
 //!   3. free generation (greedy, up to 8 tokens) from scratch, then parsing: what a chat server
 //!      without prompt caching does per request.
+//!
 //! Prompts carry 4 fixed demonstrations (the shared prefix a FreeAL/ICL batch has), plus
 //! zero-shot for comparison.
 //!
