@@ -123,13 +123,16 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  status",
         "id", "cell", "train", "test", "llm_calls", "llm_tokens", "slm_steps"
     );
-    let (mut calls, mut tokens, mut steps) = (0, 0, 0);
+    let (mut calls, mut tokens, mut steps, mut dollars) = (0, 0, 0, 0.0);
     for cell in &cells {
         let dataset = load_dataset(cell)?;
         let estimate = build(&cell.config.method).estimate(cell, &dataset);
         calls += estimate.llm_calls;
         tokens += estimate.llm_prompt_tokens;
         steps += estimate.slm_steps;
+        if let Some(llm) = &cell.config.llm {
+            dollars += estimate.llm_prompt_tokens as f64 * llm.price.input_per_mtok / 1e6;
+        }
         let done = read_cell_records(&cell_dir(&plan, cell), &cell.id).is_some();
         println!(
             "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  {}",
@@ -143,7 +146,10 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
             if done { "complete" } else { "pending" }
         );
     }
-    println!("total: {calls} LLM calls, ~{tokens} prompt tokens, {steps} SLM steps");
+    println!(
+        "total: {calls} LLM calls, ~{tokens} prompt tokens (~${dollars:.2} of input at \
+         [prices], before cache hits), {steps} SLM steps"
+    );
     if show_prompt {
         print_prompts(&plan, &cells)?;
     }

@@ -32,8 +32,9 @@ pub struct CellConfig {
     /// The classifier.
     pub slm: SlmSpec,
     /// The annotator and the task's prompt; only for methods that call the LLM, so that LLM
-    /// settings never change the ids of cells that do not use it.
-    #[serde(default)]
+    /// settings never change the ids of cells that do not use it (nor do ids of such cells
+    /// change from before the field existed: it is left out when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmCell>,
 }
 

@@ -120,6 +120,40 @@ fn sweep_of_two_values_and_three_seeds_is_six_cells_with_stable_ids() {
 }
 
 #[test]
+fn llm_settings_change_only_the_ids_of_cells_that_call_the_llm() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        "[experiment]\nname = \"x\"\n[sweep]\nmethod = [\"supervised\", \"zero_shot\"]\n",
+    );
+    let ids = |sets: &[&str]| -> Vec<String> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        plan(&layer(&spec, &sets).unwrap())
+            .unwrap()
+            .cells
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    let base = ids(&[]);
+    let other_model = ids(&["llm.model=\"other.gguf\""]);
+    assert_eq!(base[0], other_model[0], "supervised cell unchanged");
+    assert_ne!(base[1], other_model[1], "zero-shot cell changed");
+    // Cache location and HTTP limits never change an answer.
+    assert_eq!(
+        base,
+        ids(&["run.llm.cache=\"off\"", "run.llm.concurrency=9"])
+    );
+    // A bad LLM setting names its key.
+    let err = layer(&spec, &["llm.simulated.accuracy=1.5".into()])
+        .and_then(|l| plan(&l))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("llm.simulated.accuracy"), "{err}");
+}
+
+#[test]
 fn include_files_layer_below_the_spec() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write(
