@@ -14,6 +14,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod select;
 pub mod slm;
 
 pub use error::{Error, Result};
