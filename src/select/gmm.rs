@@ -116,7 +116,8 @@ impl Gmm2 {
 pub fn min_max_normalize(xs: &[f64]) -> Vec<f64> {
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !(hi > lo) {
+    // Also true for empty input (lo = +inf, hi = -inf) and NaN.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![0.0; xs.len()];
     }
     xs.iter().map(|x| (x - lo) / (hi - lo)).collect()
