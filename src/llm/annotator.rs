@@ -27,6 +27,26 @@ pub enum Role {
     Assistant,
 }
 
+impl Role {
+    /// The role as chat APIs and templates spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// A probability row with all mass on `label` (empty when there is none).
+pub fn one_hot(label: Option<usize>, num_labels: usize) -> Vec<f32> {
+    label.map_or_else(Vec::new, |l| {
+        (0..num_labels)
+            .map(|k| if k == l { 1.0 } else { 0.0 })
+            .collect()
+    })
+}
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatMessage {

@@ -23,7 +23,7 @@ use llama_cpp_2::token::LlamaToken;
 use crate::error::{Error, Result};
 use crate::llm::annotator::{
     Annotation, Annotator, AnswerMode, ChatMessage, ClassifyRequest, GenerateRequest, Generation,
-    Role, Tick, Usage, log_sum_exp, parse_answer, softmax,
+    Tick, Usage, log_sum_exp, parse_answer, softmax,
 };
 
 /// Settings of the embedded backend.
@@ -150,11 +150,7 @@ impl EmbeddedLlm {
         let chat = messages
             .iter()
             .map(|m| {
-                let role = match m.role {
-                    Role::System => "system",
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                };
+                let role = m.role.as_str();
                 LlamaChatMessage::new(role.into(), m.content.clone())
                     .map_err(|e| self.err(format!("message not representable: {e}")))
             })

@@ -119,7 +119,7 @@ impl HttpLlm {
             Endpoint::Chat => json!({
                 "model": o.model,
                 "messages": messages.iter().map(|m| json!({
-                    "role": match m.role { Role::System => "system", Role::User => "user", Role::Assistant => "assistant" },
+                    "role": m.role.as_str(),
                     "content": m.content,
                 })).collect::<Vec<_>>(),
                 "max_tokens": max_tokens,

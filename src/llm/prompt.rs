@@ -219,11 +219,7 @@ pub fn render_plain(messages: &[ChatMessage]) -> String {
     messages
         .iter()
         .map(|m| {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
+            let role = m.role.as_str();
             format!("[{role}]\n{}", m.content)
         })
         .collect::<Vec<_>>()

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::llm::annotator::{
-    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, Usage,
+    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, Usage, one_hot,
 };
 
 /// Where the columns of a replay CSV are.
@@ -112,11 +112,7 @@ impl Annotator for ReplayAnnotator {
                 let label = self.table.labels.get(r.query.trim()).copied().flatten();
                 Ok(Annotation {
                     label,
-                    probs: label.map_or_else(Vec::new, |l| {
-                        (0..r.verbalizers.len())
-                            .map(|k| if k == l { 1.0 } else { 0.0 })
-                            .collect()
-                    }),
+                    probs: one_hot(label, r.verbalizers.len()),
                     raw: String::new(),
                     usage: Usage::default(),
                 })

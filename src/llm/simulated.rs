@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::llm::annotator::{
-    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, Usage,
+    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, Usage, one_hot,
 };
 
 /// Gold labels behind a noise matrix.
@@ -92,9 +92,7 @@ impl Annotator for SimulatedAnnotator {
                 let label = self.answer(&r.query);
                 Ok(Annotation {
                     label,
-                    probs: label.map_or_else(Vec::new, |l| {
-                        (0..n).map(|k| if k == l { 1.0 } else { 0.0 }).collect()
-                    }),
+                    probs: one_hot(label, n),
                     raw: String::new(),
                     usage: Usage::default(),
                 })
