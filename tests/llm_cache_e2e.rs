@@ -32,7 +32,8 @@ seed = [3]
     )
 }
 
-fn records(results: &Path) -> serde_json::Value {
+/// A file of the experiment's only cell.
+fn cell_file(results: &Path, name: &str) -> std::path::PathBuf {
     let cells = results.join("icl_cache/cells");
     let cell = std::fs::read_dir(&cells)
         .unwrap()
@@ -40,18 +41,15 @@ fn records(results: &Path) -> serde_json::Value {
         .unwrap()
         .unwrap()
         .path();
-    serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap()
+    cell.join(name)
+}
+
+fn records(results: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(cell_file(results, "records.json")).unwrap()).unwrap()
 }
 
 fn labels(results: &Path) -> String {
-    let cells = results.join("icl_cache/cells");
-    let cell = std::fs::read_dir(&cells)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::read_to_string(cell.join("labels_test.csv")).unwrap()
+    std::fs::read_to_string(cell_file(results, "labels_test.csv")).unwrap()
 }
 
 #[test]

@@ -147,6 +147,16 @@ impl HttpLlm {
         body
     }
 
+    /// The answer text of a response, or an error quoting the response.
+    fn answer_text(&self, response: &Value) -> Result<String> {
+        answer_text(response, self.options.endpoint).ok_or_else(|| {
+            Error::llm(
+                self.id(),
+                format!("response has no answer text: {response}"),
+            )
+        })
+    }
+
     /// Sends all bodies, `concurrency` at a time; answers in order.
     fn send_all(&self, bodies: Vec<Value>, tick: Tick) -> Vec<Result<Value>> {
         let path = match self.options.endpoint {
@@ -479,12 +489,7 @@ impl Annotator for HttpLlm {
             .zip(requests)
             .map(|(response, request)| {
                 let response = response?;
-                let text = answer_text(&response, endpoint).ok_or_else(|| {
-                    Error::llm(
-                        self.id(),
-                        format!("response has no answer text: {response}"),
-                    )
-                })?;
+                let text = self.answer_text(&response)?;
                 let probs = if logprobs {
                     top_logprobs(&response, endpoint)
                         .and_then(|top| label_probs(&top, &request.verbalizers))
@@ -518,17 +523,11 @@ impl Annotator for HttpLlm {
                 )
             })
             .collect();
-        let endpoint = self.options.endpoint;
         self.send_all(bodies, tick)
             .into_iter()
             .map(|response| {
                 let response = response?;
-                let text = answer_text(&response, endpoint).ok_or_else(|| {
-                    Error::llm(
-                        self.id(),
-                        format!("response has no answer text: {response}"),
-                    )
-                })?;
+                let text = self.answer_text(&response)?;
                 Ok(Generation {
                     text: text.trim().to_string(),
                     usage: usage_of(&response),

@@ -9,8 +9,8 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
-use super::{CellContext, Estimate, Method};
-use crate::data::{Dataset, Example, Task};
+use super::{CellContext, Estimate, Method, gold_classes, require_classification};
+use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{Annotation, ClassifyRequest};
 use crate::llm::demos::{DemoChoice, knn, normalize_rows, random_demos};
@@ -40,29 +40,12 @@ struct DemoPool {
     labels: Vec<usize>,
     /// Unit sentence embeddings (k-NN only).
     embeddings: Vec<Vec<f32>>,
-}
-
-fn gold(examples: &[Example], cell: &str) -> Result<Vec<usize>> {
-    examples
-        .iter()
-        .map(|e| {
-            e.class().ok_or_else(|| Error::Cell {
-                cell: cell.to_string(),
-                message: "icl needs a classification dataset".into(),
-            })
-        })
-        .collect()
+    /// The encoder that embedded the pool, kept to embed queries the same way (k-NN only).
+    embedder: Option<Slm>,
 }
 
 /// Sentence embeddings of `texts` from the pretrained encoder (mean pooled, unit length).
-fn embed(ctx: &CellContext, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-    let slm = Slm::load(
-        &ctx.cell.config.slm,
-        ctx.models_dir,
-        ctx.dataset.num_labels(),
-        ctx.device,
-        ctx.cell.config.seed,
-    )?;
+fn embed(slm: &Slm, ctx: &CellContext, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
     let encoded = slm.tokenize(texts)?;
     let mut rows = slm.infer(&encoded, ctx.progress)?.pooled;
     normalize_rows(&mut rows);
@@ -70,6 +53,22 @@ fn embed(ctx: &CellContext, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
 }
 
 impl Icl {
+    /// The pretrained encoder whose embeddings pick k-NN demonstrations, loaded once per cell;
+    /// `None` when demonstrations are not chosen by similarity.
+    fn embedder(&self, ctx: &CellContext) -> Result<Option<Slm>> {
+        if self.demos != DemoChoice::Knn {
+            return Ok(None);
+        }
+        Slm::load(
+            &ctx.cell.config.slm,
+            ctx.models_dir,
+            ctx.dataset.num_labels(),
+            ctx.device,
+            ctx.cell.config.seed,
+        )
+        .map(Some)
+    }
+
     fn pool_indices(&self, train_len: usize, seed: u64) -> Vec<usize> {
         if self.demos == DemoChoice::None {
             return Vec::new();
@@ -86,21 +85,24 @@ impl Icl {
     fn demo_pool(&self, ctx: &CellContext) -> Result<DemoPool> {
         let dataset = ctx.dataset;
         let indices = self.pool_indices(dataset.train.len(), ctx.cell.config.seed);
-        let all = gold(&dataset.train, &ctx.cell.name)?;
+        let all = gold_classes(&dataset.train, &ctx.cell.name)?;
         let labels = indices.iter().map(|&i| all[i]).collect();
-        let embeddings = if self.demos == DemoChoice::Knn {
-            let texts: Vec<&str> = indices
-                .iter()
-                .map(|&i| dataset.train[i].text.as_str())
-                .collect();
-            embed(ctx, &texts)?
-        } else {
-            Vec::new()
+        let embedder = self.embedder(ctx)?;
+        let embeddings = match &embedder {
+            Some(slm) => {
+                let texts: Vec<&str> = indices
+                    .iter()
+                    .map(|&i| dataset.train[i].text.as_str())
+                    .collect();
+                embed(slm, ctx, &texts)?
+            }
+            None => Vec::new(),
         };
         Ok(DemoPool {
             indices,
             labels,
             embeddings,
+            embedder,
         })
     }
 
@@ -116,11 +118,12 @@ impl Icl {
         salt: u64,
     ) -> Result<Vec<ClassifyRequest>> {
         let dataset = ctx.dataset;
-        let query_embeddings = if self.demos == DemoChoice::Knn {
-            let texts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
-            embed(ctx, &texts)?
-        } else {
-            Vec::new()
+        let query_embeddings = match &pool.embedder {
+            Some(slm) => {
+                let texts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
+                embed(slm, ctx, &texts)?
+            }
+            None => Vec::new(),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.cell.config.seed ^ salt);
         Ok(queries
@@ -190,15 +193,7 @@ impl Method for Icl {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         let start = Instant::now();
         let dataset = ctx.dataset;
-        if dataset.task != Task::Classification {
-            return Err(Error::Cell {
-                cell: ctx.cell.name.clone(),
-                message: format!(
-                    "dataset {} is a {:?} task; icl supports classification so far",
-                    dataset.name, dataset.task
-                ),
-            });
-        }
+        require_classification(ctx, "icl")?;
         let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
             cell: ctx.cell.name.clone(),
             message: "icl needs [llm] settings".into(),
@@ -212,7 +207,7 @@ impl Method for Icl {
         let requests = self.requests(ctx, &llm.prompt, &pool, &test, &vec![None; test.len()], 1)?;
         ctx.progress.phase("LLM labels test", requests.len() as u64);
         let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
-        let test_gold = gold(&dataset.test, &ctx.cell.name)?;
+        let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
         write_labels(&ctx.out_dir.join("labels_test.csv"), &answers, &test_gold)?;
         score(&mut metrics, "test", &answers, &test_gold, num_labels);
 
@@ -222,7 +217,7 @@ impl Method for Icl {
             let requests = self.requests(ctx, &llm.prompt, &pool, &train, &index, 2)?;
             ctx.progress.phase("LLM labels pool", requests.len() as u64);
             let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
-            let pool_gold = gold(&dataset.train, &ctx.cell.name)?;
+            let pool_gold = gold_classes(&dataset.train, &ctx.cell.name)?;
             write_labels(&ctx.out_dir.join("labels_pool.csv"), &answers, &pool_gold)?;
             score(&mut metrics, "pool_label", &answers, &pool_gold, num_labels);
         }

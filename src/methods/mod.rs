@@ -8,8 +8,8 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use crate::config::{LlmRunSpec, MethodSpec};
-use crate::data::Dataset;
-use crate::error::Result;
+use crate::data::{Dataset, Example, Task};
+use crate::error::{Error, Result};
 use crate::llm::annotator::ClassifyRequest;
 use crate::plan::Cell;
 use crate::progress::Progress;
@@ -57,6 +57,34 @@ pub trait Method {
     fn first_prompt(&self, _ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
         Ok(None)
     }
+}
+
+/// Fails unless the cell's dataset is a classification task (`method` names who asks).
+pub fn require_classification(ctx: &CellContext, method: &str) -> Result<()> {
+    let dataset = ctx.dataset;
+    if dataset.task == Task::Classification {
+        return Ok(());
+    }
+    Err(Error::Cell {
+        cell: ctx.cell.name.clone(),
+        message: format!(
+            "dataset {} is a {:?} task; {method} supports classification so far",
+            dataset.name, dataset.task
+        ),
+    })
+}
+
+/// The gold class of every example; an error naming `who` for non-classification examples.
+pub fn gold_classes(examples: &[Example], who: &str) -> Result<Vec<usize>> {
+    examples
+        .iter()
+        .map(|e| {
+            e.class().ok_or_else(|| Error::Cell {
+                cell: who.to_string(),
+                message: "this method needs a classification dataset".into(),
+            })
+        })
+        .collect()
 }
 
 /// The implementation of a method configuration.

@@ -8,9 +8,9 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
-use super::{CellContext, Estimate, Method};
-use crate::data::{Dataset, Example, Task};
-use crate::error::{Error, Result};
+use super::{CellContext, Estimate, Method, gold_classes, require_classification};
+use crate::data::Dataset;
+use crate::error::Result;
 use crate::metrics::{accuracy, argmax, macro_f1};
 use crate::plan::Cell;
 use crate::run::records::RoundOutcome;
@@ -32,25 +32,13 @@ impl Supervised {
     }
 }
 
-fn gold(examples: &[Example], dataset: &str) -> Result<Vec<usize>> {
-    examples
-        .iter()
-        .map(|e| {
-            e.class().ok_or_else(|| Error::Cell {
-                cell: dataset.to_string(),
-                message: "supervised classification needs a classification dataset".into(),
-            })
-        })
-        .collect()
-}
-
 /// Test-split metrics of a trained SLM: accuracy and macro-F1.
 pub fn evaluate(slm: &Slm, dataset: &Dataset, ctx: &CellContext) -> Result<BTreeMap<String, f64>> {
     let texts: Vec<&str> = dataset.test.iter().map(|e| e.text.as_str()).collect();
     let encoded = slm.tokenize(&texts)?;
     let probs = slm.infer(&encoded, ctx.progress)?.probs;
     let predicted: Vec<Option<usize>> = probs.iter().map(|p| Some(argmax(p))).collect();
-    let gold = gold(&dataset.test, &dataset.name)?;
+    let gold = gold_classes(&dataset.test, &dataset.name)?;
     Ok(BTreeMap::from([
         ("test_accuracy".to_string(), accuracy(&predicted, &gold)),
         (
@@ -64,18 +52,10 @@ impl Method for Supervised {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         let start = Instant::now();
         let dataset = ctx.dataset;
-        if dataset.task != Task::Classification {
-            return Err(Error::Cell {
-                cell: ctx.cell.name.clone(),
-                message: format!(
-                    "dataset {} is a {:?} task; supervised supports classification so far",
-                    dataset.name, dataset.task
-                ),
-            });
-        }
+        require_classification(ctx, "supervised")?;
         let seed = ctx.cell.config.seed;
         let chosen = self.chosen(dataset.train.len(), seed);
-        let labels = gold(&dataset.train, &dataset.name)?;
+        let labels = gold_classes(&dataset.train, &dataset.name)?;
         let texts: Vec<&str> = chosen
             .iter()
             .map(|&i| dataset.train[i].text.as_str())
