@@ -9,6 +9,7 @@ use crate::llm::client::Price;
 use crate::llm::demos::DemoChoice;
 use crate::llm::openai::Endpoint;
 use crate::llm::replay::ReplaySpec;
+use crate::methods::freeal::config::FreealSpec;
 
 /// A fully layered experiment spec (defaults < includes < spec file < env < `--set`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,6 +87,8 @@ pub enum MethodSpec {
         #[serde(default)]
         label_pool: bool,
     },
+    /// FreeAL: LLM active labeling, robust SLM self-training, demonstration feedback, rounds.
+    Freeal(FreealSpec),
 }
 
 impl MethodSpec {
@@ -94,6 +97,7 @@ impl MethodSpec {
         match self {
             MethodSpec::Supervised { .. } => "supervised",
             MethodSpec::Icl { .. } => "icl",
+            MethodSpec::Freeal(_) => "freeal",
         }
     }
 
@@ -101,7 +105,7 @@ impl MethodSpec {
     pub fn uses_llm(&self) -> bool {
         match self {
             MethodSpec::Supervised { .. } => false,
-            MethodSpec::Icl { .. } => true,
+            MethodSpec::Icl { .. } | MethodSpec::Freeal(_) => true,
         }
     }
 }

@@ -105,6 +105,52 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
                 &format!("methods.{name}.k"),
                 format!("must be at least 1 with demos = {demos:?} (lower-case), got {k}"),
             ),
+            MethodSpec::Freeal(f) => {
+                let key = |field: &str| format!("methods.{name}.{field}");
+                check(
+                    f.r_percent > 0.0 && f.r_percent <= 100.0,
+                    &key("r_percent"),
+                    format!("must be in (0, 100], got {}", f.r_percent),
+                );
+                check(
+                    f.label_fraction > 0.0 && f.label_fraction <= 1.0,
+                    &key("label_fraction"),
+                    format!("must be in (0, 1], got {}", f.label_fraction),
+                );
+                check(
+                    (0.0..=1.0).contains(&f.clean_threshold),
+                    &key("clean_threshold"),
+                    format!("must be in [0, 1], got {}", f.clean_threshold),
+                );
+                check(
+                    f.mixup_alpha > 0.0,
+                    &key("mixup_alpha"),
+                    format!("must be positive, got {}", f.mixup_alpha),
+                );
+                check(
+                    f.temperature > 0.0,
+                    &key("temperature"),
+                    format!("must be positive, got {}", f.temperature),
+                );
+                check(
+                    f.rampup_epochs >= 0.0,
+                    &key("rampup_epochs"),
+                    format!("must be >= 0, got {}", f.rampup_epochs),
+                );
+                for (field, value) in [
+                    ("medoids_per_class", f.medoids_per_class),
+                    ("demos_per_class", f.demos_per_class),
+                    ("knn", f.knn),
+                    ("generated_per_class", f.generated_per_class),
+                    ("imitate", f.imitate),
+                ] {
+                    check(
+                        value >= 1,
+                        &key(field),
+                        format!("must be at least 1, got {value}"),
+                    );
+                }
+            }
         }
     }
     let llm = &spec.llm;

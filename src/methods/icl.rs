@@ -9,11 +9,11 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
-use super::{CellContext, Estimate, Method, gold_classes, require_classification};
+use super::{CellContext, Estimate, Method, embed, gold_classes, require_classification};
 use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{Annotation, ClassifyRequest};
-use crate::llm::demos::{DemoChoice, knn, normalize_rows, random_demos};
+use crate::llm::demos::{DemoChoice, knn, random_demos};
 use crate::llm::prompt::PromptTemplate;
 use crate::metrics::{accuracy, macro_f1};
 use crate::plan::Cell;
@@ -42,14 +42,6 @@ struct DemoPool {
     embeddings: Vec<Vec<f32>>,
     /// The encoder that embedded the pool, kept to embed queries the same way (k-NN only).
     embedder: Option<Slm>,
-}
-
-/// Sentence embeddings of `texts` from the pretrained encoder (mean pooled, unit length).
-fn embed(slm: &Slm, ctx: &CellContext, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-    let encoded = slm.tokenize(texts)?;
-    let mut rows = slm.infer(&encoded, ctx.progress)?.pooled;
-    normalize_rows(&mut rows);
-    Ok(rows)
 }
 
 impl Icl {
@@ -94,7 +86,7 @@ impl Icl {
                     .iter()
                     .map(|&i| dataset.train[i].text.as_str())
                     .collect();
-                embed(slm, ctx, &texts)?
+                embed(slm, ctx.progress, &texts)?
             }
             None => Vec::new(),
         };
@@ -121,7 +113,7 @@ impl Icl {
         let query_embeddings = match &pool.embedder {
             Some(slm) => {
                 let texts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
-                embed(slm, ctx, &texts)?
+                embed(slm, ctx.progress, &texts)?
             }
             None => Vec::new(),
         };

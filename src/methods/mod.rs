@@ -1,5 +1,6 @@
 //! Methods: each turns a cell (dataset, config, seed) into per-round outcomes.
 
+pub mod freeal;
 pub mod icl;
 pub mod supervised;
 
@@ -11,9 +12,11 @@ use crate::config::{LlmRunSpec, MethodSpec};
 use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
 use crate::llm::annotator::ClassifyRequest;
+use crate::llm::demos::normalize_rows;
 use crate::plan::Cell;
 use crate::progress::Progress;
 use crate::run::records::RoundOutcome;
+use crate::slm::Slm;
 
 /// What a method gets to run one cell.
 pub struct CellContext<'a> {
@@ -87,6 +90,15 @@ pub fn gold_classes(examples: &[Example], who: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Sentence embeddings of `texts` from `slm` (pooled, unit length): the space k-NN
+/// demonstrations and k-medoids work in.
+pub fn embed(slm: &Slm, progress: &Progress, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    let encoded = slm.tokenize(texts)?;
+    let mut rows = slm.infer(&encoded, progress)?.pooled;
+    normalize_rows(&mut rows);
+    Ok(rows)
+}
+
 /// The implementation of a method configuration.
 pub fn build(spec: &MethodSpec) -> Box<dyn Method> {
     match spec {
@@ -106,5 +118,6 @@ pub fn build(spec: &MethodSpec) -> Box<dyn Method> {
             balanced: *balanced,
             label_pool: *label_pool,
         }),
+        MethodSpec::Freeal(spec) => Box::new(freeal::Freeal { spec: spec.clone() }),
     }
 }

@@ -3,8 +3,9 @@
 pub mod classifier;
 pub mod device;
 pub mod encoder;
+pub mod losses;
 pub mod model;
 pub mod tokenize;
 pub mod weights;
 
-pub use model::{FitReport, Slm};
+pub use model::{FitReport, Slm, Step, Trainer};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::classifier::{ClassifierModel, DeviceBatch};
 use super::encoder::{Encoder, EncoderConfig};
+use super::losses::soft_cross_entropy;
 use super::tokenize::{Encoded, TextTokenizer, length_buckets, pad_batch};
 use super::weights::load_weights;
 use crate::config::SlmSpec;
@@ -80,6 +81,8 @@ pub struct Inference {
     pub pooled: Vec<Vec<f32>>,
     /// Probabilities over labels.
     pub probs: Vec<Vec<f32>>,
+    /// Raw logits (FreeAL's official code ranks demonstrations by the largest).
+    pub logits: Vec<Vec<f32>>,
 }
 
 /// Statistics of one `fit` call.
@@ -91,6 +94,62 @@ pub struct FitReport {
     pub tokens: u64,
     /// Mean training loss of the last epoch.
     pub last_epoch_loss: f64,
+}
+
+/// Optimiser state and learning-rate schedule carried across epochs.
+pub struct Trainer {
+    optim: ModuleOptimizer,
+    steps: u64,
+    epochs_done: usize,
+    warmup: u64,
+    total: u64,
+}
+
+/// What a custom loss sees of one training batch.
+pub struct Step<'a> {
+    /// The model being trained (dropout active).
+    pub model: &'a ClassifierModel,
+    /// Example indices of the batch, in batch order.
+    pub rows: &'a [usize],
+    /// The batch on the training device.
+    pub batch: DeviceBatch,
+    /// Training progress in epochs since the trainer started (2.5 = halfway through the third).
+    pub epoch_pos: f64,
+    device: &'a Device,
+    pad_id: u32,
+    num_labels: usize,
+}
+
+impl Step<'_> {
+    /// The batch's rows taken from another tokenisation (an augmented view) on the device.
+    pub fn view(&self, encoded: &[Encoded]) -> DeviceBatch {
+        let host = pad_batch(encoded, self.rows, self.pad_id);
+        self.model.batch_to_device(&host, self.device)
+    }
+
+    /// `[batch, labels]` tensor of the batch's rows of a per-example table.
+    pub fn rows_tensor(&self, per_example: &[Vec<f32>]) -> Tensor<2> {
+        let flat: Vec<f32> = self
+            .rows
+            .iter()
+            .flat_map(|&r| per_example[r].iter().copied())
+            .collect();
+        Tensor::<2>::from_data(
+            TensorData::new(flat, [self.rows.len(), self.num_labels]),
+            self.device,
+        )
+    }
+
+    /// `[batch]` tensor of the batch's entries of a per-example vector.
+    pub fn vector(&self, per_example: &[f32]) -> Tensor<1> {
+        let v: Vec<f32> = self.rows.iter().map(|&r| per_example[r]).collect();
+        Tensor::<1>::from_data(TensorData::new(v, [self.rows.len()]), self.device)
+    }
+
+    /// The training device (for tensors a loss builds itself).
+    pub fn device(&self) -> &Device {
+        self.device
+    }
 }
 
 /// A fine-tunable sequence classifier with its tokenizer.
@@ -170,13 +229,93 @@ impl Slm {
         self.num_labels
     }
 
+    /// Epochs a full training run takes (`slm.epochs`).
+    pub fn epochs(&self) -> usize {
+        self.spec.epochs
+    }
+
     /// Tokenises texts once (callers reuse the result across epochs).
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Encoded>> {
         self.tokenizer.encode(texts)
     }
 
+    /// An optimiser (AdamW, FreeAL's settings from the spec) whose learning rate warms up and
+    /// decays linearly over `total_steps`, shared by consecutive [`Slm::train_epoch`] calls.
+    pub fn trainer(&self, total_steps: u64) -> Trainer {
+        let mut config = AdamWConfig::new()
+            .with_weight_decay(self.spec.weight_decay as f32)
+            .with_epsilon(1e-8);
+        if self.spec.grad_clip > 0.0 {
+            config = config.with_grad_clipping(Some(GradientClippingConfig::Norm(
+                self.spec.grad_clip as f32,
+            )));
+        }
+        Trainer {
+            optim: config.init(),
+            steps: 0,
+            epochs_done: 0,
+            warmup: (self.spec.warmup_ratio * total_steps as f64) as u64,
+            total: total_steps,
+        }
+    }
+
+    /// Optimiser steps one epoch over `rows` takes.
+    pub fn steps_per_epoch(&self, rows: usize) -> u64 {
+        rows.div_ceil(self.spec.batch_size) as u64
+    }
+
+    /// One epoch over `rows` of `encoded` in shuffled length buckets; `loss` turns each batch
+    /// into the scalar to minimise (a 1-element tensor).
+    pub fn train_epoch(
+        &mut self,
+        trainer: &mut Trainer,
+        encoded: &[Encoded],
+        rows: &[usize],
+        label: &str,
+        progress: &Progress,
+        mut loss: impl FnMut(&Step) -> Result<Tensor<1>>,
+    ) -> Result<FitReport> {
+        let train_device = self.device.clone().autodiff();
+        let mut model = self.model.clone().train();
+        let mut order = rows.to_vec();
+        order.shuffle(&mut self.rng);
+        let mut batches = length_buckets(encoded, &order, self.spec.batch_size);
+        batches.shuffle(&mut self.rng);
+        progress.phase(label, batches.len() as u64);
+        let per_epoch = batches.len().max(1) as f64;
+        let first_step = trainer.steps;
+        let mut report = FitReport::default();
+        let mut total_loss = 0.0;
+        for batch_rows in &batches {
+            let host = pad_batch(encoded, batch_rows, self.tokenizer.pad_id());
+            let step = Step {
+                model: &model,
+                rows: batch_rows,
+                batch: model.batch_to_device(&host, &train_device),
+                epoch_pos: (trainer.steps - first_step) as f64 / per_epoch
+                    + trainer.epochs_done as f64,
+                device: &train_device,
+                pad_id: self.tokenizer.pad_id(),
+                num_labels: self.num_labels,
+            };
+            let value = loss(&step)?;
+            total_loss += f64::from(value.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(value.backward(), &model);
+            let lr = linear_schedule(self.spec.lr, trainer.steps, trainer.warmup, trainer.total);
+            model = trainer.optim.step(lr, model, grads);
+            trainer.steps += 1;
+            report.steps += 1;
+            report.tokens += host.lengths.iter().sum::<usize>() as u64;
+            progress.inc(1);
+        }
+        trainer.epochs_done += 1;
+        report.last_epoch_loss = total_loss / batches.len().max(1) as f64;
+        self.model = model;
+        Ok(report)
+    }
+
     /// Fine-tunes on `targets` (one probability row per text: one-hot for hard labels) with
-    /// per-example `weights` (0 masks an example out), AdamW with linear warm-up and decay.
+    /// per-example `weights` (0 masks an example out) for `slm.epochs` epochs.
     pub fn fit(
         &mut self,
         encoded: &[Encoded],
@@ -191,62 +330,24 @@ impl Slm {
                 "no training example has a label",
             ));
         }
-        let batch_size = self.spec.batch_size;
-        let per_epoch = usable.len().div_ceil(batch_size);
-        let total = (per_epoch * self.spec.epochs) as u64;
-        let warmup = (self.spec.warmup_ratio * total as f64) as u64;
-        let mut optim_config = AdamWConfig::new()
-            .with_weight_decay(self.spec.weight_decay as f32)
-            .with_epsilon(1e-8);
-        if self.spec.grad_clip > 0.0 {
-            optim_config = optim_config.with_grad_clipping(Some(GradientClippingConfig::Norm(
-                self.spec.grad_clip as f32,
-            )));
-        }
-        let mut optim: ModuleOptimizer = optim_config.init();
-        let train_device = self.device.clone().autodiff();
-        let mut model = self.model.clone().train();
+        let epochs = self.spec.epochs;
+        let mut trainer = self.trainer(self.steps_per_epoch(usable.len()) * epochs as u64);
         let mut report = FitReport::default();
-        for epoch in 0..self.spec.epochs {
-            let mut order = usable.clone();
-            order.shuffle(&mut self.rng);
-            let mut batches = length_buckets(encoded, &order, batch_size);
-            batches.shuffle(&mut self.rng);
-            progress.phase(
-                &format!("train epoch {}/{}", epoch + 1, self.spec.epochs),
-                batches.len() as u64,
-            );
-            let mut epoch_loss = 0.0;
-            for rows in &batches {
-                let host = pad_batch(encoded, rows, self.tokenizer.pad_id());
-                let batch = model.batch_to_device(&host, &train_device);
-                let target_rows: Vec<f32> = rows
-                    .iter()
-                    .flat_map(|&r| targets[r].iter().copied())
-                    .collect();
-                let target = Tensor::<2>::from_data(
-                    TensorData::new(target_rows, [rows.len(), self.num_labels]),
-                    &train_device,
-                );
-                let w: Vec<f32> = rows.iter().map(|&r| weights[r]).collect();
-                let w_sum: f32 = w.iter().sum();
-                let w = Tensor::<1>::from_data(TensorData::new(w, [rows.len()]), &train_device);
-                let (_, logits) = model.forward(&batch);
-                let per_example = -(target * log_softmax(logits, 1))
-                    .sum_dim(1)
-                    .reshape([rows.len()]);
-                let loss = (per_example * w).sum() / w_sum.max(1e-12);
-                epoch_loss += f64::from(loss.clone().into_scalar::<f32>());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let lr = linear_schedule(self.spec.lr, report.steps, warmup, total);
-                model = optim.step(lr, model, grads);
-                report.steps += 1;
-                report.tokens += host.lengths.iter().sum::<usize>() as u64;
-                progress.inc(1);
-            }
-            report.last_epoch_loss = epoch_loss / batches.len().max(1) as f64;
+        for epoch in 0..epochs {
+            let label = format!("train epoch {}/{epochs}", epoch + 1);
+            let epoch_report =
+                self.train_epoch(&mut trainer, encoded, &usable, &label, progress, |step| {
+                    let target = step.rows_tensor(targets);
+                    let w = step.vector(weights);
+                    let w_sum = step.rows.iter().map(|&r| weights[r]).sum::<f32>();
+                    let (_, logits) = step.model.forward(&step.batch);
+                    let per_example = soft_cross_entropy(logits, target);
+                    Ok((per_example * w).sum() / w_sum.max(1e-12))
+                })?;
+            report.steps += epoch_report.steps;
+            report.tokens += epoch_report.tokens;
+            report.last_epoch_loss = epoch_report.last_epoch_loss;
         }
-        self.model = model;
         Ok(report)
     }
 
@@ -258,22 +359,26 @@ impl Slm {
         progress.phase("inference", batches.len() as u64);
         let mut pooled_out = vec![Vec::new(); encoded.len()];
         let mut probs_out = vec![Vec::new(); encoded.len()];
+        let mut logits_out = vec![Vec::new(); encoded.len()];
         for rows in &batches {
             let host = pad_batch(encoded, rows, self.tokenizer.pad_id());
             let batch: DeviceBatch = model.batch_to_device(&host, &self.device);
             let (pooled, logits) = model.forward(&batch);
             let hidden = pooled.dims()[1];
             let pooled = to_rows(pooled, rows.len(), hidden)?;
-            let probs = to_rows(softmax(logits, 1), rows.len(), self.num_labels)?;
-            for ((&r, p), q) in rows.iter().zip(pooled).zip(probs) {
+            let probs = to_rows(softmax(logits.clone(), 1), rows.len(), self.num_labels)?;
+            let logits = to_rows(logits, rows.len(), self.num_labels)?;
+            for (((&r, p), q), l) in rows.iter().zip(pooled).zip(probs).zip(logits) {
                 pooled_out[r] = p;
                 probs_out[r] = q;
+                logits_out[r] = l;
             }
             progress.inc(1);
         }
         Ok(Inference {
             pooled: pooled_out,
             probs: probs_out,
+            logits: logits_out,
         })
     }
 }

@@ -1,0 +1,82 @@
+//! FreeAL's settings as a spec names them (`kind = "freeal"` under `[methods.<name>]`).
+
+use serde::{Deserialize, Serialize};
+
+use super::augment::Augmentation;
+use crate::select::demo_pool::Confidence;
+
+/// Where round 0's labels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InitialLabels {
+    /// The paper's active labeling: the LLM writes labeled examples imitating random unlabeled
+    /// ones, then labels every example with its `knn` most similar generated examples as demos.
+    #[default]
+    Generated,
+    /// The LLM labels every example with no demonstrations.
+    ZeroShot,
+    /// Labels replayed from `[llm.replay]` (e.g. the paper's own GPT-3.5 labels for MR).
+    Replay,
+}
+
+/// FreeAL's knobs; defaults are the paper's and its official code's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FreealSpec {
+    /// Label-refinery rounds after round 0 (each round: relabel noisy examples, retrain the SLM).
+    pub rounds: usize,
+    /// Source of round 0's labels.
+    pub initial: InitialLabels,
+    /// Round 0 (`generated`): LLM-written demonstrations per class.
+    pub generated_per_class: usize,
+    /// Round 0 (`generated`): random unlabeled examples shown in each generation prompt.
+    pub imitate: usize,
+    /// Round 0 (`generated`): nearest generated demonstrations per example (m).
+    pub knn: usize,
+    /// Epochs (of `slm.epochs`) trained on all labels before the clean/noisy split starts.
+    pub warmup_epochs: usize,
+    /// GMM posterior of the low-loss component above which a label counts as clean.
+    pub clean_threshold: f64,
+    /// Beta(alpha, alpha) of the mixup weight.
+    pub mixup_alpha: f64,
+    /// Temperature of the noisy-set consistency (symmetric KL).
+    pub temperature: f64,
+    /// Epochs over which the mixup and consistency weights ramp linearly from 0 to 1.
+    pub rampup_epochs: f64,
+    /// Second view for the consistency loss.
+    pub augmentation: Augmentation,
+    /// Share (percent) of each class's agreeing examples kept for the demonstration pool.
+    pub r_percent: f64,
+    /// Ranking of agreeing examples: probability, or raw logit as the official code does.
+    pub confidence: Confidence,
+    /// k-medoids per class in the demonstration pool.
+    pub medoids_per_class: usize,
+    /// Refinery: nearest pool demonstrations per class for each relabeled example.
+    pub demos_per_class: usize,
+    /// Share of the pool the LLM labels in round 0 (and newly each refinery round), for large
+    /// pools (the paper's P%); the unlabeled rest joins the consistency loss.
+    pub label_fraction: f64,
+}
+
+impl Default for FreealSpec {
+    fn default() -> Self {
+        FreealSpec {
+            rounds: 1,
+            initial: InitialLabels::Generated,
+            generated_per_class: 10,
+            imitate: 3,
+            knn: 10,
+            warmup_epochs: 1,
+            clean_threshold: 0.7,
+            mixup_alpha: 4.0,
+            temperature: 0.85,
+            rampup_epochs: 10.0,
+            augmentation: Augmentation::Dropout,
+            r_percent: 20.0,
+            confidence: Confidence::Probability,
+            medoids_per_class: 50,
+            demos_per_class: 5,
+            label_fraction: 1.0,
+        }
+    }
+}

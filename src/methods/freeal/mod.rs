@@ -1,0 +1,539 @@
+//! `freeal`: the LLM labels the training pool, the SLM learns robustly from those noisy labels,
+//! and the SLM's clean, diverse examples go back to the LLM as demonstrations to relabel the
+//! noisy ones, round after round, with no human label (FreeAL, EMNLP 2023).
+
+pub mod augment;
+pub mod config;
+pub mod initial;
+pub mod self_train;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+
+use self::augment::{Augmentation, views};
+use self::config::{FreealSpec, InitialLabels};
+use self::self_train::{Trained, View, self_train};
+use super::{CellContext, Estimate, Method, embed, gold_classes, require_classification};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::llm::annotator::{Annotation, ClassifyRequest};
+use crate::llm::client::LlmClient;
+use crate::llm::demos::{knn, normalize_rows};
+use crate::llm::prompt::PromptTemplate;
+use crate::llm::replay::{ReplayTable, read_replay};
+use crate::metrics::{accuracy, argmax, macro_f1};
+use crate::plan::Cell;
+use crate::run::records::{RoundOutcome, write_atomic};
+use crate::select::demo_pool::{Confidence, demo_pool, top_agreeing};
+use crate::slm::Slm;
+
+/// FreeAL with its settings.
+pub struct Freeal {
+    /// The method's settings.
+    pub spec: FreealSpec,
+}
+
+/// Per-round bookkeeping of who holds which label.
+struct Labels {
+    labels: Vec<Option<usize>>,
+    queried: Vec<bool>,
+}
+
+impl Labels {
+    /// Pool examples the LLM has not seen yet, `label_fraction` of the pool at a time.
+    fn fresh(&self, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let unseen: Vec<usize> = (0..self.queried.len())
+            .filter(|&i| !self.queried[i])
+            .collect();
+        let want = ((self.queried.len() as f64) * fraction).round() as usize;
+        if want >= unseen.len() {
+            return unseen;
+        }
+        let mut picked: Vec<usize> = sample(rng, unseen.len(), want)
+            .into_iter()
+            .map(|j| unseen[j])
+            .collect();
+        picked.sort_unstable();
+        picked
+    }
+
+    fn set(&mut self, indices: &[usize], answers: &[Option<usize>]) {
+        for (&i, a) in indices.iter().zip(answers) {
+            self.labels[i] = *a;
+            self.queried[i] = true;
+        }
+    }
+}
+
+fn answer_labels(answers: &[Annotation]) -> Vec<Option<usize>> {
+    answers.iter().map(|a| a.label).collect()
+}
+
+impl Freeal {
+    fn load_slm(&self, ctx: &CellContext) -> Result<Slm> {
+        Slm::load(
+            &ctx.cell.config.slm,
+            ctx.models_dir,
+            ctx.dataset.num_labels(),
+            ctx.device,
+            ctx.cell.config.seed,
+        )
+    }
+
+    fn replay_table(&self, ctx: &CellContext) -> Result<Option<ReplayTable>> {
+        let needed = self.spec.initial == InitialLabels::Replay
+            || self.spec.augmentation == Augmentation::Replay;
+        if !needed {
+            return Ok(None);
+        }
+        let replay = ctx
+            .cell
+            .config
+            .llm
+            .as_ref()
+            .and_then(|l| l.spec.replay.as_ref())
+            .ok_or_else(|| Error::Config {
+                location: ctx.cell.name.clone(),
+                key: "llm.replay".into(),
+                message: "freeal's initial = \"replay\" or augmentation = \"replay\" reads \
+                          [llm.replay] (file, label, text, augmentation columns)"
+                    .into(),
+            })?;
+        if self.spec.augmentation == Augmentation::Replay && replay.augmentation.is_none() {
+            return Err(Error::Config {
+                location: ctx.cell.name.clone(),
+                key: "llm.replay.augmentation".into(),
+                message: "augmentation = \"replay\" needs the column of the augmented view".into(),
+            });
+        }
+        let path = ctx.cell.dataset_dir.join(&replay.file);
+        read_replay(&path, replay, &ctx.cell.config.dataset.raw_labels()).map(Some)
+    }
+
+    /// Round 0: labels for `targets` from the configured source; generated demonstrations are
+    /// written next to the cell's records.
+    #[allow(clippy::too_many_arguments)]
+    fn initial_labels(
+        &self,
+        ctx: &CellContext,
+        client: &mut LlmClient,
+        prompt: &PromptTemplate,
+        base: &Slm,
+        replay: Option<&ReplayTable>,
+        targets: &[usize],
+        rng: &mut ChaCha8Rng,
+        metrics: &mut BTreeMap<String, f64>,
+    ) -> Result<Vec<Option<usize>>> {
+        let dataset = ctx.dataset;
+        match self.spec.initial {
+            InitialLabels::Replay => {
+                let table = replay.ok_or_else(|| Error::model("freeal", "replay table missing"))?;
+                Ok(targets
+                    .iter()
+                    .map(|&i| {
+                        table
+                            .labels
+                            .get(dataset.train[i].text.trim())
+                            .copied()
+                            .flatten()
+                    })
+                    .collect())
+            }
+            InitialLabels::ZeroShot => {
+                let requests: Vec<ClassifyRequest> = targets
+                    .iter()
+                    .map(|&i| prompt.classify(&dataset.train[i].text, &[], &dataset.verbalizers))
+                    .collect();
+                self.ask(ctx, client, &requests, "LLM labels pool (zero-shot)")
+            }
+            InitialLabels::Generated => {
+                let requests = initial::generation_requests(
+                    &self.spec,
+                    prompt,
+                    dataset,
+                    ctx.cell.config.seed,
+                    rng,
+                );
+                ctx.progress
+                    .phase("LLM writes demonstrations", requests.len() as u64);
+                let bodies: Vec<_> = requests.iter().map(|r| r.1.clone()).collect();
+                let written = client.generate(&bodies, &|n| ctx.progress.inc(n))?;
+                let demos: Vec<(String, usize)> = requests
+                    .iter()
+                    .zip(&written)
+                    .filter_map(|((label, _), g)| {
+                        initial::clean_generation(&g.text).map(|t| (t, *label))
+                    })
+                    .collect();
+                write_demos(ctx, &demos)?;
+                metrics.insert("generated_demos".into(), demos.len() as f64);
+                if demos.is_empty() {
+                    return Err(Error::Cell {
+                        cell: ctx.cell.name.clone(),
+                        message: "the LLM wrote no usable demonstration (all answers empty); \
+                                  check the generation prompt"
+                            .into(),
+                    });
+                }
+                let demo_texts: Vec<&str> = demos.iter().map(|d| d.0.as_str()).collect();
+                let demo_embeddings = embed(base, ctx.progress, &demo_texts)?;
+                let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
+                let pool_embeddings = embed(base, ctx.progress, &texts)?;
+                let requests = initial::knn_requests(
+                    &self.spec,
+                    prompt,
+                    dataset,
+                    targets,
+                    &pool_embeddings,
+                    &demos,
+                    &demo_embeddings,
+                );
+                self.ask(ctx, client, &requests, "LLM labels pool (generated demos)")
+            }
+        }
+    }
+
+    fn ask(
+        &self,
+        ctx: &CellContext,
+        client: &mut LlmClient,
+        requests: &[ClassifyRequest],
+        phase: &str,
+    ) -> Result<Vec<Option<usize>>> {
+        ctx.progress.phase(phase, requests.len() as u64);
+        let answers = client.classify(requests, &|n| ctx.progress.inc(n))?;
+        Ok(answer_labels(&answers))
+    }
+
+    /// The label refinery: builds the demonstration pool from the previous round's SLM, then
+    /// relabels the noisy examples (and `fresh` unseen ones) with class-balanced nearest pool
+    /// demonstrations. Clean examples keep their labels.
+    #[allow(clippy::too_many_arguments)]
+    fn refine(
+        &self,
+        ctx: &CellContext,
+        client: &mut LlmClient,
+        prompt: &PromptTemplate,
+        previous: &Trained,
+        state: &mut Labels,
+        fresh: &[usize],
+        gold: &[usize],
+        rng: &mut ChaCha8Rng,
+        metrics: &mut BTreeMap<String, f64>,
+    ) -> Result<()> {
+        let dataset = ctx.dataset;
+        let num_labels = dataset.num_labels();
+        let scores = match self.spec.confidence {
+            Confidence::Probability => &previous.pool.probs,
+            Confidence::Logit => &previous.pool.logits,
+        };
+        let candidates = top_agreeing(
+            &state.labels,
+            scores,
+            num_labels,
+            self.spec.r_percent / 100.0,
+        );
+        let mut embeddings = previous.pool.pooled.clone();
+        normalize_rows(&mut embeddings);
+        let pool = demo_pool(&candidates, &embeddings, self.spec.medoids_per_class, rng);
+        let pool_labels: Vec<usize> = pool.iter().map(|&i| state.labels[i].unwrap_or(0)).collect();
+        let pool_embeddings: Vec<Vec<f32>> = pool.iter().map(|&i| embeddings[i].clone()).collect();
+        metrics.insert("demo_pool_size".into(), pool.len() as f64);
+        if !pool.is_empty() {
+            let right = pool
+                .iter()
+                .zip(&pool_labels)
+                .filter(|&(&i, &l)| gold[i] == l)
+                .count();
+            metrics.insert(
+                "demo_pool_precision".into(),
+                right as f64 / pool.len() as f64,
+            );
+        }
+        let mut targets: Vec<usize> = (0..state.labels.len())
+            .filter(|&i| state.queried[i] && !previous.split.clean[i])
+            .chain(fresh.iter().copied())
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let k = self.spec.demos_per_class * num_labels;
+        let requests: Vec<ClassifyRequest> = targets
+            .iter()
+            .map(|&i| {
+                let own = pool.binary_search(&i).ok();
+                let chosen = knn(&embeddings[i], &pool_embeddings, &pool_labels, k, true, own);
+                let shown: Vec<(&str, usize)> = chosen
+                    .iter()
+                    .map(|&p| (dataset.train[pool[p]].text.as_str(), pool_labels[p]))
+                    .collect();
+                prompt.classify(&dataset.train[i].text, &shown, &dataset.verbalizers)
+            })
+            .collect();
+        let before: Vec<(bool, Option<usize>)> = targets
+            .iter()
+            .map(|&i| (state.queried[i], state.labels[i]))
+            .collect();
+        let answers = self.ask(ctx, client, &requests, "LLM relabels noisy (pool demos)")?;
+        state.set(&targets, &answers);
+        let (mut changed, mut fixed, mut broken) = (0, 0, 0);
+        for ((&i, (seen, old)), new) in targets.iter().zip(&before).zip(&answers) {
+            if !seen || old == new {
+                continue;
+            }
+            changed += 1;
+            fixed += usize::from(*new == Some(gold[i]));
+            broken += usize::from(*old == Some(gold[i]));
+        }
+        metrics.insert("relabeled".into(), targets.len() as f64);
+        metrics.insert("relabel_changed".into(), changed as f64);
+        metrics.insert("relabel_fixed".into(), fixed as f64);
+        metrics.insert("relabel_broken".into(), broken as f64);
+        Ok(())
+    }
+}
+
+fn write_demos(ctx: &CellContext, demos: &[(String, usize)]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let io = |e: csv::Error| Error::model("generated_demos.csv", e.to_string());
+    w.write_record(["label", "text"]).map_err(io)?;
+    for (text, label) in demos {
+        w.write_record([label.to_string().as_str(), text.as_str()])
+            .map_err(io)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::model("generated_demos.csv", e.to_string()))?;
+    write_atomic(&ctx.out_dir.join("generated_demos.csv"), &bytes)
+}
+
+/// One row per pool example: gold, LLM label (empty = none), clean flag, GMM posterior, SLM
+/// prediction.
+fn write_round_labels(
+    ctx: &CellContext,
+    round: usize,
+    labels: &[Option<usize>],
+    gold: &[usize],
+    trained: &Trained,
+) -> Result<()> {
+    let mut out = String::from("index,gold,label,clean,clean_posterior,slm_pred\n");
+    for i in 0..labels.len() {
+        let label = labels[i].map_or_else(String::new, |l| l.to_string());
+        out.push_str(&format!(
+            "{i},{},{label},{},{:.4},{}\n",
+            gold[i],
+            u8::from(trained.split.clean[i]),
+            trained.split.posterior[i],
+            argmax(&trained.pool.probs[i])
+        ));
+    }
+    write_atomic(
+        &ctx.out_dir.join(format!("labels_round{round}.csv")),
+        out.as_bytes(),
+    )
+}
+
+/// Transductive label quality and SLM quality of a round.
+fn score_round(
+    metrics: &mut BTreeMap<String, f64>,
+    labels: &[Option<usize>],
+    gold: &[usize],
+    trained: &Trained,
+    test_probs: &[Vec<f32>],
+    test_gold: &[usize],
+    num_labels: usize,
+) {
+    let n = labels.len().max(1) as f64;
+    metrics.insert("pool_label_accuracy".into(), accuracy(labels, gold));
+    metrics.insert(
+        "pool_label_macro_f1".into(),
+        macro_f1(labels, gold, num_labels),
+    );
+    let labeled = labels.iter().filter(|l| l.is_some()).count();
+    metrics.insert("pool_label_coverage".into(), labeled as f64 / n);
+    let clean: Vec<usize> = (0..labels.len())
+        .filter(|&i| trained.split.clean[i])
+        .collect();
+    metrics.insert("clean_count".into(), clean.len() as f64);
+    if !clean.is_empty() {
+        let right = clean
+            .iter()
+            .filter(|&&i| labels[i] == Some(gold[i]))
+            .count();
+        metrics.insert("clean_precision".into(), right as f64 / clean.len() as f64);
+    }
+    let slm_pool: Vec<Option<usize>> = trained.pool.probs.iter().map(|p| Some(argmax(p))).collect();
+    metrics.insert("slm_pool_accuracy".into(), accuracy(&slm_pool, gold));
+    let predicted: Vec<Option<usize>> = test_probs.iter().map(|p| Some(argmax(p))).collect();
+    metrics.insert("test_accuracy".into(), accuracy(&predicted, test_gold));
+    metrics.insert(
+        "test_macro_f1".into(),
+        macro_f1(&predicted, test_gold, num_labels),
+    );
+    metrics.insert("gold_labels_used".into(), 0.0);
+}
+
+impl Method for Freeal {
+    fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
+        require_classification(ctx, "freeal")?;
+        let dataset = ctx.dataset;
+        let seed = ctx.cell.config.seed;
+        let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+            cell: ctx.cell.name.clone(),
+            message: "freeal needs [llm] settings".into(),
+        })?;
+        let prompt = &llm.prompt;
+        let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
+        let gold = gold_classes(&dataset.train, &ctx.cell.name)?;
+        let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
+        let num_labels = dataset.num_labels();
+        let replay = self.replay_table(ctx)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a100);
+
+        let base = self.load_slm(ctx)?;
+        let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
+        let encoded = base.tokenize(&texts)?;
+        let test_texts: Vec<&str> = dataset.test.iter().map(|e| e.text.as_str()).collect();
+        let test_encoded = base.tokenize(&test_texts)?;
+        let stored = replay
+            .as_ref()
+            .map(|r| r.augmentations.clone())
+            .unwrap_or_default();
+        let augmented = views(self.spec.augmentation, &texts, &stored, seed);
+        let augmented_encoded = match &augmented {
+            Some((views, _)) => {
+                let refs: Vec<&str> = views.iter().map(String::as_str).collect();
+                Some(base.tokenize(&refs)?)
+            }
+            None => None,
+        };
+        let view = View::new(self.spec.augmentation, augmented_encoded.as_deref());
+
+        let mut state = Labels {
+            labels: vec![None; texts.len()],
+            queried: vec![false; texts.len()],
+        };
+        let mut outcomes = Vec::new();
+        let mut previous: Option<Trained> = None;
+        for round in 0..=self.spec.rounds {
+            let start = Instant::now();
+            let mut metrics = BTreeMap::new();
+            let fresh = state.fresh(self.spec.label_fraction, &mut rng);
+            match &previous {
+                None => {
+                    let answers = self.initial_labels(
+                        ctx,
+                        &mut client,
+                        prompt,
+                        &base,
+                        replay.as_ref(),
+                        &fresh,
+                        &mut rng,
+                        &mut metrics,
+                    )?;
+                    state.set(&fresh, &answers);
+                }
+                Some(previous) => self.refine(
+                    ctx,
+                    &mut client,
+                    prompt,
+                    previous,
+                    &mut state,
+                    &fresh,
+                    &gold,
+                    &mut rng,
+                    &mut metrics,
+                )?,
+            }
+            if let Some((_, found)) = &augmented {
+                metrics.insert(
+                    "augmentation_coverage".into(),
+                    *found as f64 / texts.len().max(1) as f64,
+                );
+            }
+            let trained = self_train(
+                self.load_slm(ctx)?,
+                &encoded,
+                &state.labels,
+                &view,
+                &self.spec,
+                seed.wrapping_add(round as u64),
+                ctx.progress,
+            )?;
+            let test_probs = trained.slm.infer(&test_encoded, ctx.progress)?.probs;
+            score_round(
+                &mut metrics,
+                &state.labels,
+                &gold,
+                &trained,
+                &test_probs,
+                &test_gold,
+                num_labels,
+            );
+            write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
+            outcomes.push(RoundOutcome {
+                round: round as u32,
+                metrics,
+                llm: client.take_usage(),
+                slm_steps: trained.steps,
+                wall_s: start.elapsed().as_secs_f64(),
+            });
+            previous = Some(trained);
+        }
+        Ok(outcomes)
+    }
+
+    fn first_prompt(&self, ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
+        let (Some(llm), Some(first)) = (&ctx.cell.config.llm, ctx.dataset.train.first()) else {
+            return Ok(None);
+        };
+        // Round 0's demonstrations are written by the LLM at run time; the query and
+        // instruction are what every round shares.
+        Ok(Some(llm.prompt.classify(
+            &first.text,
+            &[],
+            &ctx.dataset.verbalizers,
+        )))
+    }
+
+    fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {
+        let Some(llm) = &cell.config.llm else {
+            return Estimate::default();
+        };
+        let n = dataset.train.len();
+        let num_labels = dataset.num_labels();
+        let generated = match self.spec.initial {
+            InitialLabels::Generated => self.spec.generated_per_class * num_labels,
+            _ => 0,
+        };
+        let round0 = match self.spec.initial {
+            InitialLabels::Replay => 0,
+            _ => ((n as f64) * self.spec.label_fraction).round() as usize,
+        };
+        // Upper bound: every example relabeled each round (FreeAL relabels the noisy share).
+        let calls = generated + round0 + self.spec.rounds * n;
+        let demos: Vec<(&str, usize)> = dataset
+            .train
+            .iter()
+            .take(self.spec.knn.max(self.spec.demos_per_class * num_labels))
+            .filter_map(|e| Some((e.text.as_str(), e.class()?)))
+            .collect();
+        let chars = dataset.train.first().map_or(0, |e| {
+            llm.prompt
+                .classify(&e.text, &demos, &dataset.verbalizers)
+                .messages
+                .iter()
+                .map(|m| m.content.len() + 8)
+                .sum::<usize>()
+        });
+        let slm = &cell.config.slm;
+        Estimate {
+            llm_calls: calls as u64,
+            llm_prompt_tokens: (calls * chars / 4) as u64,
+            slm_steps: ((self.spec.rounds + 1) * slm.epochs * n.div_ceil(slm.batch_size)) as u64,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! FreeAL's robust self-training of the SLM on noisy LLM labels: warm-up on every label, then
+//! each epoch a two-component GMM on the normalised per-example losses splits clean from noisy;
+//! cross-entropy and embedding mixup on the clean set, consistency with a second view (CE on
+//! clean, symmetric KL on the rest), both ramped up linearly.
+
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::augment::Augmentation;
+use super::config::FreealSpec;
+use crate::error::{Error, Result};
+use crate::llm::annotator::one_hot;
+use crate::progress::Progress;
+use crate::select::gmm::{Gmm2, GmmOptions, min_max_normalize};
+use crate::slm::Slm;
+use crate::slm::losses::{mix, mixup_draw, soft_cross_entropy, symmetric_kl};
+use crate::slm::model::{Inference, Step, per_example_loss};
+use crate::slm::tokenize::Encoded;
+
+/// The clean/noisy split of one set of labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// True for labeled examples the GMM puts in the low-loss component with posterior above
+    /// the threshold.
+    pub clean: Vec<bool>,
+    /// Posterior of the low-loss component (0 for unlabeled examples).
+    pub posterior: Vec<f64>,
+}
+
+/// Splits labeled examples by their loss under `probs`: min-max normalised cross-entropy, GMM,
+/// clean when the low-loss posterior exceeds `threshold`. With fewer than two labeled
+/// examples (no mixture to fit) every labeled example is clean.
+pub fn split_clean(probs: &[Vec<f32>], labels: &[Option<usize>], threshold: f64) -> Split {
+    let labeled: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
+    let n = probs.first().map_or(0, Vec::len);
+    let targets: Vec<Vec<f32>> = labeled.iter().map(|&i| one_hot(labels[i], n)).collect();
+    let chosen: Vec<Vec<f32>> = labeled.iter().map(|&i| probs[i].clone()).collect();
+    let losses: Vec<f64> = per_example_loss(&chosen, &targets)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let normalised = min_max_normalize(&losses);
+    let mut clean = vec![false; labels.len()];
+    let mut posterior = vec![0.0; labels.len()];
+    match Gmm2::fit(&normalised, GmmOptions::default()) {
+        Some(gmm) => {
+            for (&i, p) in labeled.iter().zip(gmm.low_posterior(&normalised)) {
+                posterior[i] = p;
+                clean[i] = p > threshold;
+            }
+        }
+        None => {
+            for &i in &labeled {
+                posterior[i] = 1.0;
+                clean[i] = true;
+            }
+        }
+    }
+    Split { clean, posterior }
+}
+
+/// Linear ramp from 0 to 1 over `length` epochs (FreeAL's `linear_rampup`).
+pub fn rampup(epoch_pos: f64, length: f64) -> f32 {
+    if length <= 0.0 || epoch_pos >= length {
+        1.0
+    } else {
+        (epoch_pos / length) as f32
+    }
+}
+
+/// The second view the consistency loss uses, tokenised.
+pub enum View<'a> {
+    /// No consistency loss.
+    None,
+    /// The same tokens again (a fresh dropout mask).
+    Dropout,
+    /// Other texts (token edits, replayed back-translations).
+    Texts(&'a [Encoded]),
+}
+
+impl<'a> View<'a> {
+    /// The view for an augmentation kind; `texts` holds the tokenised views of the kinds that
+    /// have texts.
+    pub fn new(kind: Augmentation, texts: Option<&'a [Encoded]>) -> Self {
+        match (kind, texts) {
+            (Augmentation::None, _) => View::None,
+            (_, Some(texts)) => View::Texts(texts),
+            (_, None) => View::Dropout,
+        }
+    }
+}
+
+/// What one round of self-training leaves behind.
+pub struct Trained {
+    /// The trained SLM.
+    pub slm: Slm,
+    /// Its outputs on the training pool (probabilities, logits, pooled embeddings).
+    pub pool: Inference,
+    /// The clean/noisy split under the trained model.
+    pub split: Split,
+    /// Optimiser steps taken.
+    pub steps: u64,
+}
+
+fn index(positions: &[usize], step: &Step) -> Tensor<1, Int> {
+    let v: Vec<i64> = positions.iter().map(|&p| p as i64).collect();
+    Tensor::<1, Int>::from_data(TensorData::new(v, [positions.len()]), step.device())
+}
+
+/// FreeAL's loss on one batch.
+fn robust_loss(
+    step: &Step,
+    clean: &[bool],
+    targets: &[Vec<f32>],
+    view: &View,
+    spec: &FreealSpec,
+    rng: &mut ChaCha8Rng,
+) -> Result<Tensor<1>> {
+    let (pooled, logits) = step.model.forward(&step.batch);
+    let c: Vec<usize> = (0..step.rows.len())
+        .filter(|&p| clean[step.rows[p]])
+        .collect();
+    let u: Vec<usize> = (0..step.rows.len())
+        .filter(|&p| !clean[step.rows[p]])
+        .collect();
+    let w = rampup(step.epoch_pos, spec.rampup_epochs);
+    let mut terms: Vec<Tensor<1>> = Vec::new();
+    let mut target_c = None;
+    if !c.is_empty() {
+        let ci = index(&c, step);
+        let target = step.rows_tensor(targets).select(0, ci.clone());
+        terms.push(soft_cross_entropy(logits.clone().select(0, ci.clone()), target.clone()).mean());
+        let (partner, lambda) = mixup_draw(c.len(), spec.mixup_alpha, rng);
+        let pi = index(&partner, step);
+        let own = pooled.select(0, ci.clone());
+        let mixed = step
+            .model
+            .head(mix(own.clone(), own.select(0, pi.clone()), lambda));
+        let mixed_target = mix(target.clone(), target.clone().select(0, pi), lambda);
+        terms.push(soft_cross_entropy(mixed, mixed_target).mean() * w);
+        target_c = Some((ci, target));
+    }
+    let second = match view {
+        View::None => None,
+        View::Dropout => Some(step.batch.clone()),
+        View::Texts(texts) => Some(step.view(texts)),
+    };
+    if let Some(second) = second {
+        let (_, logits_v) = step.model.forward(&second);
+        if let Some((ci, target)) = target_c {
+            terms.push(soft_cross_entropy(logits_v.clone().select(0, ci), target).mean() * w);
+        }
+        if !u.is_empty() {
+            let ui = index(&u, step);
+            terms.push(
+                symmetric_kl(
+                    logits.select(0, ui.clone()),
+                    logits_v.select(0, ui),
+                    spec.temperature as f32,
+                ) * w,
+            );
+        }
+    }
+    // Every row is clean or noisy, and noisy rows are only trained with a view: never empty.
+    terms
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .ok_or_else(|| Error::model("freeal", "a training batch had no loss term"))
+}
+
+/// Trains `slm` on `labels` (one per pool example; `None` = unlabeled) for its `slm.epochs`.
+pub fn self_train(
+    mut slm: Slm,
+    encoded: &[Encoded],
+    labels: &[Option<usize>],
+    view: &View,
+    spec: &FreealSpec,
+    seed: u64,
+    progress: &Progress,
+) -> Result<Trained> {
+    let epochs = slm.epochs();
+    let num_labels = slm.num_labels();
+    let targets: Vec<Vec<f32>> = labels.iter().map(|l| one_hot(*l, num_labels)).collect();
+    // Without a second view an unlabeled or noisy example contributes nothing: leave it out.
+    let rows: Vec<usize> = match view {
+        View::None => (0..labels.len()).filter(|&i| labels[i].is_some()).collect(),
+        _ => (0..labels.len()).collect(),
+    };
+    let mut trainer = slm.trainer(slm.steps_per_epoch(rows.len()) * epochs as u64);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3172_a11d);
+    let mut clean: Vec<bool> = labels.iter().map(Option::is_some).collect();
+    let mut steps = 0;
+    for epoch in 0..epochs {
+        if epoch >= spec.warmup_epochs {
+            let probs = slm.infer(encoded, progress)?.probs;
+            clean = split_clean(&probs, labels, spec.clean_threshold).clean;
+        }
+        let epoch_rows: Vec<usize> = match view {
+            View::None => rows.iter().copied().filter(|&i| clean[i]).collect(),
+            _ => rows.clone(),
+        };
+        if epoch_rows.is_empty() {
+            continue;
+        }
+        let label = format!("self-train epoch {}/{epochs}", epoch + 1);
+        let report =
+            slm.train_epoch(&mut trainer, encoded, &epoch_rows, &label, progress, |s| {
+                robust_loss(s, &clean, &targets, view, spec, &mut rng)
+            })?;
+        steps += report.steps;
+    }
+    let pool = slm.infer(encoded, progress)?;
+    let split = split_clean(&pool.probs, labels, spec.clean_threshold);
+    Ok(Trained {
+        slm,
+        pool,
+        split,
+        steps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_marks_low_loss_labels_clean_and_never_unlabeled_ones() {
+        // Ten confident agreements, four confident disagreements, one unlabeled.
+        let mut probs = vec![vec![0.95f32, 0.05]; 10];
+        probs.extend(vec![vec![0.9f32, 0.1]; 4]);
+        probs.push(vec![0.5, 0.5]);
+        let mut labels = vec![Some(0); 10];
+        labels.extend(vec![Some(1); 4]);
+        labels.push(None);
+        let split = split_clean(&probs, &labels, 0.7);
+        assert_eq!(&split.clean[..10], &[true; 10]);
+        assert_eq!(&split.clean[10..], &[false; 5]);
+        assert!(split.posterior[..10].iter().all(|p| *p > 0.99));
+        assert_eq!(split.posterior[14], 0.0);
+    }
+
+    #[test]
+    fn rampup_is_linear_then_flat() {
+        assert_eq!(rampup(0.0, 10.0), 0.0);
+        assert!((rampup(2.5, 10.0) - 0.25).abs() < 1e-7);
+        assert_eq!(rampup(12.0, 10.0), 1.0);
+        assert_eq!(rampup(0.0, 0.0), 1.0);
+    }
+}
