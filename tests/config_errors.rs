@@ -202,3 +202,35 @@ fn cli_plan_lists_cells_and_exits_2_on_bad_input() {
         "{stderr}"
     );
 }
+
+#[test]
+fn freeal_settings_are_checked_by_name() {
+    let (message, spec) = plan_error(
+        "[experiment]\nname = \"x\"\n[methods.freeal]\nr_percent = 0.0\n",
+        &[],
+    );
+    assert!(
+        message.contains("methods.freeal.r_percent") && message.contains("(0, 100]"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{}:4", spec.display())),
+        "{message}"
+    );
+    let (message, _) = plan_error(
+        "[experiment]\nname = \"x\"\n[methods.mine]\nkind = \"freeal\"\nagumentation = \"replay\"\n",
+        &[],
+    );
+    assert!(
+        message.contains("agumentation") && message.contains("augmentation"),
+        "a typo lists the expected keys: {message}"
+    );
+    let (message, _) = plan_error(
+        "[experiment]\nname = \"x\"\n[methods.mine]\nkind = \"freeal\"\naugmentation = \"backtranslate\"\n",
+        &[],
+    );
+    assert!(
+        message.contains("backtranslate") && message.contains("token_edits"),
+        "{message}"
+    );
+}

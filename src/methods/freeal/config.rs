@@ -19,6 +19,17 @@ pub enum InitialLabels {
     Replay,
 }
 
+/// How the SLM learns from the LLM's labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfTraining {
+    /// FreeAL's robust self-training (GMM split, mixup, consistency).
+    #[default]
+    Robust,
+    /// Plain cross-entropy on every label: the ablation FreeAL's robustness is measured against.
+    Plain,
+}
+
 /// FreeAL's knobs; defaults are the paper's and its official code's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,6 +44,8 @@ pub struct FreealSpec {
     pub imitate: usize,
     /// Round 0 (`generated`): nearest generated demonstrations per example (m).
     pub knn: usize,
+    /// Robust self-training, or plain cross-entropy (ablation).
+    pub self_training: SelfTraining,
     /// Epochs (of `slm.epochs`) trained on all labels before the clean/noisy split starts.
     pub warmup_epochs: usize,
     /// GMM posterior of the low-loss component above which a label counts as clean.
@@ -66,6 +79,7 @@ impl Default for FreealSpec {
             generated_per_class: 10,
             imitate: 3,
             knn: 10,
+            self_training: SelfTraining::Robust,
             warmup_epochs: 1,
             clean_threshold: 0.7,
             mixup_alpha: 4.0,

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::augment::Augmentation;
-use super::config::FreealSpec;
+use super::config::{FreealSpec, SelfTraining};
 use crate::error::{Error, Result};
 use crate::llm::annotator::one_hot;
 use crate::progress::Progress;
@@ -180,6 +180,9 @@ pub fn self_train(
     progress: &Progress,
 ) -> Result<Trained> {
     let epochs = slm.epochs();
+    if spec.self_training == SelfTraining::Plain {
+        return plain(slm, encoded, labels, spec, progress);
+    }
     let num_labels = slm.num_labels();
     let targets: Vec<Vec<f32>> = labels.iter().map(|l| one_hot(*l, num_labels)).collect();
     // Without a second view an unlabeled or noisy example contributes nothing: leave it out.
@@ -217,6 +220,31 @@ pub fn self_train(
         pool,
         split,
         steps,
+    })
+}
+
+/// Plain cross-entropy on every label (the ablation), split afterwards for the demo pool.
+fn plain(
+    mut slm: Slm,
+    encoded: &[Encoded],
+    labels: &[Option<usize>],
+    spec: &FreealSpec,
+    progress: &Progress,
+) -> Result<Trained> {
+    let num_labels = slm.num_labels();
+    let targets: Vec<Vec<f32>> = labels.iter().map(|l| one_hot(*l, num_labels)).collect();
+    let weights: Vec<f32> = labels
+        .iter()
+        .map(|l| f32::from(u8::from(l.is_some())))
+        .collect();
+    let report = slm.fit(encoded, &targets, &weights, progress)?;
+    let pool = slm.infer(encoded, progress)?;
+    let split = split_clean(&pool.probs, labels, spec.clean_threshold);
+    Ok(Trained {
+        slm,
+        pool,
+        split,
+        steps: report.steps,
     })
 }
 
