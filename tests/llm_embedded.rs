@@ -35,6 +35,11 @@ fn template() -> PromptTemplate {
             max_tokens: 16,
             temperature: 0.8,
         },
+        paraphrase: GenerationTemplate {
+            prompt: "Rewrite in other words: {text}".into(),
+            max_tokens: 16,
+            temperature: 0.7,
+        },
     }
 }
 

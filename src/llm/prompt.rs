@@ -39,6 +39,10 @@ pub struct PromptTemplate {
     pub demo_separator: String,
     /// Demo generation (FreeAL's initial round).
     pub generation: GenerationTemplate,
+    /// Paraphrasing (FreeAL's consistency view with `augmentation = "llm_paraphrase"`);
+    /// `{text}` is the input.
+    #[serde(default = "default_paraphrase")]
+    pub paraphrase: GenerationTemplate,
 }
 
 /// The prompt that asks the LLM to write a labelled example imitating unlabelled ones.
@@ -54,6 +58,16 @@ pub struct GenerationTemplate {
     /// Sampling temperature.
     #[serde(default = "default_gen_temperature")]
     pub temperature: f32,
+}
+
+fn default_paraphrase() -> GenerationTemplate {
+    GenerationTemplate {
+        prompt: "Rewrite the following text in different words, keeping its meaning and \
+                 tone.\n\n{text}\n\nReply with the rewritten text only."
+            .into(),
+        max_tokens: 96,
+        temperature: 0.7,
+    }
 }
 
 fn default_answer() -> String {
@@ -200,6 +214,21 @@ impl PromptTemplate {
     }
 }
 
+impl PromptTemplate {
+    /// The request that paraphrases `text` (sampled with `seed`).
+    pub fn paraphrase(&self, text: &str, seed: u64) -> GenerateRequest {
+        GenerateRequest {
+            messages: vec![ChatMessage::new(
+                Role::User,
+                self.paraphrase.prompt.replace("{text}", text.trim()),
+            )],
+            max_tokens: self.paraphrase.max_tokens,
+            temperature: self.paraphrase.temperature,
+            seed,
+        }
+    }
+}
+
 fn first_word(verbalizers: &[Vec<String>], label: usize) -> &str {
     verbalizers
         .get(label)
@@ -242,7 +271,16 @@ mod tests {
                 max_tokens: 10,
                 temperature: 0.5,
             },
+            paraphrase: default_paraphrase(),
         }
+    }
+
+    #[test]
+    fn paraphrase_request_carries_the_text_alone() {
+        let r = template(DemoStyle::Turns).paraphrase("  a fine film ", 9);
+        assert_eq!(r.messages.len(), 1);
+        assert!(r.messages[0].content.contains("\n\na fine film\n\n"));
+        assert_eq!((r.seed, r.max_tokens), (9, 96));
     }
 
     fn verbs() -> Vec<Vec<String>> {

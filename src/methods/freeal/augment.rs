@@ -20,6 +20,8 @@ pub enum Augmentation {
     Dropout,
     /// Word-level edits: each word deleted with probability 0.1, then two words swapped.
     TokenEdits,
+    /// A paraphrase written by the cell's LLM (one generation per pool text, cached).
+    LlmParaphrase,
     /// A stored view replayed from `[llm.replay]`'s augmentation column (the MR file holds the
     /// paper's back-translations).
     Replay,
@@ -49,8 +51,8 @@ pub fn token_edits(text: &str, seed: u64) -> String {
 }
 
 /// The augmented texts of `texts` (same order) and how many had a stored view (`Replay`; the
-/// others fall back to the original text, i.e. a dropout view). `None` for `Augmentation::None`
-/// and `Dropout`, which need no second text.
+/// others fall back to the original text, i.e. a dropout view). `None` for the kinds that need
+/// no second text (`None`, `Dropout`) or that an LLM writes (`LlmParaphrase`).
 pub fn views(
     kind: Augmentation,
     texts: &[&str],
@@ -58,7 +60,7 @@ pub fn views(
     seed: u64,
 ) -> Option<(Vec<String>, usize)> {
     match kind {
-        Augmentation::None | Augmentation::Dropout => None,
+        Augmentation::None | Augmentation::Dropout | Augmentation::LlmParaphrase => None,
         Augmentation::TokenEdits => Some((
             texts
                 .iter()

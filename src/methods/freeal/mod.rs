@@ -296,6 +296,37 @@ impl Freeal {
     }
 }
 
+/// Paraphrases of every pool text by the LLM (an empty answer keeps the text, not counted).
+fn paraphrases(
+    ctx: &CellContext,
+    client: &mut LlmClient,
+    prompt: &PromptTemplate,
+    texts: &[&str],
+) -> Result<(Vec<String>, usize)> {
+    let seed = ctx.cell.config.seed;
+    let requests: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| prompt.paraphrase(t, seed.wrapping_mul(1_000_003).wrapping_add(i as u64)))
+        .collect();
+    ctx.progress
+        .phase("LLM paraphrases pool", requests.len() as u64);
+    let written = client.generate(&requests, &|n| ctx.progress.inc(n))?;
+    let mut found = 0;
+    let out = texts
+        .iter()
+        .zip(&written)
+        .map(|(t, g)| match initial::clean_generation(&g.text) {
+            Some(p) => {
+                found += 1;
+                p
+            }
+            None => t.to_string(),
+        })
+        .collect();
+    Ok((out, found))
+}
+
 fn write_demos(ctx: &CellContext, demos: &[(String, usize)]) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let io = |e: csv::Error| Error::model("generated_demos.csv", e.to_string());
@@ -398,11 +429,16 @@ impl Method for Freeal {
         let encoded = base.tokenize(&texts)?;
         let test_texts: Vec<&str> = dataset.test.iter().map(|e| e.text.as_str()).collect();
         let test_encoded = base.tokenize(&test_texts)?;
-        let stored = replay
-            .as_ref()
-            .map(|r| r.augmentations.clone())
-            .unwrap_or_default();
-        let augmented = views(self.spec.augmentation, &texts, &stored, seed);
+        let augmented = match self.spec.augmentation {
+            Augmentation::LlmParaphrase => Some(paraphrases(ctx, &mut client, prompt, &texts)?),
+            kind => {
+                let stored = replay
+                    .as_ref()
+                    .map(|r| r.augmentations.clone())
+                    .unwrap_or_default();
+                views(kind, &texts, &stored, seed)
+            }
+        };
         let augmented_encoded = match &augmented {
             Some((views, _)) => {
                 let refs: Vec<&str> = views.iter().map(String::as_str).collect();
