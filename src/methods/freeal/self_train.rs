@@ -60,6 +60,17 @@ pub fn split_clean(probs: &[Vec<f32>], labels: &[Option<usize>], threshold: f64)
     Split { clean, posterior }
 }
 
+/// One-hot rows of the labels; all zeros for unlabeled examples (they never enter a CE term).
+fn target_rows(labels: &[Option<usize>], num_labels: usize) -> Vec<Vec<f32>> {
+    labels
+        .iter()
+        .map(|l| match l {
+            Some(_) => one_hot(*l, num_labels),
+            None => vec![0.0; num_labels],
+        })
+        .collect()
+}
+
 /// Linear ramp from 0 to 1 over `length` epochs (FreeAL's `linear_rampup`).
 pub fn rampup(epoch_pos: f64, length: f64) -> f32 {
     if length <= 0.0 || epoch_pos >= length {
@@ -184,7 +195,7 @@ pub fn self_train(
         return plain(slm, encoded, labels, spec, progress);
     }
     let num_labels = slm.num_labels();
-    let targets: Vec<Vec<f32>> = labels.iter().map(|l| one_hot(*l, num_labels)).collect();
+    let targets = target_rows(labels, num_labels);
     // Without a second view an unlabeled or noisy example contributes nothing: leave it out.
     let rows: Vec<usize> = match view {
         View::None => (0..labels.len()).filter(|&i| labels[i].is_some()).collect(),
@@ -232,7 +243,7 @@ fn plain(
     progress: &Progress,
 ) -> Result<Trained> {
     let num_labels = slm.num_labels();
-    let targets: Vec<Vec<f32>> = labels.iter().map(|l| one_hot(*l, num_labels)).collect();
+    let targets = target_rows(labels, num_labels);
     let weights: Vec<f32> = labels
         .iter()
         .map(|l| f32::from(u8::from(l.is_some())))
