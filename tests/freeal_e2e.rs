@@ -41,7 +41,7 @@ fn toy_dataset(dir: &Path) -> PathBuf {
     )
 }
 
-fn spec(dir: &Path, dataset: &Path) -> PathBuf {
+fn spec(dir: &Path, dataset: &Path, extra: &str) -> PathBuf {
     common::write(
         dir,
         "freeal.toml",
@@ -59,6 +59,7 @@ rounds = 1
 warmup_epochs = 2
 rampup_epochs = 2.0
 medoids_per_class = 10
+{extra}
 
 [llm]
 backend = "simulated"
@@ -88,6 +89,7 @@ seed = [5]
             prompts = common::root().join("configs/prompts/sst2.toml").display(),
             model = common::minilm_dir().display(),
             results = dir.join("results").display(),
+            extra = extra,
         ),
     )
 }
@@ -107,7 +109,7 @@ fn records(dir: &Path) -> serde_json::Value {
 fn freeal_learns_past_its_noisy_labels() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_dataset(dir.path());
-    let spec = spec(dir.path(), &dataset);
+    let spec = spec(dir.path(), &dataset, "");
     let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
     assert!(
         out.status.success(),
@@ -137,4 +139,34 @@ fn freeal_learns_past_its_noisy_labels() {
     assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), 400.0 - clean);
     assert!(m(1, "demo_pool_size") > 0.0);
     assert_eq!(m(0, "gold_labels_used"), 0.0);
+}
+
+#[test]
+fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_dataset(dir.path());
+    let spec = spec(
+        dir.path(),
+        &dataset,
+        "label_fraction = 0.5\naugmentation = \"token_edits\"",
+    );
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = records(dir.path());
+    let rounds = records.as_array().unwrap();
+    let m = |r: usize, k: &str| {
+        rounds[r]["metrics"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}"))
+    };
+    assert_eq!(m(0, "pool_label_coverage"), 0.5);
+    assert_eq!(rounds[0]["llm"]["calls"].as_f64().unwrap(), 200.0);
+    // Round 1 labels the other half and relabels the noisy part of the first.
+    assert_eq!(m(1, "pool_label_coverage"), 1.0);
+    assert!(m(1, "relabeled") >= 200.0);
+    assert_eq!(m(0, "augmentation_coverage"), 1.0);
 }
