@@ -1,0 +1,327 @@
+//! Acquisition functions for active learning: which unlabeled examples to label next, from the
+//! current model's probabilities (uncertainty) and/or its embeddings (diversity).
+
+use rand::Rng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// What an acquisition function sees of the pool.
+pub struct PoolView<'a> {
+    /// Class probabilities of every pool example under the current model.
+    pub probs: &'a [Vec<f32>],
+    /// Unit-length embeddings of every pool example under the current model.
+    pub embeddings: &'a [Vec<f32>],
+    /// Pool indices that may be picked (unlabeled).
+    pub candidates: &'a [usize],
+    /// Pool indices already labeled (core-set measures distance to them).
+    pub labeled: &'a [usize],
+}
+
+/// An acquisition strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Acquisition {
+    /// Uniformly at random.
+    Random,
+    /// Highest predictive entropy.
+    Entropy,
+    /// Lowest probability of the predicted class.
+    LeastConfidence,
+    /// Smallest gap between the two most probable classes.
+    Margin,
+    /// k-means (k = budget) on embeddings; the candidate nearest each centre (LLMaAA's k-means).
+    Kmeans,
+    /// Greedy k-center: repeatedly the candidate farthest from everything labeled or picked.
+    Coreset,
+    /// The `4 x budget` highest-entropy candidates, then k-means among them for diversity.
+    Hybrid,
+}
+
+/// Predictive entropy `-sum p ln p` (natural log).
+pub fn entropy(p: &[f32]) -> f64 {
+    -p.iter()
+        .filter(|&&x| x > 0.0)
+        .map(|&x| f64::from(x) * f64::from(x).ln())
+        .sum::<f64>()
+}
+
+/// `1 - max p`.
+pub fn least_confidence(p: &[f32]) -> f64 {
+    1.0 - p.iter().copied().fold(0.0f32, f32::max) as f64
+}
+
+/// `-(p_first - p_second)`: higher when the top two classes are closer.
+pub fn margin(p: &[f32]) -> f64 {
+    let mut sorted: Vec<f32> = p.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let first = sorted.first().copied().unwrap_or(0.0);
+    let second = sorted.get(1).copied().unwrap_or(0.0);
+    -f64::from(first - second)
+}
+
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// The `budget` candidates with the highest `score`, ties to the lower index.
+fn top_scored(view: &PoolView, budget: usize, score: impl Fn(&[f32]) -> f64) -> Vec<usize> {
+    let mut scored: Vec<(f64, usize)> = view
+        .candidates
+        .iter()
+        .map(|&i| (score(&view.probs[i]), i))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(budget).map(|(_, i)| i).collect()
+}
+
+/// Lloyd's k-means with k-means++ seeding over `rows` of the pool; returns, for each centre, the
+/// row nearest to it (distinct rows).
+pub fn kmeans_representatives(
+    embeddings: &[Vec<f32>],
+    rows: &[usize],
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    if k >= rows.len() {
+        return rows.to_vec();
+    }
+    if k == 0 {
+        return Vec::new();
+    }
+    let point = |r: usize| embeddings[rows[r]].as_slice();
+    let mut centres: Vec<Vec<f32>> = vec![point(rng.random_range(0..rows.len())).to_vec()];
+    while centres.len() < k {
+        let weights: Vec<f64> = (0..rows.len())
+            .map(|r| {
+                centres
+                    .iter()
+                    .map(|c| squared_distance(point(r), c))
+                    .fold(f32::INFINITY, f32::min) as f64
+            })
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let pick = if total <= 0.0 {
+            centres.len() % rows.len()
+        } else {
+            let mut u = rng.random::<f64>() * total;
+            weights
+                .iter()
+                .position(|w| {
+                    u -= w;
+                    u < 0.0
+                })
+                .unwrap_or(rows.len() - 1)
+        };
+        centres.push(point(pick).to_vec());
+    }
+    let nearest = |p: &[f32], centres: &[Vec<f32>]| {
+        (0..centres.len())
+            .min_by(|&a, &b| {
+                squared_distance(p, &centres[a]).total_cmp(&squared_distance(p, &centres[b]))
+            })
+            .unwrap_or(0)
+    };
+    let mut assignment = vec![usize::MAX; rows.len()];
+    for _ in 0..100 {
+        let next: Vec<usize> = (0..rows.len())
+            .map(|r| nearest(point(r), &centres))
+            .collect();
+        if next == assignment {
+            break;
+        }
+        assignment = next;
+        for (c, centre) in centres.iter_mut().enumerate() {
+            let members: Vec<usize> = (0..rows.len()).filter(|&r| assignment[r] == c).collect();
+            if members.is_empty() {
+                continue;
+            }
+            for (d, value) in centre.iter_mut().enumerate() {
+                *value = members.iter().map(|&r| point(r)[d]).sum::<f32>() / members.len() as f32;
+            }
+        }
+    }
+    let mut taken = vec![false; rows.len()];
+    let mut out = Vec::with_capacity(k);
+    for centre in &centres {
+        let best = (0..rows.len()).filter(|&r| !taken[r]).min_by(|&a, &b| {
+            squared_distance(point(a), centre)
+                .total_cmp(&squared_distance(point(b), centre))
+                .then(a.cmp(&b))
+        });
+        if let Some(r) = best {
+            taken[r] = true;
+            out.push(rows[r]);
+        }
+    }
+    out
+}
+
+/// Greedy k-center (Sener & Savarese's core-set): `budget` candidates, each the one farthest
+/// from its nearest labeled-or-picked example.
+pub fn coreset(view: &PoolView, budget: usize) -> Vec<usize> {
+    let mut nearest: Vec<f32> = view
+        .candidates
+        .iter()
+        .map(|&i| {
+            view.labeled
+                .iter()
+                .map(|&l| squared_distance(&view.embeddings[i], &view.embeddings[l]))
+                .fold(f32::INFINITY, f32::min)
+        })
+        .collect();
+    let mut picked = Vec::new();
+    let mut used = vec![false; view.candidates.len()];
+    while picked.len() < budget.min(view.candidates.len()) {
+        let Some(best) = (0..view.candidates.len())
+            .filter(|&c| !used[c])
+            .max_by(|&a, &b| nearest[a].total_cmp(&nearest[b]).then(b.cmp(&a)))
+        else {
+            break;
+        };
+        used[best] = true;
+        let chosen = view.candidates[best];
+        picked.push(chosen);
+        for (c, d) in nearest.iter_mut().enumerate() {
+            let to_new = squared_distance(
+                &view.embeddings[view.candidates[c]],
+                &view.embeddings[chosen],
+            );
+            *d = d.min(to_new);
+        }
+    }
+    picked
+}
+
+impl Acquisition {
+    /// Picks up to `budget` distinct candidates.
+    pub fn select(&self, view: &PoolView, budget: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let budget = budget.min(view.candidates.len());
+        match self {
+            Acquisition::Random => sample(rng, view.candidates.len(), budget)
+                .into_iter()
+                .map(|j| view.candidates[j])
+                .collect(),
+            Acquisition::Entropy => top_scored(view, budget, entropy),
+            Acquisition::LeastConfidence => top_scored(view, budget, least_confidence),
+            Acquisition::Margin => top_scored(view, budget, margin),
+            Acquisition::Kmeans => {
+                kmeans_representatives(view.embeddings, view.candidates, budget, rng)
+            }
+            Acquisition::Coreset => coreset(view, budget),
+            Acquisition::Hybrid => {
+                let uncertain = top_scored(view, budget * 4, entropy);
+                kmeans_representatives(view.embeddings, &uncertain, budget, rng)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn uncertainty_scores_match_hand_values() {
+        // H(0.5, 0.5) = ln 2; H(0.7, 0.2, 0.1) = -(0.7 ln 0.7 + 0.2 ln 0.2 + 0.1 ln 0.1) = 0.80182.
+        assert!((entropy(&[0.5, 0.5]) - 2f64.ln()).abs() < 1e-7);
+        assert!((entropy(&[0.7, 0.2, 0.1]) - 0.801_819).abs() < 1e-5);
+        assert_eq!(entropy(&[1.0, 0.0]), 0.0);
+        assert!((least_confidence(&[0.7, 0.2, 0.1]) - 0.3).abs() < 1e-6);
+        assert!((margin(&[0.1, 0.7, 0.2]) + 0.5).abs() < 1e-6);
+    }
+
+    fn view<'a>(
+        probs: &'a [Vec<f32>],
+        embeddings: &'a [Vec<f32>],
+        candidates: &'a [usize],
+        labeled: &'a [usize],
+    ) -> PoolView<'a> {
+        PoolView {
+            probs,
+            embeddings,
+            candidates,
+            labeled,
+        }
+    }
+
+    #[test]
+    fn uncertainty_functions_rank_candidates() {
+        let probs = vec![
+            vec![0.9, 0.05, 0.05], // confident
+            vec![0.4, 0.35, 0.25], // flat: highest entropy, lowest max
+            vec![0.5, 0.5, 0.0],   // zero margin, but lower entropy than row 1
+            vec![0.6, 0.3, 0.1],
+        ];
+        let emb = vec![vec![0.0]; 4];
+        let candidates = [0, 1, 2, 3];
+        let v = view(&probs, &emb, &candidates, &[]);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        // Entropies: 0.394, 1.080, 0.693, 0.898.
+        assert_eq!(Acquisition::Entropy.select(&v, 2, &mut rng), vec![1, 3]);
+        // 1 - max: 0.1, 0.6, 0.5, 0.4.
+        assert_eq!(
+            Acquisition::LeastConfidence.select(&v, 2, &mut rng),
+            vec![1, 2]
+        );
+        // Margins: 0.85, 0.05, 0.0, 0.3.
+        assert_eq!(Acquisition::Margin.select(&v, 2, &mut rng), vec![2, 1]);
+        // Only candidates are picked.
+        let v = view(&probs, &emb, &[0, 3], &[]);
+        assert_eq!(Acquisition::Entropy.select(&v, 5, &mut rng), vec![3, 0]);
+    }
+
+    #[test]
+    fn coreset_picks_the_farthest_points_greedily() {
+        // 1-D points: labeled at 0; candidates at 1, 2, 10, 11.
+        let emb: Vec<Vec<f32>> = [0.0, 1.0, 2.0, 10.0, 11.0]
+            .iter()
+            .map(|x| vec![*x])
+            .collect();
+        let probs = vec![vec![1.0]; 5];
+        let v = view(&probs, &emb, &[1, 2, 3, 4], &[0]);
+        // First 11 (farthest from 0); then 2 (distance 2 to 0, vs 1 for the others).
+        assert_eq!(coreset(&v, 2), vec![4, 2]);
+    }
+
+    #[test]
+    fn kmeans_takes_one_representative_per_planted_cluster() {
+        let emb: Vec<Vec<f32>> = [0.0, 0.1, 0.2, 5.0, 5.1, 5.2, 9.0, 9.1, 9.2]
+            .iter()
+            .map(|x| vec![*x, 0.0])
+            .collect();
+        let rows: Vec<usize> = (0..9).collect();
+        for seed in 0..5 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut got = kmeans_representatives(&emb, &rows, 3, &mut rng);
+            got.sort_unstable();
+            assert_eq!(got, vec![1, 4, 7], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn random_and_hybrid_return_distinct_candidates() {
+        let probs: Vec<Vec<f32>> = (0..20)
+            .map(|i| vec![i as f32 / 20.0, 1.0 - i as f32 / 20.0])
+            .collect();
+        let emb: Vec<Vec<f32>> = (0..20).map(|i| vec![i as f32]).collect();
+        let candidates: Vec<usize> = (0..20).collect();
+        let v = view(&probs, &emb, &candidates, &[]);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for a in [
+            Acquisition::Random,
+            Acquisition::Hybrid,
+            Acquisition::Kmeans,
+        ] {
+            let mut got = a.select(&v, 4, &mut rng);
+            assert_eq!(got.len(), 4);
+            got.sort_unstable();
+            got.dedup();
+            assert_eq!(got.len(), 4, "{a:?}");
+        }
+        // Hybrid only draws from the 16 most uncertain (closest to 0.5: rows 2..=17).
+        let got = Acquisition::Hybrid.select(&v, 4, &mut rng);
+        assert!(got.iter().all(|&i| (2..=17).contains(&i)), "{got:?}");
+    }
+}
