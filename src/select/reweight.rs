@@ -99,8 +99,8 @@ mod tests {
                 let g = self.example(x, y);
                 for c in 0..self.b.len() {
                     next.b[c] -= lr * e * g.error[c];
-                    for h in 0..x.len() {
-                        next.w[c][h] -= lr * e * g.error[c] * x[h];
+                    for (w, xh) in next.w[c].iter_mut().zip(x) {
+                        *w -= lr * e * g.error[c] * xh;
                     }
                 }
             }
