@@ -6,41 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-/// A toy sentiment set: four filler words plus two positive or two negative cue words.
-fn toy_dataset(dir: &Path) -> PathBuf {
-    let filler = [
-        "the", "movie", "plot", "actor", "scene", "music", "story", "film", "ending", "cast",
-        "script", "camera", "was", "and", "very", "quite",
-    ];
-    let cues = [
-        ["awful", "dull", "boring"],
-        ["great", "wonderful", "superb"],
-    ];
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut rows = String::new();
-    for _ in 0..600 {
-        let label = rng.random_range(0..2usize);
-        let mut words: Vec<&str> = (0..4).map(|_| *filler.choose(&mut rng).unwrap()).collect();
-        for _ in 0..2 {
-            let at = rng.random_range(0..=words.len());
-            words.insert(at, cues[label].choose(&mut rng).unwrap());
-        }
-        rows.push_str(&format!("{label} {}\n", words.join(" ")));
-    }
-    common::write(dir, "toy/all.txt", &rows);
-    common::write(
-        dir,
-        "toy/dataset.toml",
-        "name = \"toy\"\ntask = \"classification\"\n[format]\nkind = \"label_text\"\n\
-         [files]\ntrain = \"all.txt\"\n[split]\ntest_fraction = 0.3333\n\
-         [labels]\nnames = [\"negative\", \"positive\"]\n",
-    )
-}
-
 fn spec(dir: &Path, dataset: &Path, extra: &str) -> PathBuf {
     common::write(
         dir,
@@ -67,17 +32,7 @@ prompts = "{prompts}"
 [llm.simulated]
 accuracy = 0.7
 
-[slm]
-model = "{model}"
-random_init = {{ layers = 1, hidden = 32, heads = 2, intermediate = 64 }}
-max_len = 16
-batch_size = 16
-epochs = 8
-lr = 3e-3
-weight_decay = 0.0
-warmup_ratio = 0.0
-grad_clip = 0.0
-
+{slm}
 [run]
 results_dir = "{results}"
 
@@ -87,7 +42,7 @@ seed = [5]
 "#,
             dataset = dataset.display(),
             prompts = common::root().join("configs/prompts/sst2.toml").display(),
-            model = common::minilm_dir().display(),
+            slm = common::tiny_slm_toml(),
             results = dir.join("results").display(),
             extra = extra,
         ),
@@ -108,7 +63,7 @@ fn records(dir: &Path) -> serde_json::Value {
 #[test]
 fn freeal_learns_past_its_noisy_labels() {
     let dir = tempfile::tempdir().unwrap();
-    let dataset = toy_dataset(dir.path());
+    let dataset = common::toy_dataset(dir.path());
     let spec = spec(dir.path(), &dataset, "");
     let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
     assert!(
@@ -144,7 +99,7 @@ fn freeal_learns_past_its_noisy_labels() {
 #[test]
 fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     let dir = tempfile::tempdir().unwrap();
-    let dataset = toy_dataset(dir.path());
+    let dataset = common::toy_dataset(dir.path());
     let spec = spec(
         dir.path(),
         &dataset,

@@ -9,6 +9,7 @@ use crate::llm::client::Price;
 use crate::llm::demos::DemoChoice;
 use crate::llm::openai::Endpoint;
 use crate::llm::replay::ReplaySpec;
+use crate::methods::active_learning::AlSpec;
 use crate::methods::freeal::config::FreealSpec;
 
 /// A fully layered experiment spec (defaults < includes < spec file < env < `--set`).
@@ -89,6 +90,8 @@ pub enum MethodSpec {
     },
     /// FreeAL: LLM active labeling, robust SLM self-training, demonstration feedback, rounds.
     Freeal(FreealSpec),
+    /// Traditional active learning with the gold labels as the oracle.
+    ActiveLearning(AlSpec),
 }
 
 impl MethodSpec {
@@ -98,13 +101,14 @@ impl MethodSpec {
             MethodSpec::Supervised { .. } => "supervised",
             MethodSpec::Icl { .. } => "icl",
             MethodSpec::Freeal(_) => "freeal",
+            MethodSpec::ActiveLearning(_) => "active_learning",
         }
     }
 
     /// Whether cells of this method call the LLM (and so depend on the `[llm]` settings).
     pub fn uses_llm(&self) -> bool {
         match self {
-            MethodSpec::Supervised { .. } => false,
+            MethodSpec::Supervised { .. } | MethodSpec::ActiveLearning(_) => false,
             MethodSpec::Icl { .. } | MethodSpec::Freeal(_) => true,
         }
     }

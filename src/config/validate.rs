@@ -105,6 +105,22 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
                 &format!("methods.{name}.k"),
                 format!("must be at least 1 with demos = {demos:?} (lower-case), got {k}"),
             ),
+            MethodSpec::ActiveLearning(a) => {
+                for (field, value) in [("budget", a.budget), ("initial", a.initial)] {
+                    check(
+                        value > 0.0 && value.is_finite(),
+                        &format!("methods.{name}.{field}"),
+                        format!(
+                            "must be a positive fraction of the pool (<= 1) or a count, got {value}"
+                        ),
+                    );
+                }
+                check(
+                    a.rounds >= 1,
+                    &format!("methods.{name}.rounds"),
+                    "must be at least 1".into(),
+                );
+            }
             MethodSpec::Freeal(f) => {
                 let key = |field: &str| format!("methods.{name}.{field}");
                 check(

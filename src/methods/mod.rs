@@ -1,5 +1,6 @@
 //! Methods: each turns a cell (dataset, config, seed) into per-round outcomes.
 
+pub mod active_learning;
 pub mod freeal;
 pub mod icl;
 pub mod supervised;
@@ -119,5 +120,8 @@ pub fn build(spec: &MethodSpec) -> Box<dyn Method> {
             label_pool: *label_pool,
         }),
         MethodSpec::Freeal(spec) => Box::new(freeal::Freeal { spec: spec.clone() }),
+        MethodSpec::ActiveLearning(spec) => {
+            Box::new(active_learning::ActiveLearning { spec: spec.clone() })
+        }
     }
 }

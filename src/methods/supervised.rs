@@ -79,7 +79,7 @@ impl Method for Supervised {
         let weights = vec![1.0; chosen.len()];
         let report = slm.fit(&encoded, &targets, &weights, ctx.progress)?;
         let mut metrics = evaluate(&slm, dataset, ctx)?;
-        metrics.insert("labels_used".into(), chosen.len() as f64);
+        metrics.insert("gold_labels_used".into(), chosen.len() as f64);
         metrics.insert("train_loss".into(), report.last_epoch_loss);
         Ok(vec![RoundOutcome {
             round: 0,

@@ -45,7 +45,7 @@ impl LlmUsage {
 pub struct RoundOutcome {
     /// Round number (0 for single-round methods).
     pub round: u32,
-    /// Metric name -> value (e.g. `test_accuracy`, `test_macro_f1`, `labels_used`).
+    /// Metric name -> value (e.g. `test_accuracy`, `test_macro_f1`, `gold_labels_used`).
     pub metrics: BTreeMap<String, f64>,
     /// LLM usage.
     pub llm: LlmUsage,

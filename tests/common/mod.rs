@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
 /// The repository root (cargo runs integration tests there).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -52,4 +56,46 @@ pub fn smollm_path() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A toy sentiment set (600 lines, `toy/dataset.toml` under `dir`, a third held out for test):
+/// four filler words plus two positive or two negative cue words.
+pub fn toy_dataset(dir: &Path) -> PathBuf {
+    let filler = [
+        "the", "movie", "plot", "actor", "scene", "music", "story", "film", "ending", "cast",
+        "script", "camera", "was", "and", "very", "quite",
+    ];
+    let cues = [
+        ["awful", "dull", "boring"],
+        ["great", "wonderful", "superb"],
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut rows = String::new();
+    for _ in 0..600 {
+        let label = rng.random_range(0..2usize);
+        let mut words: Vec<&str> = (0..4).map(|_| *filler.choose(&mut rng).unwrap()).collect();
+        for _ in 0..2 {
+            let at = rng.random_range(0..=words.len());
+            words.insert(at, cues[label].choose(&mut rng).unwrap());
+        }
+        rows.push_str(&format!("{label} {}\n", words.join(" ")));
+    }
+    write(dir, "toy/all.txt", &rows);
+    write(
+        dir,
+        "toy/dataset.toml",
+        "name = \"toy\"\ntask = \"classification\"\n[format]\nkind = \"label_text\"\n\
+         [files]\ntrain = \"all.txt\"\n[split]\ntest_fraction = 0.3333\n\
+         [labels]\nnames = [\"negative\", \"positive\"]\n",
+    )
+}
+
+/// The tiny randomly initialised encoder (MiniLM's tokenizer) that learns the toy set in seconds.
+pub fn tiny_slm_toml() -> String {
+    format!(
+        "[slm]\nmodel = \"{}\"\nrandom_init = {{ layers = 1, hidden = 32, heads = 2, intermediate = 64 }}\n\
+         max_len = 16\nbatch_size = 16\nepochs = 8\nlr = 3e-3\nweight_decay = 0.0\n\
+         warmup_ratio = 0.0\ngrad_clip = 0.0\n",
+        minilm_dir().display()
+    )
 }

@@ -1,0 +1,52 @@
+//! Active learning with the gold oracle on the toy set: the learning curve follows the budget
+//! schedule and the last round, with the full budget, beats the seed set.
+
+mod common;
+
+#[test]
+fn learning_curve_follows_the_schedule_and_improves() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(dir.path());
+    let spec = common::write(
+        dir.path(),
+        "al.toml",
+        &format!(
+            "dataset = \"{}\"\n[experiment]\nname = \"al_toy\"\nmetric = \"test_accuracy\"\n\
+             [methods.al]\nkind = \"active_learning\"\nacquisition = \"entropy\"\nbudget = 0.25\n\
+             initial = 8.0\nrounds = 2\n{}\n[run]\nresults_dir = \"{}\"\n\
+             [sweep]\nmethod = [\"al\"]\nseed = [2]\n",
+            dataset.display(),
+            common::tiny_slm_toml(),
+            dir.path().join("results").display()
+        ),
+    );
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = dir.path().join("results/al_toy/cells");
+    let cell = std::fs::read_dir(&cells)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap();
+    let rounds = records.as_array().unwrap();
+    let used: Vec<f64> = rounds
+        .iter()
+        .map(|r| r["metrics"]["gold_labels_used"].as_f64().unwrap())
+        .collect();
+    // 400 pool examples: 8 seeds, then (100 - 8) split over 2 rounds.
+    assert_eq!(used, vec![8.0, 54.0, 100.0]);
+    let acc = |r: usize| rounds[r]["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(acc(2) > acc(0), "{} vs {}", acc(2), acc(0));
+    assert!(
+        acc(2) > 0.9,
+        "100 gold labels learn the toy rule: {}",
+        acc(2)
+    );
+}
