@@ -50,3 +50,52 @@ fn learning_curve_follows_the_schedule_and_improves() {
         acc(2)
     );
 }
+
+#[test]
+fn llm_oracle_with_reweighting_holds_out_its_gold_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(dir.path());
+    let spec = common::write(
+        dir.path(),
+        "llmaaa.toml",
+        &format!(
+            "dataset = \"{}\"\n[experiment]\nname = \"al_toy\"\nmetric = \"test_accuracy\"\n\
+             [methods.llmaaa]\nbudget = 60.0\ninitial = 20.0\nrounds = 1\ndemo_pool = 20\n\
+             meta_set = 30\n{}\n[llm]\nbackend = \"simulated\"\nprompts = \"{}\"\n\
+             [llm.simulated]\naccuracy = 0.7\n[run]\nresults_dir = \"{}\"\n\
+             [sweep]\nmethod = [\"llmaaa\"]\nseed = [4]\n",
+            dataset.display(),
+            common::tiny_slm_toml(),
+            common::root().join("configs/prompts/sst2.toml").display(),
+            dir.path().join("results").display()
+        ),
+    );
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = dir.path().join("results/al_toy/cells");
+    let cell = std::fs::read_dir(&cells)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap();
+    let rounds = records.as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    let m = |r: usize, k: &str| rounds[r]["metrics"][k].as_f64().unwrap();
+    // Gold labels: the demo pool and the meta set only; the LLM labels what AL acquires.
+    assert_eq!(m(1, "gold_labels_used"), 50.0);
+    assert_eq!(
+        (m(0, "labels_acquired"), m(1, "labels_acquired")),
+        (20.0, 60.0)
+    );
+    assert_eq!(rounds[0]["llm"]["calls"].as_f64().unwrap(), 20.0);
+    assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), 40.0);
+    let noisy = m(1, "acquired_label_accuracy");
+    assert!((0.5..0.9).contains(&noisy), "simulated 70% labels: {noisy}");
+}

@@ -9,7 +9,7 @@ use crate::llm::client::Price;
 use crate::llm::demos::DemoChoice;
 use crate::llm::openai::Endpoint;
 use crate::llm::replay::ReplaySpec;
-use crate::methods::active_learning::AlSpec;
+use crate::methods::active_learning::{AlSpec, Oracle};
 use crate::methods::freeal::config::FreealSpec;
 
 /// A fully layered experiment spec (defaults < includes < spec file < env < `--set`).
@@ -108,7 +108,8 @@ impl MethodSpec {
     /// Whether cells of this method call the LLM (and so depend on the `[llm]` settings).
     pub fn uses_llm(&self) -> bool {
         match self {
-            MethodSpec::Supervised { .. } | MethodSpec::ActiveLearning(_) => false,
+            MethodSpec::Supervised { .. } => false,
+            MethodSpec::ActiveLearning(a) => a.oracle == Oracle::Llm,
             MethodSpec::Icl { .. } | MethodSpec::Freeal(_) => true,
         }
     }

@@ -1,7 +1,8 @@
-//! `active_learning`: traditional pool-based active learning with the gold labels as the human
-//! oracle. A random seed set, then rounds of acquisition until the budget is spent; the SLM is
-//! retrained from the pretrained weights every round and each round is one record (labels used
-//! vs test accuracy: the learning curve).
+//! `active_learning`: pool-based active learning. A random seed set, then rounds of acquisition
+//! until the budget is spent; the SLM is retrained from the pretrained weights every round and
+//! each round is one record (labels used vs test accuracy: the learning curve). The oracle is
+//! the gold labels (traditional AL: a human) or the LLM (LLMaAA: k-NN demonstrations from a small
+//! gold demo pool, optionally learned example reweighting against a separate gold meta set).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -11,16 +12,29 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::reweighted_fit::fit_reweighted;
 use super::supervised::evaluate;
 use super::{CellContext, Estimate, Method, gold_classes, require_classification};
 use crate::data::Dataset;
-use crate::error::Result;
-use crate::llm::annotator::one_hot;
-use crate::llm::demos::normalize_rows;
+use crate::error::{Error, Result};
+use crate::llm::annotator::{ClassifyRequest, one_hot};
+use crate::llm::client::LlmClient;
+use crate::llm::demos::{knn, normalize_rows};
+use crate::metrics::accuracy;
 use crate::plan::Cell;
 use crate::run::records::RoundOutcome;
 use crate::select::acquisition::{Acquisition, PoolView};
 use crate::slm::Slm;
+
+/// Who labels the acquired examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oracle {
+    /// The gold labels (a human annotator).
+    Gold,
+    /// The cell's LLM, with k-NN demonstrations from a gold demo pool (LLMaAA).
+    Llm,
+}
 
 /// Settings of `kind = "active_learning"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +49,16 @@ pub struct AlSpec {
     pub initial: f64,
     /// Acquisition rounds after the seed set; the rest of the budget is split evenly over them.
     pub rounds: usize,
+    /// Who labels.
+    pub oracle: Oracle,
+    /// LLM oracle: nearest gold demonstrations per query (0 = zero-shot).
+    pub k: usize,
+    /// LLM oracle: gold-labelled demonstration pool, held out of acquisition.
+    pub demo_pool: usize,
+    /// LLM oracle: train with learned example weights (Ren et al. 2018) against the meta set.
+    pub reweight: bool,
+    /// LLM oracle with `reweight`: gold meta set, disjoint from the demo pool and held out.
+    pub meta_set: usize,
 }
 
 impl Default for AlSpec {
@@ -44,6 +68,11 @@ impl Default for AlSpec {
             budget: 0.2,
             initial: 0.02,
             rounds: 4,
+            oracle: Oracle::Gold,
+            k: 5,
+            demo_pool: 100,
+            reweight: false,
+            meta_set: 100,
         }
     }
 }
@@ -80,6 +109,91 @@ pub struct ActiveLearning {
     pub spec: AlSpec,
 }
 
+/// Gold examples set aside for the LLM oracle: demonstrations and the meta set.
+struct Reserved {
+    demos: Vec<usize>,
+    meta: Vec<usize>,
+}
+
+impl ActiveLearning {
+    fn reserve(&self, pool: usize, rng: &mut ChaCha8Rng) -> Reserved {
+        if self.spec.oracle == Oracle::Gold {
+            return Reserved {
+                demos: Vec::new(),
+                meta: Vec::new(),
+            };
+        }
+        let meta = if self.spec.reweight {
+            self.spec.meta_set
+        } else {
+            0
+        };
+        let wanted = (self.spec.demo_pool + meta).min(pool);
+        let picked = sample(rng, pool, wanted).into_vec();
+        let split = self.spec.demo_pool.min(wanted);
+        let mut demos = picked[..split].to_vec();
+        let mut meta = picked[split..].to_vec();
+        demos.sort_unstable();
+        meta.sort_unstable();
+        Reserved { demos, meta }
+    }
+
+    /// The LLM's labels for `indices`, each with its `k` nearest gold demonstrations.
+    fn llm_labels(
+        &self,
+        ctx: &CellContext,
+        client: &mut LlmClient,
+        indices: &[usize],
+        reserved: &Reserved,
+        embeddings: &[Vec<f32>],
+        gold: &[usize],
+    ) -> Result<Vec<Option<usize>>> {
+        let dataset = ctx.dataset;
+        let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+            cell: ctx.cell.name.clone(),
+            message: "oracle = \"llm\" needs [llm] settings".into(),
+        })?;
+        let demo_embeddings: Vec<Vec<f32>> = reserved
+            .demos
+            .iter()
+            .map(|&i| embeddings[i].clone())
+            .collect();
+        let demo_labels: Vec<usize> = reserved.demos.iter().map(|&i| gold[i]).collect();
+        let requests: Vec<ClassifyRequest> = indices
+            .iter()
+            .map(|&i| {
+                let chosen = if self.spec.k == 0 {
+                    Vec::new()
+                } else {
+                    knn(
+                        &embeddings[i],
+                        &demo_embeddings,
+                        &demo_labels,
+                        self.spec.k,
+                        false,
+                        None,
+                    )
+                };
+                let shown: Vec<(&str, usize)> = chosen
+                    .iter()
+                    .map(|&d| {
+                        (
+                            dataset.train[reserved.demos[d]].text.as_str(),
+                            demo_labels[d],
+                        )
+                    })
+                    .collect();
+                llm.prompt
+                    .classify(&dataset.train[i].text, &shown, &dataset.verbalizers)
+            })
+            .collect();
+        ctx.progress
+            .phase("LLM labels acquired", requests.len() as u64);
+        let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
+        Ok(answers.iter().map(|a| a.label).collect())
+    }
+}
+
 impl Method for ActiveLearning {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         require_classification(ctx, "active_learning")?;
@@ -89,60 +203,159 @@ impl Method for ActiveLearning {
         let gold = gold_classes(&dataset.train, &ctx.cell.name)?;
         let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xac71_0e00);
-        let schedule = self.spec.schedule(texts.len());
-        let mut labeled: Vec<usize> = sample(&mut rng, texts.len(), schedule[0]).into_vec();
-        labeled.sort_unstable();
-        let mut outcomes = Vec::new();
-        let mut encoded = None;
-        for round in 0..schedule.len() {
-            let start = Instant::now();
-            let mut slm = Slm::load(
+        let reserved = self.reserve(texts.len(), &mut rng);
+        let open: Vec<usize> = (0..texts.len())
+            .filter(|i| {
+                reserved.demos.binary_search(i).is_err() && reserved.meta.binary_search(i).is_err()
+            })
+            .collect();
+        let schedule = self.spec.schedule(open.len());
+        let mut acquired: Vec<usize> = sample(&mut rng, open.len(), schedule[0])
+            .into_iter()
+            .map(|j| open[j])
+            .collect();
+        acquired.sort_unstable();
+        let load = || {
+            Slm::load(
                 &ctx.cell.config.slm,
                 ctx.models_dir,
                 num_labels,
                 ctx.device,
                 seed,
-            )?;
-            let encoded = encoded.get_or_insert(slm.tokenize(&texts)?);
-            let targets: Vec<Vec<f32>> =
-                gold.iter().map(|&g| one_hot(Some(g), num_labels)).collect();
-            let mut weights = vec![0.0f32; texts.len()];
-            for &i in &labeled {
-                weights[i] = 1.0;
+            )
+        };
+        let base = load()?;
+        let encoded = base.tokenize(&texts)?;
+        let llm = self.spec.oracle == Oracle::Llm;
+        let mut client = if llm {
+            Some(crate::llm::build_client(
+                ctx.cell,
+                dataset,
+                ctx.llm_run,
+                ctx.models_dir,
+            )?)
+        } else {
+            None
+        };
+        // The LLM oracle's demonstrations are retrieved in the pretrained encoder's space.
+        let pretrained_embeddings = if llm && self.spec.k > 0 {
+            let mut rows = base.infer(&encoded, ctx.progress)?.pooled;
+            normalize_rows(&mut rows);
+            rows
+        } else {
+            Vec::new()
+        };
+        drop(base);
+        let mut labels: Vec<Option<usize>> = vec![None; texts.len()];
+        let mut newly = acquired.clone();
+        let mut outcomes = Vec::new();
+        for round in 0..schedule.len() {
+            let start = Instant::now();
+            let answers = match client.as_mut() {
+                Some(client) => self.llm_labels(
+                    ctx,
+                    client,
+                    &newly,
+                    &reserved,
+                    &pretrained_embeddings,
+                    &gold,
+                )?,
+                None => newly.iter().map(|&i| Some(gold[i])).collect(),
+            };
+            for (&i, a) in newly.iter().zip(answers) {
+                labels[i] = a;
             }
-            let report = slm.fit(encoded, &targets, &weights, ctx.progress)?;
+            let targets: Vec<Vec<f32>> = labels
+                .iter()
+                .map(|l| match l {
+                    Some(_) => one_hot(*l, num_labels),
+                    None => vec![0.0; num_labels],
+                })
+                .collect();
+            let usable: Vec<usize> = acquired
+                .iter()
+                .copied()
+                .filter(|&i| labels[i].is_some())
+                .collect();
+            let mut slm = load()?;
+            let report = if self.spec.reweight && llm && !reserved.meta.is_empty() {
+                let meta_texts: Vec<&str> = reserved.meta.iter().map(|&i| texts[i]).collect();
+                let meta_encoded = slm.tokenize(&meta_texts)?;
+                let meta_targets: Vec<Vec<f32>> = reserved
+                    .meta
+                    .iter()
+                    .map(|&i| one_hot(Some(gold[i]), num_labels))
+                    .collect();
+                fit_reweighted(
+                    &mut slm,
+                    &encoded,
+                    &targets,
+                    &usable,
+                    &meta_encoded,
+                    &meta_targets,
+                    ctx.cell.config.slm.batch_size,
+                    &mut rng,
+                    ctx.progress,
+                )?
+            } else {
+                let mut weights = vec![0.0f32; texts.len()];
+                for &i in &usable {
+                    weights[i] = 1.0;
+                }
+                slm.fit(&encoded, &targets, &weights, ctx.progress)?
+            };
             let mut metrics: BTreeMap<String, f64> = evaluate(&slm, dataset, ctx)?;
-            metrics.insert("gold_labels_used".into(), labeled.len() as f64);
+            let gold_used = if llm {
+                reserved.demos.len() + reserved.meta.len()
+            } else {
+                acquired.len()
+            };
+            metrics.insert("gold_labels_used".into(), gold_used as f64);
+            metrics.insert("labels_acquired".into(), acquired.len() as f64);
             metrics.insert(
-                "gold_label_fraction".into(),
-                labeled.len() as f64 / texts.len().max(1) as f64,
+                "acquired_fraction".into(),
+                acquired.len() as f64 / open.len().max(1) as f64,
             );
+            if llm {
+                let predicted: Vec<Option<usize>> = acquired.iter().map(|&i| labels[i]).collect();
+                let truth: Vec<usize> = acquired.iter().map(|&i| gold[i]).collect();
+                metrics.insert(
+                    "acquired_label_accuracy".into(),
+                    accuracy(&predicted, &truth),
+                );
+            }
+            newly.clear();
             if let Some(&next) = schedule.get(round + 1) {
-                let pool = slm.infer(encoded, ctx.progress)?;
+                let pool = slm.infer(&encoded, ctx.progress)?;
                 let mut embeddings = pool.pooled;
                 normalize_rows(&mut embeddings);
-                let candidates: Vec<usize> = (0..texts.len())
-                    .filter(|i| labeled.binary_search(i).is_err())
+                let candidates: Vec<usize> = open
+                    .iter()
+                    .copied()
+                    .filter(|i| acquired.binary_search(i).is_err())
                     .collect();
                 let view = PoolView {
                     probs: &pool.probs,
                     embeddings: &embeddings,
                     candidates: &candidates,
-                    labeled: &labeled,
+                    labeled: &acquired,
                 };
-                let picked = self
+                newly = self
                     .spec
                     .acquisition
-                    .select(&view, next - labeled.len(), &mut rng);
-                labeled.extend(picked);
-                labeled.sort_unstable();
+                    .select(&view, next - acquired.len(), &mut rng);
+                acquired.extend(newly.iter().copied());
+                acquired.sort_unstable();
             }
             outcomes.push(RoundOutcome {
                 round: round as u32,
                 metrics,
+                llm: client
+                    .as_mut()
+                    .map(LlmClient::take_usage)
+                    .unwrap_or_default(),
                 slm_steps: report.steps,
                 wall_s: start.elapsed().as_secs_f64(),
-                ..Default::default()
             });
         }
         Ok(outcomes)
@@ -150,15 +363,35 @@ impl Method for ActiveLearning {
 
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {
         let slm = &cell.config.slm;
-        let steps: usize = self
-            .spec
-            .schedule(dataset.train.len())
+        let schedule = self.spec.schedule(dataset.train.len());
+        let steps: usize = schedule
             .iter()
             .map(|&n| n.div_ceil(slm.batch_size) * slm.epochs)
             .sum();
+        let (calls, chars) = match (&cell.config.llm, self.spec.oracle) {
+            (Some(llm), Oracle::Llm) => {
+                let demos: Vec<(&str, usize)> = dataset
+                    .train
+                    .iter()
+                    .take(self.spec.k)
+                    .filter_map(|e| Some((e.text.as_str(), e.class()?)))
+                    .collect();
+                let chars = dataset.train.first().map_or(0, |e| {
+                    llm.prompt
+                        .classify(&e.text, &demos, &dataset.verbalizers)
+                        .messages
+                        .iter()
+                        .map(|m| m.content.len() + 8)
+                        .sum::<usize>()
+                });
+                (schedule.last().copied().unwrap_or(0), chars)
+            }
+            _ => (0, 0),
+        };
         Estimate {
+            llm_calls: calls as u64,
+            llm_prompt_tokens: (calls * chars / 4) as u64,
             slm_steps: steps as u64,
-            ..Default::default()
         }
     }
 }

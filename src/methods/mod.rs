@@ -3,6 +3,7 @@
 pub mod active_learning;
 pub mod freeal;
 pub mod icl;
+pub mod reweighted_fit;
 pub mod supervised;
 
 use std::path::Path;

@@ -123,7 +123,12 @@ pub struct Step<'a> {
 impl Step<'_> {
     /// The batch's rows taken from another tokenisation (an augmented view) on the device.
     pub fn view(&self, encoded: &[Encoded]) -> DeviceBatch {
-        let host = pad_batch(encoded, self.rows, self.pad_id);
+        self.batch_of(encoded, self.rows)
+    }
+
+    /// Any `rows` of a tokenisation as a padded batch on the device (e.g. a meta batch).
+    pub fn batch_of(&self, encoded: &[Encoded], rows: &[usize]) -> DeviceBatch {
+        let host = pad_batch(encoded, rows, self.pad_id);
         self.model.batch_to_device(&host, self.device)
     }
 

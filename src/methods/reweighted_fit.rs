@@ -1,0 +1,104 @@
+//! SLM training with learning-to-reweight (Ren et al. 2018) against a gold meta set, as LLMaAA
+//! trains on LLM labels: every batch, each example's weight is the clamped, normalised
+//! meta-gradient of its loss, computed exactly for the classification head (closed form, see
+//! `select::reweight`). The encoder's parameters are left out of the meta-gradient: it weighs
+//! examples by how their head gradients align with the meta set's.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, TensorData};
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::select::reweight::{HeadExample, example_weights};
+use crate::slm::losses::soft_cross_entropy;
+use crate::slm::tokenize::Encoded;
+use crate::slm::{FitReport, Slm};
+
+fn rows_of(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
+    let [rows, cols] = t.dims();
+    let flat = t
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::model("reweight", format!("{e:?}")))?;
+    Ok((0..rows)
+        .map(|r| {
+            flat[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect()
+        })
+        .collect())
+}
+
+fn head_examples(
+    pooled: Tensor<2>,
+    logits: Tensor<2>,
+    targets: Tensor<2>,
+) -> Result<Vec<HeadExample>> {
+    let features = rows_of(pooled.detach())?;
+    let errors = rows_of(softmax(logits.detach(), 1) - targets)?;
+    Ok(features
+        .into_iter()
+        .zip(errors)
+        .map(|(features, error)| HeadExample { features, error })
+        .collect())
+}
+
+/// Fine-tunes on the `usable` rows of `encoded` with per-batch learned weights; `meta` rows of
+/// `meta_encoded` with their gold `meta_targets` are the meta set (a batch-size sample per step).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_reweighted(
+    slm: &mut Slm,
+    encoded: &[Encoded],
+    targets: &[Vec<f32>],
+    usable: &[usize],
+    meta_encoded: &[Encoded],
+    meta_targets: &[Vec<f32>],
+    batch_size: usize,
+    rng: &mut ChaCha8Rng,
+    progress: &Progress,
+) -> Result<FitReport> {
+    let epochs = slm.epochs();
+    let mut trainer = slm.trainer(slm.steps_per_epoch(usable.len()) * epochs as u64);
+    let mut report = FitReport::default();
+    let num_labels = slm.num_labels();
+    for epoch in 0..epochs {
+        let label = format!("reweighted epoch {}/{epochs}", epoch + 1);
+        let epoch_report =
+            slm.train_epoch(&mut trainer, encoded, usable, &label, progress, |step| {
+                let target = step.rows_tensor(targets);
+                let (pooled, logits) = step.model.forward(&step.batch);
+                let meta_rows: Vec<usize> =
+                    sample(rng, meta_encoded.len(), batch_size.min(meta_encoded.len())).into_vec();
+                let meta_batch = step.batch_of(meta_encoded, &meta_rows);
+                let (meta_pooled, meta_logits) = step.model.forward(&meta_batch);
+                let flat: Vec<f32> = meta_rows
+                    .iter()
+                    .flat_map(|&r| meta_targets[r].iter().copied())
+                    .collect();
+                let meta_target = Tensor::<2>::from_data(
+                    TensorData::new(flat, [meta_rows.len(), num_labels]),
+                    step.device(),
+                );
+                let train = head_examples(pooled, logits.clone(), target.clone())?;
+                let meta = head_examples(meta_pooled, meta_logits, meta_target)?;
+                // The virtual step's learning rate only scales the meta-gradient; normalised
+                // weights do not depend on it.
+                let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
+                    .into_iter()
+                    .map(|w| w as f32)
+                    .collect();
+                let w = Tensor::<1>::from_data(
+                    TensorData::new(weights, [step.rows.len()]),
+                    step.device(),
+                );
+                Ok((soft_cross_entropy(logits, target) * w).sum())
+            })?;
+        report.steps += epoch_report.steps;
+        report.tokens += epoch_report.tokens;
+        report.last_epoch_loss = epoch_report.last_epoch_loss;
+    }
+    Ok(report)
+}
