@@ -56,6 +56,9 @@ enum Cmd {
         /// Metric to summarise (default: the one in the directory's spec.toml, else test_accuracy).
         #[arg(long)]
         metric: Option<String>,
+        /// Summarise this round instead of each cell's final round (printed, not written).
+        #[arg(long)]
+        round: Option<u32>,
     },
     /// Run one cell (used by `--jobs` and by cluster job arrays).
     RunCell {
@@ -227,7 +230,7 @@ fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cmd_report(dir: &Path, metric: Option<String>) -> anyhow::Result<()> {
+fn cmd_report(dir: &Path, metric: Option<String>, round: Option<u32>) -> anyhow::Result<()> {
     let spec_copy = dir.join("spec.toml");
     let (default_metric, reference) = match std::fs::read_to_string(&spec_copy)
         .ok()
@@ -264,8 +267,10 @@ fn cmd_report(dir: &Path, metric: Option<String>) -> anyhow::Result<()> {
         "no complete cell under {}/cells",
         dir.display()
     );
-    let summary = tables::summarize(&records, &metric, &reference)?;
-    tables::write_tables(dir, &records, &summary)?;
+    let summary = tables::summarize(&records, &metric, &reference, round)?;
+    if round.is_none() {
+        tables::write_tables(dir, &records, &summary)?;
+    }
     println!("{}", summary.markdown());
     Ok(())
 }
@@ -282,7 +287,9 @@ fn main() -> ExitCode {
             }),
             _,
         ) => cmd_plan(&spec, show_prompt, &opts).map(|_| true),
-        (Some(Cmd::Report { dir, metric }), _) => cmd_report(&dir, metric).map(|_| true),
+        (Some(Cmd::Report { dir, metric, round }), _) => {
+            cmd_report(&dir, metric, round).map(|_| true)
+        }
         (Some(Cmd::RunCell { spec, cell, opts }), _) => {
             cmd_run_cell(&spec, &cell, &opts).map(|_| true)
         }

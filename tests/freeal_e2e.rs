@@ -94,6 +94,20 @@ fn freeal_learns_past_its_noisy_labels() {
     assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), 400.0 - clean);
     assert!(m(1, "demo_pool_size") > 0.0);
     assert_eq!(m(0, "gold_labels_used"), 0.0);
+    // `report --round` summarises any round from the records.
+    let results = dir.path().join("results/freeal_toy");
+    let out = common::bench(&[
+        "report",
+        results.to_str().unwrap(),
+        "--round",
+        "0",
+        "--metric",
+        "test_accuracy",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("round 0"), "{table}");
+    let shown = format!("| freeal_toy | {:.2} |", m(0, "test_accuracy") * 100.0);
+    assert!(table.contains(&shown), "{table} lacks {shown}");
 }
 
 #[test]

@@ -23,6 +23,8 @@ pub struct Entry {
 /// The summary: row labels, dataset columns and entries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    /// The round summarised (`None`: each cell's final round).
+    pub round: Option<u32>,
     /// Metric summarised.
     pub metric: String,
     /// Row labels in order (method, or `method [params]`).
@@ -62,13 +64,28 @@ fn row_label(method: &str, params: &str) -> String {
     }
 }
 
-/// Aggregates final-round records with Polars (group by method, params, dataset).
+/// Aggregates each cell's final-round records (or, with `round`, that round's) with Polars
+/// (group by method, params, dataset).
 pub fn summarize(
     records: &[RoundRecord],
     metric: &str,
     paper_reference: &BTreeMap<String, BTreeMap<String, f64>>,
+    round: Option<u32>,
 ) -> Result<Summary> {
-    let finals = final_rounds(records);
+    let finals = match round {
+        None => final_rounds(records),
+        Some(n) => records
+            .iter()
+            .filter(|r| r.outcome.round == n)
+            .cloned()
+            .collect(),
+    };
+    if finals.is_empty() {
+        return Err(Error::results(
+            "summary",
+            format!("no record has round {}", round.unwrap_or(0)),
+        ));
+    }
     let df = records_frame(&finals)?;
     if df.column(metric).is_err() {
         return Err(Error::results(
@@ -152,6 +169,7 @@ pub fn summarize(
         }
     }
     Ok(Summary {
+        round,
         metric: metric.to_string(),
         rows,
         datasets: dataset_order,
@@ -220,9 +238,11 @@ impl Summary {
             }
         }
         let mut out = format!(
-            "{} ({}mean ± std over seeds, final round)\n\n| {} |\n|{}|\n",
+            "{} ({}mean ± std over seeds, {})\n\n| {} |\n|{}|\n",
             self.metric,
             if scale == 100.0 { "%, " } else { "" },
+            self.round
+                .map_or_else(|| "final round".to_string(), |n| format!("round {n}")),
             header.join(" | "),
             header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
         );

@@ -246,6 +246,7 @@ pub fn execute(
             &records,
             &plan.experiment.metric,
             &plan.experiment.paper_reference,
+            None,
         )?;
         tables::write_tables(&exp_dir, &records, &table)?;
         summary.table = table.markdown();
