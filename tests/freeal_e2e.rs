@@ -96,6 +96,13 @@ fn freeal_learns_past_its_noisy_labels() {
     assert_eq!(m(0, "gold_labels_used"), 0.0);
     // `report --round` summarises any round from the records.
     let results = dir.path().join("results/freeal_toy");
+    let jsonl = std::fs::read_to_string(results.join("records.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "one JSON line per cell-round");
+    assert_eq!(lines[1]["metrics"], rounds[1]["metrics"]);
     let out = common::bench(&[
         "report",
         results.to_str().unwrap(),

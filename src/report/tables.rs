@@ -293,8 +293,17 @@ impl Summary {
     }
 }
 
-/// Writes records (all rounds) and the summary as CSV, Parquet and Markdown under `dir`.
+/// Writes records (all rounds) as CSV, Parquet and JSON Lines (one object per cell-round, the
+/// shape experiment trackers import), and the summary as CSV, Parquet and Markdown under `dir`.
 pub fn write_tables(dir: &Path, records: &[RoundRecord], summary: &Summary) -> Result<()> {
+    let mut lines = String::new();
+    for record in records {
+        let line = serde_json::to_string(record)
+            .map_err(|e| Error::results("records.jsonl", e.to_string()))?;
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    write_atomic(&dir.join("records.jsonl"), lines.as_bytes())?;
     let mut all = records_frame(records)?;
     write_csv(&mut all, &dir.join("records.csv"))?;
     write_parquet(&mut all, &dir.join("records.parquet"))?;
