@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::reweighted_fit::fit_reweighted;
 use super::supervised::evaluate;
-use super::{CellContext, Estimate, Method, gold_classes, require_classification};
-use crate::data::Dataset;
+use super::{CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification};
+use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{ClassifyRequest, one_hot};
 use crate::llm::client::LlmClient;
@@ -370,20 +370,8 @@ impl Method for ActiveLearning {
             .sum();
         let (calls, chars) = match (&cell.config.llm, self.spec.oracle) {
             (Some(llm), Oracle::Llm) => {
-                let demos: Vec<(&str, usize)> = dataset
-                    .train
-                    .iter()
-                    .take(self.spec.k)
-                    .filter_map(|e| Some((e.text.as_str(), e.class()?)))
-                    .collect();
-                let chars = dataset.train.first().map_or(0, |e| {
-                    llm.prompt
-                        .classify(&e.text, &demos, &dataset.verbalizers)
-                        .messages
-                        .iter()
-                        .map(|m| m.content.len() + 8)
-                        .sum::<usize>()
-                });
+                let demos: Vec<&Example> = dataset.train.iter().take(self.spec.k).collect();
+                let chars = prompt_chars(&llm.prompt, dataset, dataset.train.first(), &demos);
                 (schedule.last().copied().unwrap_or(0), chars)
             }
             _ => (0, 0),

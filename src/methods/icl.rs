@@ -9,7 +9,9 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
-use super::{CellContext, Estimate, Method, embed, gold_classes, require_classification};
+use super::{
+    CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
+};
 use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{Annotation, ClassifyRequest};
@@ -252,19 +254,8 @@ impl Method for Icl {
         } else {
             self.k
         };
-        let demos: Vec<(&str, usize)> = pool
-            .iter()
-            .take(k)
-            .filter_map(|&i| Some((dataset.train[i].text.as_str(), dataset.train[i].class()?)))
-            .collect();
-        let chars = dataset.test.first().map_or(0, |e| {
-            llm.prompt
-                .classify(&e.text, &demos, &dataset.verbalizers)
-                .messages
-                .iter()
-                .map(|m| m.content.len() + 8)
-                .sum::<usize>()
-        });
+        let demos: Vec<&Example> = pool.iter().take(k).map(|&i| &dataset.train[i]).collect();
+        let chars = prompt_chars(&llm.prompt, dataset, dataset.test.first(), &demos);
         Estimate {
             llm_calls: queries as u64,
             llm_prompt_tokens: (queries * chars / 4) as u64,

@@ -15,6 +15,7 @@ use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
 use crate::llm::annotator::ClassifyRequest;
 use crate::llm::demos::normalize_rows;
+use crate::llm::prompt::PromptTemplate;
 use crate::plan::Cell;
 use crate::progress::Progress;
 use crate::run::records::RoundOutcome;
@@ -99,6 +100,28 @@ pub fn embed(slm: &Slm, progress: &Progress, texts: &[&str]) -> Result<Vec<Vec<f
     let mut rows = slm.infer(&encoded, progress)?.pooled;
     normalize_rows(&mut rows);
     Ok(rows)
+}
+
+/// Characters of the prompt that labels `query` with `demos` (`plan`'s token estimate divides
+/// by 4); 0 without a query.
+pub fn prompt_chars(
+    prompt: &PromptTemplate,
+    dataset: &Dataset,
+    query: Option<&Example>,
+    demos: &[&Example],
+) -> usize {
+    let shown: Vec<(&str, usize)> = demos
+        .iter()
+        .filter_map(|e| Some((e.text.as_str(), e.class()?)))
+        .collect();
+    query.map_or(0, |q| {
+        prompt
+            .classify(&q.text, &shown, &dataset.verbalizers)
+            .messages
+            .iter()
+            .map(|m| m.content.len() + 8)
+            .sum()
+    })
 }
 
 /// The implementation of a method configuration.

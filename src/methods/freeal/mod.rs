@@ -17,8 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use self::augment::{Augmentation, views};
 use self::config::{FreealSpec, InitialLabels};
 use self::self_train::{Trained, View, self_train};
-use super::{CellContext, Estimate, Method, embed, gold_classes, require_classification};
-use crate::data::Dataset;
+use super::{
+    CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
+};
+use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{Annotation, ClassifyRequest};
 use crate::llm::client::LlmClient;
@@ -551,20 +553,9 @@ impl Method for Freeal {
         };
         // Upper bound: every example relabeled each round (FreeAL relabels the noisy share).
         let calls = generated + round0 + self.spec.rounds * n;
-        let demos: Vec<(&str, usize)> = dataset
-            .train
-            .iter()
-            .take(self.spec.knn.max(self.spec.demos_per_class * num_labels))
-            .filter_map(|e| Some((e.text.as_str(), e.class()?)))
-            .collect();
-        let chars = dataset.train.first().map_or(0, |e| {
-            llm.prompt
-                .classify(&e.text, &demos, &dataset.verbalizers)
-                .messages
-                .iter()
-                .map(|m| m.content.len() + 8)
-                .sum::<usize>()
-        });
+        let k = self.spec.knn.max(self.spec.demos_per_class * num_labels);
+        let demos: Vec<&Example> = dataset.train.iter().take(k).collect();
+        let chars = prompt_chars(&llm.prompt, dataset, dataset.train.first(), &demos);
         let slm = &cell.config.slm;
         Estimate {
             llm_calls: calls as u64,
