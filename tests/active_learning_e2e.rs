@@ -20,21 +20,8 @@ fn learning_curve_follows_the_schedule_and_improves() {
             dir.path().join("results").display()
         ),
     );
-    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cells = dir.path().join("results/al_toy/cells");
-    let cell = std::fs::read_dir(&cells)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let records: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap();
+    common::run_spec(&spec);
+    let records = common::only_cell_records(&dir.path().join("results/al_toy"));
     let rounds = records.as_array().unwrap();
     let used: Vec<f64> = rounds
         .iter()
@@ -70,21 +57,8 @@ fn llm_oracle_with_reweighting_holds_out_its_gold_sets() {
             dir.path().join("results").display()
         ),
     );
-    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cells = dir.path().join("results/al_toy/cells");
-    let cell = std::fs::read_dir(&cells)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let records: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap();
+    common::run_spec(&spec);
+    let records = common::only_cell_records(&dir.path().join("results/al_toy"));
     let rounds = records.as_array().unwrap();
     assert_eq!(rounds.len(), 2);
     let m = |r: usize, k: &str| rounds[r]["metrics"][k].as_f64().unwrap();

@@ -49,29 +49,13 @@ seed = [5]
     )
 }
 
-fn records(dir: &Path) -> serde_json::Value {
-    let cells = dir.join("results/freeal_toy/cells");
-    let cell = std::fs::read_dir(&cells)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap()
-}
-
 #[test]
 fn freeal_learns_past_its_noisy_labels() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = common::toy_dataset(dir.path());
     let spec = spec(dir.path(), &dataset, "");
-    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records = records(dir.path());
+    common::run_spec(&spec);
+    let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
     let rounds = records.as_array().unwrap();
     assert_eq!(rounds.len(), 2, "round 0 and one refinery round");
     let m = |r: usize, k: &str| {
@@ -126,13 +110,8 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
         &dataset,
         "label_fraction = 0.5\naugmentation = \"token_edits\"",
     );
-    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records = records(dir.path());
+    common::run_spec(&spec);
+    let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
     let rounds = records.as_array().unwrap();
     let m = |r: usize, k: &str| {
         rounds[r]["metrics"][k]

@@ -34,14 +34,7 @@ seed = [3]
 
 /// A file of the experiment's only cell.
 fn cell_file(results: &Path, name: &str) -> std::path::PathBuf {
-    let cells = results.join("icl_cache/cells");
-    let cell = std::fs::read_dir(&cells)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    cell.join(name)
+    common::only_cell(&results.join("icl_cache")).join(name)
 }
 
 fn records(results: &Path) -> serde_json::Value {

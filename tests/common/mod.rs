@@ -99,3 +99,29 @@ pub fn tiny_slm_toml() -> String {
         minilm_dir().display()
     )
 }
+
+/// Runs `spec` on the CPU backend; a failure fails the test with the binary's stderr.
+pub fn run_spec(spec: &Path) {
+    let out = bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The directory of the only cell under an experiment's results directory.
+pub fn only_cell(experiment_dir: &Path) -> PathBuf {
+    std::fs::read_dir(experiment_dir.join("cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// The records (one per round) of the only cell under an experiment's results directory.
+pub fn only_cell_records(experiment_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(only_cell(experiment_dir).join("records.json")).unwrap())
+        .unwrap()
+}
