@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::reweighted_fit::fit_reweighted;
 use super::supervised::evaluate;
-use super::{CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification};
+use super::{
+    CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification, target_rows,
+};
 use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{ClassifyRequest, one_hot};
@@ -24,7 +26,6 @@ use crate::metrics::accuracy;
 use crate::plan::Cell;
 use crate::run::records::RoundOutcome;
 use crate::select::acquisition::{Acquisition, PoolView};
-use crate::slm::Slm;
 
 /// Who labels the acquired examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,16 +216,7 @@ impl Method for ActiveLearning {
             .map(|j| open[j])
             .collect();
         acquired.sort_unstable();
-        let load = || {
-            Slm::load(
-                &ctx.cell.config.slm,
-                ctx.models_dir,
-                num_labels,
-                ctx.device,
-                seed,
-            )
-        };
-        let base = load()?;
+        let base = ctx.load_slm()?;
         let encoded = base.tokenize(&texts)?;
         let llm = self.spec.oracle == Oracle::Llm;
         let mut client = if llm {
@@ -265,19 +257,13 @@ impl Method for ActiveLearning {
             for (&i, a) in newly.iter().zip(answers) {
                 labels[i] = a;
             }
-            let targets: Vec<Vec<f32>> = labels
-                .iter()
-                .map(|l| match l {
-                    Some(_) => one_hot(*l, num_labels),
-                    None => vec![0.0; num_labels],
-                })
-                .collect();
+            let targets = target_rows(&labels, num_labels);
             let usable: Vec<usize> = acquired
                 .iter()
                 .copied()
                 .filter(|&i| labels[i].is_some())
                 .collect();
-            let mut slm = load()?;
+            let mut slm = ctx.load_slm()?;
             let report = if self.spec.reweight && llm && !reserved.meta.is_empty() {
                 let meta_texts: Vec<&str> = reserved.meta.iter().map(|&i| texts[i]).collect();
                 let meta_encoded = slm.tokenize(&meta_texts)?;

@@ -53,14 +53,7 @@ impl Icl {
         if self.demos != DemoChoice::Knn {
             return Ok(None);
         }
-        Slm::load(
-            &ctx.cell.config.slm,
-            ctx.models_dir,
-            ctx.dataset.num_labels(),
-            ctx.device,
-            ctx.cell.config.seed,
-        )
-        .map(Some)
+        ctx.load_slm().map(Some)
     }
 
     fn pool_indices(&self, train_len: usize, seed: u64) -> Vec<usize> {

@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use crate::config::{LlmRunSpec, MethodSpec};
 use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
-use crate::llm::annotator::ClassifyRequest;
+use crate::llm::annotator::{ClassifyRequest, one_hot};
 use crate::llm::demos::normalize_rows;
 use crate::llm::prompt::PromptTemplate;
 use crate::plan::Cell;
@@ -37,6 +37,32 @@ pub struct CellContext<'a> {
     pub llm_run: &'a LlmRunSpec,
     /// The cell's results directory, for per-example artifacts (labels, splits).
     pub out_dir: &'a Path,
+}
+
+impl CellContext<'_> {
+    /// The cell's SLM, freshly loaded from its pretrained weights with a new head seeded by the
+    /// cell's seed.
+    pub fn load_slm(&self) -> Result<Slm> {
+        Slm::load(
+            &self.cell.config.slm,
+            self.models_dir,
+            self.dataset.num_labels(),
+            self.device,
+            self.cell.config.seed,
+        )
+    }
+}
+
+/// One-hot target rows of `labels`; all zeros for unlabeled examples (they never enter a
+/// cross-entropy term: their weight is 0 or they are left out of the batch rows).
+pub fn target_rows(labels: &[Option<usize>], num_labels: usize) -> Vec<Vec<f32>> {
+    labels
+        .iter()
+        .map(|l| match l {
+            Some(_) => one_hot(*l, num_labels),
+            None => vec![0.0; num_labels],
+        })
+        .collect()
 }
 
 /// Cost estimate of a cell for `plan` (a dry run: nothing is executed).

@@ -60,13 +60,7 @@ impl Method for Supervised {
             .iter()
             .map(|&i| dataset.train[i].text.as_str())
             .collect();
-        let mut slm = Slm::load(
-            &ctx.cell.config.slm,
-            ctx.models_dir,
-            dataset.num_labels(),
-            ctx.device,
-            seed,
-        )?;
+        let mut slm = ctx.load_slm()?;
         let encoded = slm.tokenize(&texts)?;
         let targets: Vec<Vec<f32>> = chosen
             .iter()

@@ -76,16 +76,6 @@ fn answer_labels(answers: &[Annotation]) -> Vec<Option<usize>> {
 }
 
 impl Freeal {
-    fn load_slm(&self, ctx: &CellContext) -> Result<Slm> {
-        Slm::load(
-            &ctx.cell.config.slm,
-            ctx.models_dir,
-            ctx.dataset.num_labels(),
-            ctx.device,
-            ctx.cell.config.seed,
-        )
-    }
-
     fn replay_table(&self, ctx: &CellContext) -> Result<Option<ReplayTable>> {
         let needed = self.spec.initial == InitialLabels::Replay
             || self.spec.augmentation == Augmentation::Replay;
@@ -426,7 +416,7 @@ impl Method for Freeal {
         let replay = self.replay_table(ctx)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a100);
 
-        let base = self.load_slm(ctx)?;
+        let base = ctx.load_slm()?;
         let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
         let encoded = base.tokenize(&texts)?;
         let test_texts: Vec<&str> = dataset.test.iter().map(|e| e.text.as_str()).collect();
@@ -493,7 +483,7 @@ impl Method for Freeal {
                 );
             }
             let trained = self_train(
-                self.load_slm(ctx)?,
+                ctx.load_slm()?,
                 &encoded,
                 &state.labels,
                 &view,

@@ -11,6 +11,7 @@ use super::augment::Augmentation;
 use super::config::{FreealSpec, SelfTraining};
 use crate::error::{Error, Result};
 use crate::llm::annotator::one_hot;
+use crate::methods::target_rows;
 use crate::progress::Progress;
 use crate::select::gmm::{Gmm2, GmmOptions, min_max_normalize};
 use crate::slm::Slm;
@@ -58,17 +59,6 @@ pub fn split_clean(probs: &[Vec<f32>], labels: &[Option<usize>], threshold: f64)
         }
     }
     Split { clean, posterior }
-}
-
-/// One-hot rows of the labels; all zeros for unlabeled examples (they never enter a CE term).
-fn target_rows(labels: &[Option<usize>], num_labels: usize) -> Vec<Vec<f32>> {
-    labels
-        .iter()
-        .map(|l| match l {
-            Some(_) => one_hot(*l, num_labels),
-            None => vec![0.0; num_labels],
-        })
-        .collect()
 }
 
 /// Linear ramp from 0 to 1 over `length` epochs (FreeAL's `linear_rampup`).
@@ -224,6 +214,18 @@ pub fn self_train(
             })?;
         steps += report.steps;
     }
+    finish(slm, encoded, labels, spec, steps, progress)
+}
+
+/// The trained SLM's outputs on the pool and its clean/noisy split.
+fn finish(
+    slm: Slm,
+    encoded: &[Encoded],
+    labels: &[Option<usize>],
+    spec: &FreealSpec,
+    steps: u64,
+    progress: &Progress,
+) -> Result<Trained> {
     let pool = slm.infer(encoded, progress)?;
     let split = split_clean(&pool.probs, labels, spec.clean_threshold);
     Ok(Trained {
@@ -249,14 +251,7 @@ fn plain(
         .map(|l| f32::from(u8::from(l.is_some())))
         .collect();
     let report = slm.fit(encoded, &targets, &weights, progress)?;
-    let pool = slm.infer(encoded, progress)?;
-    let split = split_clean(&pool.probs, labels, spec.clean_threshold);
-    Ok(Trained {
-        slm,
-        pool,
-        split,
-        steps: report.steps,
-    })
+    finish(slm, encoded, labels, spec, report.steps, progress)
 }
 
 #[cfg(test)]
