@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How an LLM answers a classification request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -111,6 +111,26 @@ pub struct Annotation {
     pub raw: String,
     /// Tokens used.
     pub usage: Usage,
+}
+
+impl Annotation {
+    /// A label known outright (read or simulated, not inferred): all probability on it, no
+    /// tokens spent.
+    pub fn certain(label: Option<usize>, num_labels: usize) -> Self {
+        Annotation {
+            label,
+            probs: one_hot(label, num_labels),
+            raw: String::new(),
+            usage: Usage::default(),
+        }
+    }
+}
+
+/// The same error for every request of a batch (an annotator that cannot serve the call).
+pub fn refuse_all<T>(id: String, count: usize, message: &str) -> Vec<Result<T>> {
+    (0..count)
+        .map(|_| Err(Error::llm(id.clone(), message)))
+        .collect()
 }
 
 /// The answer to a [`GenerateRequest`].

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::llm::annotator::{
-    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, Usage, one_hot,
+    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, refuse_all,
 };
 
 /// Where the columns of a replay CSV are.
@@ -110,12 +110,7 @@ impl Annotator for ReplayAnnotator {
             .iter()
             .map(|r| {
                 let label = self.table.labels.get(r.query.trim()).copied().flatten();
-                Ok(Annotation {
-                    label,
-                    probs: one_hot(label, r.verbalizers.len()),
-                    raw: String::new(),
-                    usage: Usage::default(),
-                })
+                Ok(Annotation::certain(label, r.verbalizers.len()))
             })
             .collect();
         tick(requests.len() as u64);
@@ -123,16 +118,12 @@ impl Annotator for ReplayAnnotator {
     }
 
     fn generate(&mut self, requests: &[GenerateRequest], _tick: Tick) -> Vec<Result<Generation>> {
-        requests
-            .iter()
-            .map(|_| {
-                Err(Error::llm(
-                    self.id(),
-                    "a replay file holds labels, not generations; use an LLM backend for \
+        refuse_all(
+            self.id(),
+            requests.len(),
+            "a replay file holds labels, not generations; use an LLM backend for \
                      methods that generate demonstrations",
-                ))
-            })
-            .collect()
+        )
     }
 
     fn cacheable(&self) -> bool {

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::llm::annotator::{
-    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, Usage, one_hot,
+    Annotation, Annotator, ClassifyRequest, GenerateRequest, Generation, Tick, refuse_all,
 };
 
 /// Gold labels behind a noise matrix.
@@ -90,12 +90,7 @@ impl Annotator for SimulatedAnnotator {
             .iter()
             .map(|r| {
                 let label = self.answer(&r.query);
-                Ok(Annotation {
-                    label,
-                    probs: one_hot(label, n),
-                    raw: String::new(),
-                    usage: Usage::default(),
-                })
+                Ok(Annotation::certain(label, n))
             })
             .collect();
         tick(requests.len() as u64);
@@ -103,16 +98,12 @@ impl Annotator for SimulatedAnnotator {
     }
 
     fn generate(&mut self, requests: &[GenerateRequest], _tick: Tick) -> Vec<Result<Generation>> {
-        requests
-            .iter()
-            .map(|_| {
-                Err(Error::llm(
-                    self.id(),
-                    "the simulated annotator cannot write text; use an LLM backend for methods \
+        refuse_all(
+            self.id(),
+            requests.len(),
+            "the simulated annotator cannot write text; use an LLM backend for methods \
                      that generate demonstrations",
-                ))
-            })
-            .collect()
+        )
     }
 
     fn cacheable(&self) -> bool {
