@@ -234,3 +234,19 @@ fn freeal_settings_are_checked_by_name() {
         "{message}"
     );
 }
+
+#[test]
+fn a_warm_up_that_fills_the_schedule_is_rejected() {
+    let (message, spec) = plan_error(
+        "method = \"freeal\"\n[experiment]\nname = \"x\"\n[slm]\nepochs = 3\n[methods.freeal]\nwarmup_epochs = 3\n",
+        &[],
+    );
+    assert!(
+        message.contains("methods.freeal.warmup_epochs") && message.contains("slm.epochs (3)"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("{}:7", spec.display())),
+        "{message}"
+    );
+}

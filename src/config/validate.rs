@@ -2,6 +2,7 @@
 
 use super::spec::{LlmBackend, MethodSpec, Spec};
 use crate::llm::demos::DemoChoice;
+use crate::methods::freeal::config::SelfTraining;
 
 /// Returns every out-of-range value in `spec` as (dotted key, message naming the allowed range).
 pub fn validate(spec: &Spec) -> Vec<(String, String)> {
@@ -147,6 +148,18 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
                     f.temperature > 0.0,
                     &key("temperature"),
                     format!("must be positive, got {}", f.temperature),
+                );
+                check(
+                    // Only for the cell's own method: `--set slm.epochs=1` on a supervised
+                    // cell must not trip over the default freeal settings.
+                    *name != spec.method
+                        || f.self_training == SelfTraining::Plain
+                        || f.warmup_epochs < slm.epochs,
+                    &key("warmup_epochs"),
+                    format!(
+                        "must be below slm.epochs ({}) or the clean/noisy split never runs, got {}",
+                        slm.epochs, f.warmup_epochs
+                    ),
                 );
                 check(
                     f.rampup_epochs >= 0.0,

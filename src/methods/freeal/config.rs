@@ -48,6 +48,12 @@ pub struct FreealSpec {
     pub self_training: SelfTraining,
     /// Epochs (of `slm.epochs`) trained on all labels before the clean/noisy split starts.
     pub warmup_epochs: usize,
+    /// Optimiser steps on all labels before the split starts (0: epochs alone decide). Epochs
+    /// mean little on small pools (an epoch of 200 examples is 13 steps, after which the SLM is
+    /// still near chance and its losses split nothing); the split starts at the first epoch
+    /// boundary with both `warmup_epochs` and `warmup_steps` behind it.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub warmup_steps: u64,
     /// GMM posterior of the low-loss component above which a label counts as clean.
     pub clean_threshold: f64,
     /// Beta(alpha, alpha) of the mixup weight.
@@ -81,6 +87,7 @@ impl Default for FreealSpec {
             knn: 10,
             self_training: SelfTraining::Robust,
             warmup_epochs: 1,
+            warmup_steps: 0,
             clean_threshold: 0.7,
             mixup_alpha: 4.0,
             temperature: 0.85,
@@ -93,4 +100,10 @@ impl Default for FreealSpec {
             label_fraction: 1.0,
         }
     }
+}
+
+/// Leaves a zero `warmup_steps` out of the serialised spec, so cells that predate it keep their
+/// ids (the id hashes the cell's configuration).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -191,12 +191,31 @@ pub fn self_train(
         View::None => (0..labels.len()).filter(|&i| labels[i].is_some()).collect(),
         _ => (0..labels.len()).collect(),
     };
-    let mut trainer = slm.trainer(slm.steps_per_epoch(rows.len()) * epochs as u64);
+    let per_epoch = slm.steps_per_epoch(rows.len());
+    let total = per_epoch * epochs as u64;
+    // The split needs an epoch boundary after the warm-up; past the schedule it would silently
+    // turn robust self-training into plain training with a view.
+    let warm_epochs = (spec.warmup_epochs as u64).max(spec.warmup_steps.div_ceil(per_epoch.max(1)));
+    if warm_epochs >= epochs as u64 {
+        return Err(Error::Config {
+            location: "[methods.*] kind = \"freeal\"".into(),
+            key: "warmup_epochs / warmup_steps".into(),
+            message: format!(
+                "the warm-up ({} epochs, {} steps) fills the whole schedule ({epochs} epochs of \
+                 {per_epoch} steps on {} examples), so no clean/noisy split would ever happen: \
+                 lower them or raise slm.epochs",
+                spec.warmup_epochs,
+                spec.warmup_steps,
+                rows.len()
+            ),
+        });
+    }
+    let mut trainer = slm.trainer(total);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3172_a11d);
     let mut clean: Vec<bool> = labels.iter().map(Option::is_some).collect();
     let mut steps = 0;
     for epoch in 0..epochs {
-        if epoch >= spec.warmup_epochs {
+        if epoch >= spec.warmup_epochs && steps >= spec.warmup_steps {
             let probs = slm.infer(encoded, progress)?.probs;
             clean = split_clean(&probs, labels, spec.clean_threshold).clean;
         }
