@@ -48,6 +48,27 @@ pub fn macro_f1(predicted: &[Option<usize>], gold: &[usize], num_labels: usize) 
     }
 }
 
+/// Per gold class, the fraction of its examples predicted right (`None` for a class with no
+/// example); the complement is the class's label-noise rate.
+pub fn per_class_accuracy(
+    predicted: &[Option<usize>],
+    gold: &[usize],
+    num_labels: usize,
+) -> Vec<Option<f64>> {
+    assert_eq!(predicted.len(), gold.len(), "one prediction per gold label");
+    let mut right = vec![0usize; num_labels];
+    let mut total = vec![0usize; num_labels];
+    for (p, &g) in predicted.iter().zip(gold) {
+        total[g] += 1;
+        right[g] += usize::from(*p == Some(g));
+    }
+    right
+        .iter()
+        .zip(&total)
+        .map(|(&r, &t)| (t > 0).then(|| r as f64 / t as f64))
+        .collect()
+}
+
 /// Index of the largest value (first on ties).
 pub fn argmax(values: &[f32]) -> usize {
     let mut best = 0;
@@ -81,6 +102,17 @@ mod tests {
         assert!(
             (macro_f1(&p, &g, 4) - expected).abs() < 1e-12,
             "absent class skipped"
+        );
+    }
+
+    #[test]
+    fn per_class_accuracy_by_hand() {
+        // class 0: 2 of 3 right (one missing); class 1: 1 of 1; class 2: no example.
+        let p = [Some(0), None, Some(0), Some(1)];
+        let g = [0, 0, 0, 1];
+        assert_eq!(
+            per_class_accuracy(&p, &g, 3),
+            vec![Some(2.0 / 3.0), Some(1.0), None]
         );
     }
 

@@ -27,7 +27,7 @@ use crate::llm::client::LlmClient;
 use crate::llm::demos::{knn, normalize_rows};
 use crate::llm::prompt::PromptTemplate;
 use crate::llm::replay::{ReplayTable, read_replay};
-use crate::metrics::{accuracy, argmax, macro_f1};
+use crate::metrics::{accuracy, argmax, macro_f1, per_class_accuracy};
 use crate::plan::Cell;
 use crate::run::records::{RoundOutcome, write_atomic};
 use crate::select::demo_pool::{Confidence, demo_pool, top_agreeing};
@@ -367,14 +367,24 @@ fn score_round(
     trained: &Trained,
     test_probs: &[Vec<f32>],
     test_gold: &[usize],
-    num_labels: usize,
+    label_names: &[String],
 ) {
+    let num_labels = label_names.len();
     let n = labels.len().max(1) as f64;
     metrics.insert("pool_label_accuracy".into(), accuracy(labels, gold));
     metrics.insert(
         "pool_label_macro_f1".into(),
         macro_f1(labels, gold, num_labels),
     );
+    // Per class, so a report can show where the refinery removed (or added) noise.
+    for (name, value) in label_names
+        .iter()
+        .zip(per_class_accuracy(labels, gold, num_labels))
+    {
+        if let Some(value) = value {
+            metrics.insert(format!("pool_label_accuracy[{name}]"), value);
+        }
+    }
     let labeled = labels.iter().filter(|l| l.is_some()).count();
     metrics.insert("pool_label_coverage".into(), labeled as f64 / n);
     let clean: Vec<usize> = (0..labels.len())
@@ -412,7 +422,6 @@ impl Method for Freeal {
         let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
         let gold = gold_classes(&dataset.train, &ctx.cell.name)?;
         let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
-        let num_labels = dataset.num_labels();
         let replay = self.replay_table(ctx)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a100);
 
@@ -499,7 +508,7 @@ impl Method for Freeal {
                 &trained,
                 &test_probs,
                 &test_gold,
-                num_labels,
+                &dataset.label_names,
             );
             write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
             outcomes.push(RoundOutcome {
