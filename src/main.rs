@@ -11,7 +11,7 @@ use freeal_bench::llm::prompt::render_plain;
 use freeal_bench::methods::{CellContext, build};
 use freeal_bench::plan::{Plan, plan, select};
 use freeal_bench::progress::Progress;
-use freeal_bench::report::{collect, tables};
+use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
     ExecOptions, cell_dir, execute, load_dataset, models_dir, run_cell,
 };
@@ -49,16 +49,22 @@ enum Cmd {
         #[command(flatten)]
         opts: SpecOpts,
     },
-    /// Rebuild tables from the records under a results directory.
+    /// Rebuild tables, plots and README.md from the records under a results directory; with a
+    /// second directory, show what changed between the two instead.
     Report {
         /// `results/<experiment>` directory.
         dir: PathBuf,
-        /// Metric to summarise (default: the one in the directory's spec.toml, else test_accuracy).
+        /// A second results directory to compare with the first (`report A B`).
+        other: Option<PathBuf>,
+        /// Metric to summarise (default: the experiment's `metric`).
         #[arg(long)]
         metric: Option<String>,
         /// Summarise this round instead of each cell's final round (printed, not written).
         #[arg(long)]
         round: Option<u32>,
+        /// Also write every cell as an MLflow run under `<dir>/mlruns/`.
+        #[arg(long)]
+        mlflow: bool,
     },
     /// Run one cell (used by `--jobs` and by cluster job arrays).
     RunCell {
@@ -230,49 +236,65 @@ fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cmd_report(dir: &Path, metric: Option<String>, round: Option<u32>) -> anyhow::Result<()> {
-    let spec_copy = dir.join("spec.toml");
-    let (default_metric, reference) = match std::fs::read_to_string(&spec_copy)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("experiment").cloned())
-    {
-        Some(toml::Value::Table(exp)) => (
-            exp.get("metric")
-                .and_then(|m| m.as_str())
-                .map(str::to_string),
-            exp.get("paper_reference")
-                .cloned()
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or_default(),
-        ),
-        _ => (None, Default::default()),
-    };
-    let metric = metric
-        .or(default_metric)
-        .unwrap_or_else(|| "test_accuracy".into());
-    let order: Vec<String> = std::fs::read(dir.join("plan.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
-        .map(|cells| {
-            cells
-                .iter()
-                .filter_map(|c| c["id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let records = collect(dir, &order)?;
-    anyhow::ensure!(
-        !records.is_empty(),
-        "no complete cell under {}/cells",
-        dir.display()
-    );
-    let summary = tables::summarize(&records, &metric, &reference, round)?;
-    if round.is_none() {
-        tables::write_tables(dir, &records, &summary)?;
+fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
+    let ReportOpts {
+        dir,
+        other,
+        metric,
+        round,
+        mlflow,
+    } = opts;
+    if let Some(other) = other {
+        let (a, b) = (report::load(&dir)?, report::load(&other)?);
+        let diff = report::diff::diff(&a, &b, metric.as_deref())?;
+        println!(
+            "# {} (A) vs {} (B)\n\n{}",
+            dir.display(),
+            other.display(),
+            diff.markdown()
+        );
+        return Ok(());
     }
-    println!("{}", summary.markdown());
+    if let Some(round) = round {
+        let loaded = report::load(&dir)?;
+        anyhow::ensure!(
+            !loaded.records.is_empty(),
+            "no complete cell under {}/cells",
+            dir.display()
+        );
+        let metric = metric.unwrap_or(loaded.experiment.metric.clone());
+        let summary = tables::summarize(
+            &loaded.records,
+            &metric,
+            &loaded.experiment.paper_reference,
+            Some(round),
+        )?;
+        println!("{}", summary.markdown());
+        return Ok(());
+    }
+    let regenerated = report::regenerate(&dir, metric.as_deref())?;
+    println!("{}", regenerated.summary.markdown());
+    for plot in regenerated
+        .plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+    {
+        println!("plot: {}", plot.display());
+    }
+    if mlflow {
+        let root = report::mlflow::export(&report::load(&dir)?)?;
+        println!("mlflow: {}", root.display());
+    }
     Ok(())
+}
+
+/// `report`'s arguments.
+struct ReportOpts {
+    dir: PathBuf,
+    other: Option<PathBuf>,
+    metric: Option<String>,
+    round: Option<u32>,
+    mlflow: bool,
 }
 
 fn main() -> ExitCode {
@@ -287,9 +309,23 @@ fn main() -> ExitCode {
             }),
             _,
         ) => cmd_plan(&spec, show_prompt, &opts).map(|_| true),
-        (Some(Cmd::Report { dir, metric, round }), _) => {
-            cmd_report(&dir, metric, round).map(|_| true)
-        }
+        (
+            Some(Cmd::Report {
+                dir,
+                other,
+                metric,
+                round,
+                mlflow,
+            }),
+            _,
+        ) => cmd_report(ReportOpts {
+            dir,
+            other,
+            metric,
+            round,
+            mlflow,
+        })
+        .map(|_| true),
         (Some(Cmd::RunCell { spec, cell, opts }), _) => {
             cmd_run_cell(&spec, &cell, &opts).map(|_| true)
         }

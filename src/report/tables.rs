@@ -179,7 +179,7 @@ pub fn summarize(
 }
 
 /// Scales fractions to percent for display (metrics in [0, 1] are shown x100).
-fn percent(metric: &str) -> f64 {
+pub(crate) fn percent(metric: &str) -> f64 {
     if metric.contains("accuracy") || metric.contains("f1") {
         100.0
     } else {

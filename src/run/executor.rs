@@ -15,7 +15,7 @@ use crate::llm::ensure_gguf;
 use crate::methods::{CellContext, build};
 use crate::plan::{Cell, Plan};
 use crate::progress::Progress;
-use crate::report::{collect, tables};
+use crate::report::{EXPERIMENT_JSON, regenerate};
 use crate::slm::model::{default_models_dir, ensure_model};
 
 /// Directory of one cell's outputs.
@@ -146,6 +146,8 @@ pub fn execute(
     std::fs::create_dir_all(&exp_dir).map_err(|e| Error::io(&exp_dir, e))?;
     let spec_text = std::fs::read(&plan.spec_path).map_err(|e| Error::io(&plan.spec_path, e))?;
     write_atomic(&exp_dir.join("spec.toml"), &spec_text)?;
+    let meta_path = exp_dir.join(EXPERIMENT_JSON);
+    write_atomic(&meta_path, &to_json(&plan.experiment, &meta_path)?)?;
     let listing: Vec<serde_json::Value> = plan
         .cells
         .iter()
@@ -239,17 +241,11 @@ pub fn execute(
     }
     bar.finish_and_clear();
     progress.finish();
-    let order: Vec<String> = plan.cells.iter().map(|c| c.id.clone()).collect();
-    let records = collect(&exp_dir, &order)?;
-    if !records.is_empty() {
-        let table = tables::summarize(
-            &records,
-            &plan.experiment.metric,
-            &plan.experiment.paper_reference,
-            None,
-        )?;
-        tables::write_tables(&exp_dir, &records, &table)?;
-        summary.table = table.markdown();
+    match regenerate(&exp_dir, None) {
+        Ok(report) => summary.table = report.summary.markdown(),
+        // Nothing complete yet (every cell failed): the failures are the report.
+        Err(Error::Results { .. }) if summary.ran == 0 && summary.skipped == 0 => {}
+        Err(e) => return Err(e),
     }
     Ok(summary)
 }
