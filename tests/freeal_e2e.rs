@@ -108,7 +108,7 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     let spec = spec(
         dir.path(),
         &dataset,
-        "label_fraction = 0.5\naugmentation = \"token_edits\"",
+        "label_fraction = 0.5\naugmentation = \"token_edits\"\nllm_test = true",
     );
     common::run_spec(&spec);
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
@@ -124,4 +124,15 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     assert_eq!(m(1, "pool_label_coverage"), 1.0);
     assert!(m(1, "relabeled") >= 200.0);
     assert_eq!(m(0, "augmentation_coverage"), 1.0);
+    // llm_test: after the last round only, the LLM labels every test example once (the
+    // simulated annotator answers 70% right whatever the demonstrations).
+    assert!(rounds[0]["metrics"].get("llm_test_accuracy").is_none());
+    let llm_test = m(1, "llm_test_accuracy");
+    assert!((0.55..0.85).contains(&llm_test), "{llm_test}");
+    let test_size = common::only_cell(&dir.path().join("results/freeal_toy")).join("split.json");
+    let split: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(test_size).unwrap()).unwrap();
+    let tests = split["test"].as_f64().unwrap();
+    assert!(rounds[1]["llm"]["calls"].as_f64().unwrap() >= m(1, "relabeled") + tests);
+    assert!(m(1, "llm_test_demo_pool_size") > 0.0);
 }

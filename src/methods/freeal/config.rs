@@ -75,6 +75,11 @@ pub struct FreealSpec {
     /// Share of the pool the LLM labels in round 0 (and newly each refinery round), for large
     /// pools (the paper's P%); the unlabeled rest joins the consistency loss.
     pub label_fraction: f64,
+    /// After the last round, the LLM also labels the test split with k-NN demonstrations from
+    /// the final demonstration pool (FreeAL's LLM side on unseen text: `llm_test_accuracy`);
+    /// one LLM call per test example.
+    #[serde(skip_serializing_if = "is_false")]
+    pub llm_test: bool,
 }
 
 impl Default for FreealSpec {
@@ -98,6 +103,7 @@ impl Default for FreealSpec {
             medoids_per_class: 50,
             demos_per_class: 5,
             label_fraction: 1.0,
+            llm_test: false,
         }
     }
 }
@@ -106,4 +112,9 @@ impl Default for FreealSpec {
 /// ids (the id hashes the cell's configuration).
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Leaves `llm_test = false` out of the serialised spec, so cells that predate it keep their ids.
+fn is_false(b: &bool) -> bool {
+    !*b
 }

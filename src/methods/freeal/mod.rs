@@ -204,6 +204,71 @@ impl Freeal {
     /// The label refinery: builds the demonstration pool from the previous round's SLM, then
     /// relabels the noisy examples (and `fresh` unseen ones) with class-balanced nearest pool
     /// demonstrations. Clean examples keep their labels.
+    /// FreeAL's demonstration pool from a trained SLM: per class, the top R% of examples whose
+    /// label the SLM agrees with, then k-medoids on the SLM's embeddings.
+    fn demo_pool(
+        &self,
+        previous: &Trained,
+        labels: &[Option<usize>],
+        gold: &[usize],
+        rng: &mut ChaCha8Rng,
+        metrics: &mut BTreeMap<String, f64>,
+    ) -> DemoPool {
+        let num_labels = previous.pool.probs.first().map_or(0, Vec::len);
+        let scores = match self.spec.confidence {
+            Confidence::Probability => &previous.pool.probs,
+            Confidence::Logit => &previous.pool.logits,
+        };
+        let candidates = top_agreeing(labels, scores, num_labels, self.spec.r_percent / 100.0);
+        let mut embeddings = previous.pool.pooled.clone();
+        normalize_rows(&mut embeddings);
+        let members = demo_pool(&candidates, &embeddings, self.spec.medoids_per_class, rng);
+        let member_labels: Vec<usize> = members.iter().map(|&i| labels[i].unwrap_or(0)).collect();
+        let member_embeddings: Vec<Vec<f32>> =
+            members.iter().map(|&i| embeddings[i].clone()).collect();
+        metrics.insert("demo_pool_size".into(), members.len() as f64);
+        if !members.is_empty() {
+            let right = members
+                .iter()
+                .zip(&member_labels)
+                .filter(|&(&i, &l)| gold[i] == l)
+                .count();
+            metrics.insert(
+                "demo_pool_precision".into(),
+                right as f64 / members.len() as f64,
+            );
+        }
+        DemoPool {
+            members,
+            member_labels,
+            member_embeddings,
+            embeddings,
+            per_class: self.spec.demos_per_class,
+        }
+    }
+
+    /// FreeAL's LLM side on unseen text: the LLM's answers for the test split, each asked with
+    /// class-balanced nearest demonstrations from the final demonstration pool.
+    fn llm_on_test(
+        &self,
+        ctx: &CellContext,
+        client: &mut LlmClient,
+        prompt: &PromptTemplate,
+        pool: &DemoPool,
+        test_pooled: &[Vec<f32>],
+    ) -> Result<Vec<Option<usize>>> {
+        let mut embeddings = test_pooled.to_vec();
+        normalize_rows(&mut embeddings);
+        let requests: Vec<ClassifyRequest> = ctx
+            .dataset
+            .test
+            .iter()
+            .zip(&embeddings)
+            .map(|(example, e)| pool.request(ctx, prompt, &example.text, e, None))
+            .collect();
+        self.ask(ctx, client, &requests, "LLM labels test (pool demos)")
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn refine(
         &self,
@@ -218,51 +283,24 @@ impl Freeal {
         metrics: &mut BTreeMap<String, f64>,
     ) -> Result<()> {
         let dataset = ctx.dataset;
-        let num_labels = dataset.num_labels();
-        let scores = match self.spec.confidence {
-            Confidence::Probability => &previous.pool.probs,
-            Confidence::Logit => &previous.pool.logits,
-        };
-        let candidates = top_agreeing(
-            &state.labels,
-            scores,
-            num_labels,
-            self.spec.r_percent / 100.0,
-        );
-        let mut embeddings = previous.pool.pooled.clone();
-        normalize_rows(&mut embeddings);
-        let pool = demo_pool(&candidates, &embeddings, self.spec.medoids_per_class, rng);
-        let pool_labels: Vec<usize> = pool.iter().map(|&i| state.labels[i].unwrap_or(0)).collect();
-        let pool_embeddings: Vec<Vec<f32>> = pool.iter().map(|&i| embeddings[i].clone()).collect();
-        metrics.insert("demo_pool_size".into(), pool.len() as f64);
-        if !pool.is_empty() {
-            let right = pool
-                .iter()
-                .zip(&pool_labels)
-                .filter(|&(&i, &l)| gold[i] == l)
-                .count();
-            metrics.insert(
-                "demo_pool_precision".into(),
-                right as f64 / pool.len() as f64,
-            );
-        }
+        let pool = self.demo_pool(previous, &state.labels, gold, rng, metrics);
         let mut targets: Vec<usize> = (0..state.labels.len())
             .filter(|&i| state.queried[i] && !previous.split.clean[i])
             .chain(fresh.iter().copied())
             .collect();
         targets.sort_unstable();
         targets.dedup();
-        let k = self.spec.demos_per_class * num_labels;
         let requests: Vec<ClassifyRequest> = targets
             .iter()
             .map(|&i| {
-                let own = pool.binary_search(&i).ok();
-                let chosen = knn(&embeddings[i], &pool_embeddings, &pool_labels, k, true, own);
-                let shown: Vec<(&str, usize)> = chosen
-                    .iter()
-                    .map(|&p| (dataset.train[pool[p]].text.as_str(), pool_labels[p]))
-                    .collect();
-                prompt.classify(&dataset.train[i].text, &shown, &dataset.verbalizers)
+                let own = pool.members.binary_search(&i).ok();
+                pool.request(
+                    ctx,
+                    prompt,
+                    &dataset.train[i].text,
+                    &pool.embeddings[i],
+                    own,
+                )
             })
             .collect();
         let before: Vec<(bool, Option<usize>)> = targets
@@ -285,6 +323,54 @@ impl Freeal {
         metrics.insert("relabel_fixed".into(), fixed as f64);
         metrics.insert("relabel_broken".into(), broken as f64);
         Ok(())
+    }
+}
+
+/// A round's demonstration pool and the embeddings its k-NN retrieval uses.
+struct DemoPool {
+    /// Pool indices of the members, ascending.
+    members: Vec<usize>,
+    /// Each member's (LLM) label.
+    member_labels: Vec<usize>,
+    /// Each member's normalised embedding.
+    member_embeddings: Vec<Vec<f32>>,
+    /// Normalised embeddings of the whole training pool.
+    embeddings: Vec<Vec<f32>>,
+    /// Demonstrations shown per class.
+    per_class: usize,
+}
+
+impl DemoPool {
+    /// A classification request for `text` (embedding `embedding`) with its class-balanced
+    /// nearest members as demonstrations; `own` (a member's position) is never shown to itself.
+    fn request(
+        &self,
+        ctx: &CellContext,
+        prompt: &PromptTemplate,
+        text: &str,
+        embedding: &[f32],
+        own: Option<usize>,
+    ) -> ClassifyRequest {
+        let dataset = ctx.dataset;
+        let k = self.per_class * dataset.num_labels();
+        let chosen = knn(
+            embedding,
+            &self.member_embeddings,
+            &self.member_labels,
+            k,
+            true,
+            own,
+        );
+        let shown: Vec<(&str, usize)> = chosen
+            .iter()
+            .map(|&p| {
+                (
+                    dataset.train[self.members[p]].text.as_str(),
+                    self.member_labels[p],
+                )
+            })
+            .collect();
+        prompt.classify(text, &shown, &dataset.verbalizers)
     }
 }
 
@@ -500,16 +586,32 @@ impl Method for Freeal {
                 seed.wrapping_add(round as u64),
                 ctx.progress,
             )?;
-            let test_probs = trained.slm.infer(&test_encoded, ctx.progress)?.probs;
+            let test_out = trained.slm.infer(&test_encoded, ctx.progress)?;
             score_round(
                 &mut metrics,
                 &state.labels,
                 &gold,
                 &trained,
-                &test_probs,
+                &test_out.probs,
                 &test_gold,
                 &dataset.label_names,
             );
+            if self.spec.llm_test && round == self.spec.rounds {
+                // The final pool's own statistics stay apart from the refinery's (built from
+                // the previous round's SLM) under the same round.
+                let mut scratch = BTreeMap::new();
+                let pool = self.demo_pool(&trained, &state.labels, &gold, &mut rng, &mut scratch);
+                if let Some(size) = scratch.get("demo_pool_size") {
+                    metrics.insert("llm_test_demo_pool_size".into(), *size);
+                }
+                let answers =
+                    self.llm_on_test(ctx, &mut client, prompt, &pool, &test_out.pooled)?;
+                metrics.insert("llm_test_accuracy".into(), accuracy(&answers, &test_gold));
+                metrics.insert(
+                    "llm_test_macro_f1".into(),
+                    macro_f1(&answers, &test_gold, dataset.num_labels()),
+                );
+            }
             write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
             outcomes.push(RoundOutcome {
                 round: round as u32,
@@ -551,7 +653,12 @@ impl Method for Freeal {
             _ => ((n as f64) * self.spec.label_fraction).round() as usize,
         };
         // Upper bound: every example relabeled each round (FreeAL relabels the noisy share).
-        let calls = generated + round0 + self.spec.rounds * n;
+        let test = if self.spec.llm_test {
+            dataset.test.len()
+        } else {
+            0
+        };
+        let calls = generated + round0 + self.spec.rounds * n + test;
         let k = self.spec.knn.max(self.spec.demos_per_class * num_labels);
         let demos: Vec<&Example> = dataset.train.iter().take(k).collect();
         let chars = prompt_chars(&llm.prompt, dataset, dataset.train.first(), &demos);
