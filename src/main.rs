@@ -16,6 +16,7 @@ use freeal_bench::run::executor::{
     ExecOptions, cell_dir, execute, load_dataset, models_dir, run_cell,
 };
 use freeal_bench::run::records::read_cell_records;
+use freeal_bench::run::slurm;
 use freeal_bench::slm::device;
 
 /// Reproduce FreeAL / LLMaAA experiments from a TOML spec.
@@ -46,6 +47,9 @@ enum Cmd {
         /// Print the first prompt each LLM cell would send (k-NN demos need the encoder).
         #[arg(long)]
         show_prompt: bool,
+        /// Write a job-array script for a cluster scheduler instead (one task per pending cell).
+        #[arg(long, value_enum)]
+        emit: Option<Emit>,
         #[command(flatten)]
         opts: SpecOpts,
     },
@@ -76,6 +80,13 @@ enum Cmd {
         #[command(flatten)]
         opts: SpecOpts,
     },
+}
+
+/// Schedulers `plan --emit` writes for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Emit {
+    /// A Slurm job array: `sbatch results/<exp>/slurm/submit.sh`.
+    Slurm,
 }
 
 #[derive(Args, Clone, Default)]
@@ -161,6 +172,27 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
     );
     if show_prompt {
         print_prompts(&plan, &cells)?;
+    }
+    Ok(())
+}
+
+fn cmd_emit_slurm(spec: &Path, opts: &SpecOpts) -> anyhow::Result<()> {
+    let plan = load_plan(spec, opts)?;
+    let cells = select(plan.cells.clone(), &opts.only)?;
+    let binary = std::env::current_exe().context("locating the freeal-bench binary")?;
+    let emitted = slurm::emit(&plan, &cells, &opts.all_sets(), &binary)?;
+    if emitted.tasks == 0 {
+        println!(
+            "every selected cell of {} is complete; nothing to submit",
+            plan.experiment.name
+        );
+    } else {
+        println!(
+            "{} array tasks (pending cells) -> sbatch {}\nthen: freeal-bench report {}",
+            emitted.tasks,
+            emitted.script.display(),
+            plan.results_dir().display()
+        );
     }
     Ok(())
 }
@@ -274,6 +306,16 @@ fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
     }
     let regenerated = report::regenerate(&dir, metric.as_deref())?;
     println!("{}", regenerated.summary.markdown());
+    for missing in report::incomplete(&report::load(&dir)?) {
+        let log = missing
+            .slurm_log
+            .map(|l| format!("\n  log: {l}"))
+            .unwrap_or_default();
+        println!(
+            "missing: {} ({}){log}\n  rerun: {}",
+            missing.name, missing.status, missing.rerun
+        );
+    }
     for plot in regenerated
         .plots
         .iter()
@@ -304,7 +346,17 @@ fn main() -> ExitCode {
         (
             Some(Cmd::Plan {
                 spec,
+                emit: Some(Emit::Slurm),
+                opts,
+                ..
+            }),
+            _,
+        ) => cmd_emit_slurm(&spec, &opts).map(|_| true),
+        (
+            Some(Cmd::Plan {
+                spec,
                 show_prompt,
+                emit: None,
                 opts,
             }),
             _,

@@ -245,6 +245,10 @@ pub struct SimulatedSpec {
 pub struct LlmRunSpec {
     /// Cache file; empty = `~/.cache/freeal-bench/llm-cache.sqlite`; `off` disables caching.
     pub cache: String,
+    /// Write each cell's new answers to its own shard (`<cache>.shards/<cell id>.sqlite`),
+    /// reading the main cache without locks; `report` merges the shards. For array jobs on
+    /// many machines sharing the cache over NFS, where SQLite's locking is unsafe.
+    pub cache_shards: bool,
     /// Embedded: CPU threads (0 = all cores).
     pub threads: usize,
     /// Http: environment variable holding the API key (unset = no key, fine for local servers).
@@ -291,4 +295,24 @@ pub struct RunSpec {
     pub models_dir: String,
     /// How the LLM is reached (cache, threads, HTTP limits).
     pub llm: LlmRunSpec,
+    /// Resources of each array task `plan --emit slurm` writes.
+    pub slurm: SlurmSpec,
+}
+
+/// Slurm resources per cell (one array task per cell).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    /// Partition (`--partition`); empty = the cluster's default.
+    pub partition: String,
+    /// CPU cores per task (`--cpus-per-task`).
+    pub cpus_per_task: usize,
+    /// Memory per task (`--mem`, e.g. `16G`).
+    pub mem: String,
+    /// Wall-clock limit per task (`--time`, e.g. `04:00:00`).
+    pub time: String,
+    /// GPUs per task (`--gres=gpu:N`); 0 = none.
+    pub gpus: usize,
+    /// Further `#SBATCH` options, verbatim (e.g. `--account=nlp`).
+    pub extra: Vec<String>,
 }

@@ -148,6 +148,15 @@ pub fn build_annotator(
     })
 }
 
+/// The cache file `run.llm.cache` names (`None`: caching is off).
+pub fn cache_path(run: &LlmRunSpec) -> Option<PathBuf> {
+    match run.cache.trim() {
+        "off" => None,
+        "" => Some(default_cache_path()),
+        path => Some(PathBuf::from(path)),
+    }
+}
+
 /// The cached, metered client of a cell.
 pub fn build_client(
     cell: &Cell,
@@ -160,10 +169,10 @@ pub fn build_client(
         message: "this method needs the [llm] settings but the plan carries none".into(),
     })?;
     let annotator = build_annotator(llm, cell, dataset, run, models_dir)?;
-    let cache = match run.cache.trim() {
-        "off" => None,
-        "" => Some(LlmCache::open(&default_cache_path())?),
-        path => Some(LlmCache::open(Path::new(path))?),
+    let cache = match cache_path(run) {
+        None => None,
+        Some(path) if run.cache_shards => Some(LlmCache::open_shard(&path, &cell.id)?),
+        Some(path) => Some(LlmCache::open(&path)?),
     };
     Ok(LlmClient::new(annotator, cache, llm.price))
 }

@@ -13,10 +13,60 @@ use serde::Deserialize;
 
 use crate::config::spec::ExperimentSpec;
 use crate::error::{Error, Result};
+use crate::llm::cache::LlmCache;
 use crate::run::records::{RECORDS_JSON, RoundRecord, write_atomic};
 
 /// The experiment's metadata as `run` resolved it (includes and defaults applied).
 pub const EXPERIMENT_JSON: &str = "experiment.json";
+
+/// With `run.llm.cache_shards`, the main LLM cache whose per-cell shards `regenerate` merges.
+pub const SHARDED_CACHE_TXT: &str = "sharded_cache.txt";
+
+/// The command that reruns one cell of this directory, less its `--cell ID`.
+pub const RERUN_TXT: &str = "rerun.txt";
+
+/// A planned cell without records, and how to get them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incomplete {
+    /// Cell name.
+    pub name: String,
+    /// `failed: <first line of error.txt>` or `not run`.
+    pub status: String,
+    /// The command that runs just this cell.
+    pub rerun: String,
+    /// Its log from Slurm array tasks (`slurm/logs/<cell id>.log`), when one ran it.
+    pub slurm_log: Option<String>,
+}
+
+/// Every planned cell without records, in plan order.
+pub fn incomplete(loaded: &Loaded) -> Vec<Incomplete> {
+    let rerun = std::fs::read_to_string(loaded.dir.join(RERUN_TXT))
+        .unwrap_or_else(|_| "freeal-bench run-cell SPEC.toml".into());
+    loaded
+        .plan
+        .iter()
+        .filter(|c| !loaded.records.iter().any(|r| r.cell_id == c.id))
+        .map(|cell| {
+            let error = loaded.dir.join("cells").join(&cell.dir).join("error.txt");
+            let status = match std::fs::read_to_string(&error) {
+                Ok(text) => format!("failed: {}", text.lines().next().unwrap_or("")),
+                Err(_) => "not run".to_string(),
+            };
+            let log = loaded
+                .dir
+                .join("slurm")
+                .join("logs")
+                .join(format!("{}.log", cell.id));
+            let slurm_log = log.exists().then(|| log.display().to_string());
+            Incomplete {
+                name: cell.name.clone(),
+                status,
+                rerun: format!("{} --cell {}", rerun.trim(), cell.id),
+                slurm_log,
+            }
+        })
+        .collect()
+}
 
 /// A plan entry as `plan.json` lists it.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +141,10 @@ pub fn regenerate(dir: &Path, metric: Option<&str>) -> Result<Regenerated> {
             "no complete cell of the current plan under cells/",
         ));
     }
+    if let Ok(main) = std::fs::read_to_string(dir.join(SHARDED_CACHE_TXT)) {
+        let done = |id: &str| loaded.records.iter().any(|r| r.cell_id == id);
+        LlmCache::merge_shards(Path::new(main.trim()), &done)?;
+    }
     let metric = metric.unwrap_or(&loaded.experiment.metric);
     let summary = tables::summarize(
         &loaded.records,
@@ -138,6 +192,7 @@ fn readme(loaded: &Loaded, summary: &tables::Summary, figures: &[plots::Figure])
             );
         }
     }
+    let missing = incomplete(loaded);
     out.push_str("## Cells\n\n| cell | id | rounds | status |\n|---|---|---|---|\n");
     for cell in &loaded.plan {
         let rounds = loaded
@@ -145,23 +200,26 @@ fn readme(loaded: &Loaded, summary: &tables::Summary, figures: &[plots::Figure])
             .iter()
             .filter(|r| r.cell_id == cell.id)
             .count();
-        let status = if rounds > 0 {
-            "complete".to_string()
-        } else {
-            let error = loaded.dir.join("cells").join(&cell.dir).join("error.txt");
-            match std::fs::read_to_string(&error) {
-                Ok(text) => format!(
-                    "failed: {}",
-                    text.lines().next().unwrap_or("").replace('|', "/")
-                ),
-                Err(_) => "not run".to_string(),
-            }
+        let status = match missing.iter().find(|m| m.name == cell.name) {
+            Some(m) => m.status.replace('|', "/"),
+            None => "complete".to_string(),
         };
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",
             cell.name, cell.id, rounds, status
         );
+    }
+    if !missing.is_empty() {
+        out.push_str("\nTo complete the table, rerun each missing cell (or the whole spec):\n\n");
+        for m in &missing {
+            let log = m
+                .slurm_log
+                .as_ref()
+                .map(|l| format!(" (Slurm log: `{l}`)"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "- {}{log}: `{}`", m.name, m.rerun);
+        }
     }
     out.push_str(
         "\nFiles: `summary.{md,csv,parquet}` (this table), `records.{csv,parquet,jsonl}` \

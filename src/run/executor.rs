@@ -15,7 +15,7 @@ use crate::llm::ensure_gguf;
 use crate::methods::{CellContext, build};
 use crate::plan::{Cell, Plan};
 use crate::progress::Progress;
-use crate::report::{EXPERIMENT_JSON, regenerate};
+use crate::report::{EXPERIMENT_JSON, RERUN_TXT, SHARDED_CACHE_TXT, regenerate};
 use crate::slm::model::{default_models_dir, ensure_model};
 
 /// Directory of one cell's outputs.
@@ -45,7 +45,31 @@ fn to_json<T: serde::Serialize>(value: &T, what: &Path) -> Result<Vec<u8>> {
 }
 
 /// Runs one cell in this process and writes its records.
+///
+/// A failure is also written to the cell's `error.txt` (what `report` shows for it, whoever
+/// ran the cell: this process, a `--jobs` child or a Slurm array task); success removes it.
 pub fn run_cell(
+    plan: &Plan,
+    cell: &Cell,
+    device: &Device,
+    device_name: &str,
+    progress: &Progress,
+) -> Result<Vec<RoundRecord>> {
+    let error_path = cell_dir(plan, cell).join("error.txt");
+    match run_cell_once(plan, cell, device, device_name, progress) {
+        Ok(records) => {
+            let _ = std::fs::remove_file(&error_path);
+            Ok(records)
+        }
+        Err(e) => {
+            // Best effort: the error is returned either way.
+            let _ = write_atomic(&error_path, e.to_string().as_bytes());
+            Err(e)
+        }
+    }
+}
+
+fn run_cell_once(
     plan: &Plan,
     cell: &Cell,
     device: &Device,
@@ -134,18 +158,52 @@ fn spawn_child(plan: &Plan, cell: &Cell, opts: &ExecOptions) -> Result<Child> {
         .map_err(|e| Error::io(&log_path, e))
 }
 
-/// Runs the selected cells of a plan and rebuilds the tables.
-pub fn execute(
-    plan: &Plan,
-    cells: &[Cell],
-    opts: &ExecOptions,
-    device: &dyn Fn() -> Result<(Device, String)>,
-    progress: &Progress,
-) -> Result<RunSummary> {
+/// Quotes a word for bash when it needs it (single quotes; an embedded quote becomes `'\''`).
+pub fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Writes what `report` needs besides the cells (the spec's copy, experiment.json,
+/// plan.json, the command that reruns one cell with the `--set` overrides `sets`) and returns
+/// the experiment directory.
+pub fn prepare_experiment_dir(plan: &Plan, sets: &[String]) -> Result<PathBuf> {
     let exp_dir = plan.results_dir();
     std::fs::create_dir_all(&exp_dir).map_err(|e| Error::io(&exp_dir, e))?;
     let spec_text = std::fs::read(&plan.spec_path).map_err(|e| Error::io(&plan.spec_path, e))?;
     write_atomic(&exp_dir.join("spec.toml"), &spec_text)?;
+    // The command that reruns one cell as this run would (`report` appends `--cell ID`): the
+    // original spec (includes and datasets resolve from its folder) and the same overrides.
+    let spec_abs =
+        std::path::absolute(&plan.spec_path).map_err(|e| Error::io(&plan.spec_path, e))?;
+    let mut rerun = format!(
+        "freeal-bench run-cell {}",
+        shell_quote(&spec_abs.display().to_string())
+    );
+    for set in sets {
+        rerun.push_str(&format!(" --set {}", shell_quote(set)));
+    }
+    write_atomic(&exp_dir.join(RERUN_TXT), rerun.as_bytes())?;
+    // Where `report` finds the cache whose shards it merges.
+    let shards_of = exp_dir.join(SHARDED_CACHE_TXT);
+    match (
+        plan.run.llm.cache_shards,
+        crate::llm::cache_path(&plan.run.llm),
+    ) {
+        (true, Some(path)) => {
+            let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
+            write_atomic(&shards_of, path.display().to_string().as_bytes())?;
+        }
+        _ => {
+            let _ = std::fs::remove_file(&shards_of);
+        }
+    }
     let meta_path = exp_dir.join(EXPERIMENT_JSON);
     write_atomic(&meta_path, &to_json(&plan.experiment, &meta_path)?)?;
     let listing: Vec<serde_json::Value> = plan
@@ -155,6 +213,24 @@ pub fn execute(
         .collect();
     let plan_path = exp_dir.join("plan.json");
     write_atomic(&plan_path, &to_json(&listing, &plan_path)?)?;
+    Ok(exp_dir)
+}
+
+/// Runs the selected cells of a plan and rebuilds the tables.
+pub fn execute(
+    plan: &Plan,
+    cells: &[Cell],
+    opts: &ExecOptions,
+    device: &dyn Fn() -> Result<(Device, String)>,
+    progress: &Progress,
+) -> Result<RunSummary> {
+    let sets: Vec<String> = opts
+        .child_args
+        .chunks(2)
+        .filter(|pair| pair.len() == 2 && pair[0] == "--set")
+        .map(|pair| pair[1].clone())
+        .collect();
+    let exp_dir = prepare_experiment_dir(plan, &sets)?;
 
     let mut summary = RunSummary::default();
     let mut pending = Vec::new();
@@ -197,8 +273,6 @@ pub fn execute(
                     Ok(_) => summary.ran += 1,
                     Err(e) => {
                         let text = e.to_string();
-                        let _ =
-                            write_atomic(&cell_dir(plan, cell).join("error.txt"), text.as_bytes());
                         progress.println(&format!("FAILED {}: {text}", cell.name));
                         summary.failed.push((cell.name.clone(), text));
                     }
@@ -248,4 +322,16 @@ pub fn execute(
         Err(e) => return Err(e),
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_spaces_and_quotes() {
+        assert_eq!(shell_quote("slm.epochs=2"), "slm.epochs=2");
+        assert_eq!(shell_quote("run.backend=\"cpu\""), "'run.backend=\"cpu\"'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
 }

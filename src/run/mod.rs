@@ -2,3 +2,4 @@
 
 pub mod executor;
 pub mod records;
+pub mod slurm;
