@@ -64,21 +64,27 @@ pub struct Cell {
     pub dataset_dir: PathBuf,
 }
 
+/// `text` with every character other than ASCII letters, digits and those in `keep` replaced
+/// by `with`: names that are safe as file names everywhere.
+pub fn safe_name(text: &str, keep: &str, with: char) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || keep.contains(c) {
+                c
+            } else {
+                with
+            }
+        })
+        .collect()
+}
+
 impl Cell {
     /// Directory name under `cells/`.
     pub fn dir_name(&self) -> String {
-        let safe: String = self
-            .name
+        let short: String = safe_name(&self.name, "-_.=", '_')
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.=".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .take(80)
             .collect();
-        let short: String = safe.chars().take(80).collect();
         format!("{short}-{}", self.id)
     }
 

@@ -9,23 +9,14 @@ use sha2::{Digest, Sha256};
 
 use super::{Loaded, cell_params};
 use crate::error::{Error, Result};
+use crate::plan::safe_name;
 use crate::run::records::{RoundRecord, write_atomic};
 
 /// MLflow keeps names of metrics and parameters to letters, digits and `_-. /`; anything else
 /// (e.g. the brackets of `pool_label_accuracy[positive]`) becomes `.`, and `/` is avoided too
 /// because the file store turns it into directories.
 fn mlflow_key(key: &str) -> String {
-    let mapped: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
-                c
-            } else {
-                '.'
-            }
-        })
-        .collect();
-    mapped.trim_end_matches('.').to_string()
+    safe_name(key, "_-.", '.').trim_end_matches('.').to_string()
 }
 
 fn hex_id(text: &str, len: usize) -> String {

@@ -10,6 +10,7 @@ use plotters::prelude::*;
 
 use super::tables::percent;
 use crate::error::{Error, Result};
+use crate::plan::safe_name;
 use crate::run::records::RoundRecord;
 
 /// One line (or one bar group) of a figure: x -> mean over seeds.
@@ -247,10 +248,7 @@ fn noise_figure(
                 }
             })
             .collect();
-        let slug: String = row
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
+        let slug = safe_name(row, "", '_');
         figures.push(Figure {
             stem: format!("label_noise_{dataset}_{slug}"),
             title: format!("{dataset}, {row}: wrong pool labels per class"),
@@ -319,10 +317,7 @@ fn sweep_figures(records: &[RoundRecord], metric: &str, scale: f64, unit: &str) 
             value_of,
             |r| r.outcome.metrics.get(metric).map(|v| v * scale),
         );
-        let slug: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
+        let slug = safe_name(&name, "", '_');
         out.push(Figure {
             stem: format!("sweep_{slug}"),
             title: format!("final-round {metric} against {name}"),
