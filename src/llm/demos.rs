@@ -5,6 +5,8 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::Example;
+
 /// How demonstrations are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,6 +17,40 @@ pub enum DemoChoice {
     Random,
     /// The nearest pool items by cosine similarity.
     Knn,
+}
+
+/// Labelled demonstrations drawn from the training pool, with unit embeddings for k-NN.
+pub struct DemoSet {
+    /// Training-pool indices of the members, ascending.
+    pub members: Vec<usize>,
+    /// Each member's label (gold or the LLM's, as the method decides).
+    pub labels: Vec<usize>,
+    /// Each member's unit embedding (empty when demonstrations are not chosen by similarity).
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+impl DemoSet {
+    /// The members at positions `chosen` as (text, label) demonstrations, in that order.
+    pub fn shown<'a>(&self, train: &'a [Example], chosen: &[usize]) -> Vec<(&'a str, usize)> {
+        chosen
+            .iter()
+            .map(|&p| (train[self.members[p]].text.as_str(), self.labels[p]))
+            .collect()
+    }
+
+    /// The `k` members nearest `query` (see `knn`) as demonstrations, most similar last; `own`
+    /// is the query's own position among the members, never shown to itself.
+    pub fn nearest<'a>(
+        &self,
+        train: &'a [Example],
+        query: &[f32],
+        k: usize,
+        balanced: bool,
+        own: Option<usize>,
+    ) -> Vec<(&'a str, usize)> {
+        let chosen = knn(query, &self.embeddings, &self.labels, k, balanced, own);
+        self.shown(train, &chosen)
+    }
 }
 
 /// Scales each row to unit L2 norm (zero rows stay zero), so dot products are cosines.

@@ -21,7 +21,7 @@ use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{ClassifyRequest, one_hot};
 use crate::llm::client::LlmClient;
-use crate::llm::demos::{knn, normalize_rows};
+use crate::llm::demos::{DemoSet, normalize_rows};
 use crate::metrics::accuracy;
 use crate::plan::Cell;
 use crate::run::records::RoundOutcome;
@@ -154,36 +154,23 @@ impl ActiveLearning {
             cell: ctx.cell.name.clone(),
             message: "oracle = \"llm\" needs [llm] settings".into(),
         })?;
-        let demo_embeddings: Vec<Vec<f32>> = reserved
-            .demos
-            .iter()
-            .map(|&i| embeddings[i].clone())
-            .collect();
-        let demo_labels: Vec<usize> = reserved.demos.iter().map(|&i| gold[i]).collect();
+        let demos = DemoSet {
+            members: reserved.demos.clone(),
+            labels: reserved.demos.iter().map(|&i| gold[i]).collect(),
+            embeddings: reserved
+                .demos
+                .iter()
+                .map(|&i| embeddings[i].clone())
+                .collect(),
+        };
         let requests: Vec<ClassifyRequest> = indices
             .iter()
             .map(|&i| {
-                let chosen = if self.spec.k == 0 {
+                let shown = if self.spec.k == 0 {
                     Vec::new()
                 } else {
-                    knn(
-                        &embeddings[i],
-                        &demo_embeddings,
-                        &demo_labels,
-                        self.spec.k,
-                        false,
-                        None,
-                    )
+                    demos.nearest(&dataset.train, &embeddings[i], self.spec.k, false, None)
                 };
-                let shown: Vec<(&str, usize)> = chosen
-                    .iter()
-                    .map(|&d| {
-                        (
-                            dataset.train[reserved.demos[d]].text.as_str(),
-                            demo_labels[d],
-                        )
-                    })
-                    .collect();
                 llm.prompt
                     .classify(&dataset.train[i].text, &shown, &dataset.verbalizers)
             })

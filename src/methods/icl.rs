@@ -15,7 +15,7 @@ use super::{
 use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{Annotation, ClassifyRequest};
-use crate::llm::demos::{DemoChoice, knn, random_demos};
+use crate::llm::demos::{DemoChoice, DemoSet, knn, random_demos};
 use crate::llm::prompt::PromptTemplate;
 use crate::metrics::{accuracy, macro_f1};
 use crate::plan::Cell;
@@ -38,10 +38,8 @@ pub struct Icl {
 
 /// The gold-labelled demonstration pool: training indices and their labels.
 struct DemoPool {
-    indices: Vec<usize>,
-    labels: Vec<usize>,
-    /// Unit sentence embeddings (k-NN only).
-    embeddings: Vec<Vec<f32>>,
+    /// The gold-labelled demonstrations (embedded for k-NN only).
+    set: DemoSet,
     /// The encoder that embedded the pool, kept to embed queries the same way (k-NN only).
     embedder: Option<Slm>,
 }
@@ -86,9 +84,11 @@ impl Icl {
             None => Vec::new(),
         };
         Ok(DemoPool {
-            indices,
-            labels,
-            embeddings,
+            set: DemoSet {
+                members: indices,
+                labels,
+                embeddings,
+            },
             embedder,
         })
     }
@@ -117,25 +117,22 @@ impl Icl {
             .iter()
             .enumerate()
             .map(|(q, example)| {
-                let exclude = train_index[q].and_then(|t| pool.indices.binary_search(&t).ok());
+                let exclude = train_index[q].and_then(|t| pool.set.members.binary_search(&t).ok());
                 let chosen = match self.demos {
                     DemoChoice::None => Vec::new(),
                     DemoChoice::Random => {
-                        random_demos(&mut rng, pool.indices.len(), self.k, exclude)
+                        random_demos(&mut rng, pool.set.members.len(), self.k, exclude)
                     }
                     DemoChoice::Knn => knn(
                         &query_embeddings[q],
-                        &pool.embeddings,
-                        &pool.labels,
+                        &pool.set.embeddings,
+                        &pool.set.labels,
                         self.k,
                         self.balanced,
                         exclude,
                     ),
                 };
-                let demos: Vec<(&str, usize)> = chosen
-                    .iter()
-                    .map(|&p| (dataset.train[pool.indices[p]].text.as_str(), pool.labels[p]))
-                    .collect();
+                let demos = pool.set.shown(&dataset.train, &chosen);
                 prompt.classify(&example.text, &demos, &dataset.verbalizers)
             })
             .collect())
@@ -208,7 +205,7 @@ impl Method for Icl {
             write_labels(&ctx.out_dir.join("labels_pool.csv"), &answers, &pool_gold)?;
             score(&mut metrics, "pool_label", &answers, &pool_gold, num_labels);
         }
-        metrics.insert("gold_labels_used".into(), pool.indices.len() as f64);
+        metrics.insert("gold_labels_used".into(), pool.set.members.len() as f64);
         Ok(vec![RoundOutcome {
             round: 0,
             metrics,

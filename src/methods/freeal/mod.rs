@@ -24,7 +24,7 @@ use crate::data::{Dataset, Example};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{Annotation, ClassifyRequest};
 use crate::llm::client::LlmClient;
-use crate::llm::demos::{knn, normalize_rows};
+use crate::llm::demos::{DemoSet, normalize_rows};
 use crate::llm::prompt::PromptTemplate;
 use crate::llm::replay::{ReplayTable, read_replay};
 use crate::metrics::{accuracy, argmax, macro_f1, per_class_accuracy};
@@ -239,9 +239,11 @@ impl Freeal {
             );
         }
         DemoPool {
-            members,
-            member_labels,
-            member_embeddings,
+            set: DemoSet {
+                members,
+                labels: member_labels,
+                embeddings: member_embeddings,
+            },
             embeddings,
             per_class: self.spec.demos_per_class,
         }
@@ -293,7 +295,7 @@ impl Freeal {
         let requests: Vec<ClassifyRequest> = targets
             .iter()
             .map(|&i| {
-                let own = pool.members.binary_search(&i).ok();
+                let own = pool.set.members.binary_search(&i).ok();
                 pool.request(
                     ctx,
                     prompt,
@@ -328,12 +330,8 @@ impl Freeal {
 
 /// A round's demonstration pool and the embeddings its k-NN retrieval uses.
 struct DemoPool {
-    /// Pool indices of the members, ascending.
-    members: Vec<usize>,
-    /// Each member's (LLM) label.
-    member_labels: Vec<usize>,
-    /// Each member's normalised embedding.
-    member_embeddings: Vec<Vec<f32>>,
+    /// The members with their LLM labels and embeddings.
+    set: DemoSet,
     /// Normalised embeddings of the whole training pool.
     embeddings: Vec<Vec<f32>>,
     /// Demonstrations shown per class.
@@ -353,23 +351,7 @@ impl DemoPool {
     ) -> ClassifyRequest {
         let dataset = ctx.dataset;
         let k = self.per_class * dataset.num_labels();
-        let chosen = knn(
-            embedding,
-            &self.member_embeddings,
-            &self.member_labels,
-            k,
-            true,
-            own,
-        );
-        let shown: Vec<(&str, usize)> = chosen
-            .iter()
-            .map(|&p| {
-                (
-                    dataset.train[self.members[p]].text.as_str(),
-                    self.member_labels[p],
-                )
-            })
-            .collect();
+        let shown = self.set.nearest(&dataset.train, embedding, k, true, own);
         prompt.classify(text, &shown, &dataset.verbalizers)
     }
 }
