@@ -306,9 +306,10 @@ fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
     }
     let regenerated = report::regenerate(&dir, metric.as_deref())?;
     println!("{}", regenerated.summary.markdown());
-    for missing in report::incomplete(&report::load(&dir)?) {
+    for missing in &regenerated.missing {
         let log = missing
             .slurm_log
+            .as_ref()
             .map(|l| format!("\n  log: {l}"))
             .unwrap_or_default();
         println!(
@@ -324,7 +325,7 @@ fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
         println!("plot: {}", plot.display());
     }
     if mlflow {
-        let root = report::mlflow::export(&report::load(&dir)?)?;
+        let root = report::mlflow::export(&regenerated.loaded)?;
         println!("mlflow: {}", root.display());
     }
     Ok(())

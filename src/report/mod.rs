@@ -129,6 +129,10 @@ pub struct Regenerated {
     pub summary: tables::Summary,
     /// Plot files (SVG and PNG).
     pub plots: Vec<PathBuf>,
+    /// Planned cells without records.
+    pub missing: Vec<Incomplete>,
+    /// The directory as read.
+    pub loaded: Loaded,
 }
 
 /// Rewrites tables, plots and README.md of an experiment directory from its records; `metric`
@@ -161,15 +165,26 @@ pub fn regenerate(dir: &Path, metric: Option<&str>) -> Result<Regenerated> {
         plots.push(svg);
         plots.push(png);
     }
+    let missing = incomplete(&loaded);
     write_atomic(
         &dir.join("README.md"),
-        readme(&loaded, &summary, &figures).as_bytes(),
+        readme(&loaded, &summary, &figures, &missing).as_bytes(),
     )?;
-    Ok(Regenerated { summary, plots })
+    Ok(Regenerated {
+        summary,
+        plots,
+        missing,
+        loaded,
+    })
 }
 
 /// The experiment's generated README: summary table, plots, and every planned cell's status.
-fn readme(loaded: &Loaded, summary: &tables::Summary, figures: &[plots::Figure]) -> String {
+fn readme(
+    loaded: &Loaded,
+    summary: &tables::Summary,
+    figures: &[plots::Figure],
+    missing: &[Incomplete],
+) -> String {
     let exp = &loaded.experiment;
     let mut out = format!("# {}\n\n", exp.name);
     if !exp.description.is_empty() {
@@ -192,7 +207,6 @@ fn readme(loaded: &Loaded, summary: &tables::Summary, figures: &[plots::Figure])
             );
         }
     }
-    let missing = incomplete(loaded);
     out.push_str("## Cells\n\n| cell | id | rounds | status |\n|---|---|---|---|\n");
     for cell in &loaded.plan {
         let rounds = loaded
@@ -212,7 +226,7 @@ fn readme(loaded: &Loaded, summary: &tables::Summary, figures: &[plots::Figure])
     }
     if !missing.is_empty() {
         out.push_str("\nTo complete the table, rerun each missing cell (or the whole spec):\n\n");
-        for m in &missing {
+        for m in missing {
             let log = m
                 .slurm_log
                 .as_ref()
