@@ -1,6 +1,9 @@
 //! The OpenAI-compatible backend against a loopback HTTP server that speaks the API: request
 //! shape, logprob parsing, retries on 429/500/timeouts, malformed JSON, the hard cap, and that
-//! answers received before a failure are kept in the cache.
+//! answers received before a failure are kept in the cache; and, through the binary, that the
+//! API key reaches the server and nothing else.
+
+mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -349,4 +352,100 @@ fn the_hard_cap_stops_sending() {
         "{errors:?}"
     );
     assert_eq!(server.seen.lock().unwrap().len(), 3);
+}
+
+/// Every file under `dir` (recursively) as bytes.
+fn all_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_api_key_reaches_the_server_and_no_file() {
+    let server = serve(Arc::new(|_: &Value, _| {
+        Reply::Json(
+            200,
+            chat_answer("positive", &[("positive", 0.9), ("negative", 0.1)]),
+        )
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(dir.path());
+    let secret = "sk-never-write-me-7f3a";
+    let key_file = common::write(dir.path(), "key.txt", &format!("{secret}\n"));
+    let results = dir.path().join("results");
+    let cache = dir.path().join("cache.sqlite");
+    let spec = common::write(
+        dir.path(),
+        "spec.toml",
+        &format!(
+            "dataset = \"{}\"\n[experiment]\nname = \"secret\"\n[data]\ntest_limit = 20\n\
+             [llm]\nbackend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n\
+             prompts = \"{}\"\n[run]\nresults_dir = \"{}\"\n[run.llm]\ncache = \"{}\"\n\
+             api_key_env = \"FREEAL_TEST_UNSET_KEY\"\napi_key_file = \"{}\"\n\
+             [sweep]\nmethod = [\"zero_shot\"]\n",
+            dataset.display(),
+            server.url,
+            common::root().join("configs/prompts/sst2.toml").display(),
+            results.display(),
+            cache.display(),
+            key_file.display()
+        ),
+    );
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 20, "one request per test sentence");
+    assert!(
+        seen.iter()
+            .all(|s| s.auth.as_deref() == Some(&format!("Bearer {secret}")[..])),
+        "the key from the file is sent"
+    );
+    // Results, logs, the cache: the key appears nowhere, not even in the spec's resolved copy.
+    let mut files = all_files(&results);
+    files.push((cache.clone(), std::fs::read(&cache).unwrap()));
+    assert!(files.len() > 5);
+    for (path, bytes) in &files {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the API key",
+            path.display()
+        );
+    }
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains(secret));
+    }
+}
+
+#[test]
+fn an_unreadable_key_file_is_a_config_error_naming_the_key() {
+    let run: freeal_bench::config::spec::LlmRunSpec = {
+        let layered = freeal_bench::config::layer(
+            &common::write(
+                tempfile::tempdir().unwrap().keep().as_path(),
+                "s.toml",
+                "[experiment]\nname = \"k\"\n[run.llm]\napi_key_env = \"FREEAL_TEST_UNSET_KEY\"\n\
+                 api_key_file = \"/nonexistent/key.txt\"\n",
+            ),
+            &[],
+        )
+        .unwrap();
+        freeal_bench::plan::plan(&layered).unwrap().run.llm
+    };
+    let message = freeal_bench::llm::api_key(&run).unwrap_err().to_string();
+    assert!(
+        message.contains("run.llm.api_key_file") && message.contains("/nonexistent/key.txt"),
+        "{message}"
+    );
 }

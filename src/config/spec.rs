@@ -253,6 +253,9 @@ pub struct LlmRunSpec {
     pub threads: usize,
     /// Http: environment variable holding the API key (unset = no key, fine for local servers).
     pub api_key_env: String,
+    /// File whose first line is the API key, read when the environment variable is unset or
+    /// empty (keeps the key out of shell history and job scripts); empty = none.
+    pub api_key_file: String,
     /// Http: requests in flight.
     pub concurrency: usize,
     /// Http: requests per minute (0 = unlimited).

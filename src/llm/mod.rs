@@ -99,9 +99,7 @@ pub fn build_annotator(
         })?),
         LlmBackend::Http => Box::new(openai::HttpLlm::new(openai::HttpOptions {
             base_url: spec.base_url.clone(),
-            api_key: std::env::var(&run.api_key_env)
-                .ok()
-                .filter(|k| !k.is_empty()),
+            api_key: api_key(run)?,
             model: spec.model.clone(),
             endpoint: spec.endpoint,
             mode: spec.mode,
@@ -146,6 +144,35 @@ pub fn build_annotator(
             )?)
         }
     })
+}
+
+/// The HTTP API key: `run.llm.api_key_env`'s variable, else the first line of
+/// `run.llm.api_key_file`; `None` when neither is set (local servers need none). The key lives
+/// only in the request header: cells, records, logs and cache keys never see it.
+pub fn api_key(run: &LlmRunSpec) -> Result<Option<String>> {
+    if let Some(key) = std::env::var(&run.api_key_env)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    {
+        return Ok(Some(key.trim().to_string()));
+    }
+    if run.api_key_file.is_empty() {
+        return Ok(None);
+    }
+    let bad = |message: String| Error::Config {
+        location: "run settings".into(),
+        key: "run.llm.api_key_file".into(),
+        message,
+    };
+    let text = std::fs::read_to_string(&run.api_key_file)
+        .map_err(|e| bad(format!("cannot read {}: {e}", run.api_key_file)))?;
+    match text.lines().next().map(str::trim) {
+        Some(key) if !key.is_empty() => Ok(Some(key.to_string())),
+        _ => Err(bad(format!(
+            "{} is empty; its first line must be the API key",
+            run.api_key_file
+        ))),
+    }
 }
 
 /// The cache file `run.llm.cache` names (`None`: caching is off).
