@@ -226,14 +226,9 @@ fn print_prompts(plan: &Plan, cells: &[freeal_bench::plan::Cell]) -> anyhow::Res
 fn cmd_run(spec: &Path, opts: &SpecOpts) -> anyhow::Result<bool> {
     let plan = load_plan(spec, opts)?;
     let cells = select(plan.cells.clone(), &opts.only)?;
-    let mut child_args = Vec::new();
-    for set in opts.all_sets() {
-        child_args.push("--set".to_string());
-        child_args.push(set);
-    }
     let exec = ExecOptions {
         jobs: plan.run.jobs,
-        child_args,
+        sets: opts.all_sets(),
     };
     let backend = plan.run.backend;
     let progress = Progress::new();

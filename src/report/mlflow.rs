@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{Loaded, cell_params};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::plan::safe_name;
+use crate::run::executor::absolute;
 use crate::run::records::{RoundRecord, write_atomic};
 
 /// MLflow keeps names of metrics and parameters to letters, digits and `_-. /`; anything else
@@ -38,7 +39,7 @@ pub fn export(loaded: &Loaded) -> Result<PathBuf> {
         .map_or(1, |v| v % 1_000_000_000_000)
         .to_string();
     let exp_dir = root.join(&exp_id);
-    let abs = std::path::absolute(&exp_dir).map_err(|e| Error::io(&exp_dir, e))?;
+    let abs = absolute(&exp_dir)?;
     write_atomic(
         &exp_dir.join("meta.yaml"),
         format!(

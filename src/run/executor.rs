@@ -121,8 +121,9 @@ fn run_cell_once(
 pub struct ExecOptions {
     /// Cells run at once (child processes when above 1).
     pub jobs: usize,
-    /// Arguments to repeat for child processes (`--set` and `--backend`).
-    pub child_args: Vec<String>,
+    /// `--set` overrides in force (`KEY=VALUE`), repeated to child processes and written into
+    /// the rerun command.
+    pub sets: Vec<String>,
 }
 
 /// What a run did.
@@ -150,12 +151,17 @@ fn spawn_child(plan: &Plan, cell: &Cell, opts: &ExecOptions) -> Result<Child> {
         .arg(&plan.spec_path)
         .arg("--cell")
         .arg(&cell.id)
-        .args(&opts.child_args)
+        .args(opts.sets.iter().flat_map(|set| ["--set", set.as_str()]))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         .spawn()
         .map_err(|e| Error::io(&log_path, e))
+}
+
+/// `path` made absolute (against the working directory), for files read from elsewhere.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Error::io(path, e))
 }
 
 /// Quotes a word for bash when it needs it (single quotes; an embedded quote becomes `'\''`).
@@ -180,8 +186,7 @@ pub fn prepare_experiment_dir(plan: &Plan, sets: &[String]) -> Result<PathBuf> {
     write_atomic(&exp_dir.join("spec.toml"), &spec_text)?;
     // The command that reruns one cell as this run would (`report` appends `--cell ID`): the
     // original spec (includes and datasets resolve from its folder) and the same overrides.
-    let spec_abs =
-        std::path::absolute(&plan.spec_path).map_err(|e| Error::io(&plan.spec_path, e))?;
+    let spec_abs = absolute(&plan.spec_path)?;
     let mut rerun = format!(
         "freeal-bench run-cell {}",
         shell_quote(&spec_abs.display().to_string())
@@ -197,8 +202,10 @@ pub fn prepare_experiment_dir(plan: &Plan, sets: &[String]) -> Result<PathBuf> {
         crate::llm::cache_path(&plan.run.llm),
     ) {
         (true, Some(path)) => {
-            let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
-            write_atomic(&shards_of, path.display().to_string().as_bytes())?;
+            write_atomic(
+                &shards_of,
+                absolute(&path)?.display().to_string().as_bytes(),
+            )?;
         }
         _ => {
             let _ = std::fs::remove_file(&shards_of);
@@ -224,13 +231,7 @@ pub fn execute(
     device: &dyn Fn() -> Result<(Device, String)>,
     progress: &Progress,
 ) -> Result<RunSummary> {
-    let sets: Vec<String> = opts
-        .child_args
-        .chunks(2)
-        .filter(|pair| pair.len() == 2 && pair[0] == "--set")
-        .map(|pair| pair[1].clone())
-        .collect();
-    let exp_dir = prepare_experiment_dir(plan, &sets)?;
+    let exp_dir = prepare_experiment_dir(plan, &opts.sets)?;
 
     let mut summary = RunSummary::default();
     let mut pending = Vec::new();

@@ -5,19 +5,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::executor::{cell_dir, prepare_experiment_dir, shell_quote};
+use super::executor::{absolute, cell_dir, prepare_experiment_dir, shell_quote};
 use super::records::{read_cell_records, write_atomic};
 use crate::error::{Error, Result};
 use crate::plan::{Cell, Plan};
-
-/// Where the script, the task -> cell table and the task logs go.
-pub fn slurm_dir(plan: &Plan) -> PathBuf {
-    plan.results_dir().join("slurm")
-}
-
-fn absolute(path: &Path) -> Result<PathBuf> {
-    std::path::absolute(path).map_err(|e| Error::io(path, e))
-}
 
 /// What `emit` wrote.
 pub struct Emitted {
