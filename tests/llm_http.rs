@@ -5,136 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use common::llm_server::{Reply, chat_answer, query_of, serve};
 
 use freeal_bench::llm::annotator::{Annotator, AnswerMode, ChatMessage, ClassifyRequest, Role};
 use freeal_bench::llm::cache::LlmCache;
 use freeal_bench::llm::client::{LlmClient, Price};
 use freeal_bench::llm::openai::{Endpoint, HttpLlm, HttpOptions};
 use serde_json::{Value, json};
-
-/// What the server answers.
-enum Reply {
-    Json(u16, Value),
-    Raw(u16, String),
-    /// Sleep, then answer (past the client's timeout).
-    Slow(Duration, Value),
-}
-
-/// A request the server saw.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    auth: Option<String>,
-    body: Value,
-}
-
-/// Decides the reply from the request body and how many times this query was seen before.
-type Script = dyn Fn(&Value, usize) -> Reply + Send + Sync;
-
-struct Server {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-fn query_of(body: &Value) -> String {
-    if let Some(messages) = body["messages"].as_array() {
-        messages
-            .last()
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("")
-            .to_string()
-    } else {
-        body["prompt"].as_str().unwrap_or("").to_string()
-    }
-}
-
-fn serve(script: Arc<Script>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let script = script.clone();
-            let log = log.clone();
-            let counts = counts.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let (mut length, mut auth) = (0usize, None);
-                loop {
-                    let mut header = String::new();
-                    reader.read_line(&mut header).unwrap();
-                    let header = header.trim_end();
-                    if header.is_empty() {
-                        break;
-                    }
-                    let (name, value) = header.split_once(':').unwrap();
-                    match name.to_ascii_lowercase().as_str() {
-                        "content-length" => length = value.trim().parse().unwrap(),
-                        "authorization" => auth = Some(value.trim().to_string()),
-                        _ => {}
-                    }
-                }
-                let mut body = vec![0u8; length];
-                reader.read_exact(&mut body).unwrap();
-                let body: Value = serde_json::from_slice(&body).unwrap();
-                let key = query_of(&body);
-                let n = {
-                    let mut c = counts.lock().unwrap();
-                    let e = c.entry(key).or_insert(0);
-                    *e += 1;
-                    *e - 1
-                };
-                log.lock().unwrap().push(Seen {
-                    path,
-                    auth,
-                    body: body.clone(),
-                });
-                let (status, text) = match script(&body, n) {
-                    Reply::Json(s, v) => (s, v.to_string()),
-                    Reply::Raw(s, t) => (s, t),
-                    Reply::Slow(d, v) => {
-                        std::thread::sleep(d);
-                        (200, v.to_string())
-                    }
-                };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-            });
-        }
-    });
-    Server { url, seen }
-}
-
-/// A chat answer whose first position has `alternatives` (token, probability).
-fn chat_answer(content: &str, alternatives: &[(&str, f64)]) -> Value {
-    let top: Vec<Value> = alternatives
-        .iter()
-        .map(|(t, p)| json!({"token": t, "logprob": p.ln(), "bytes": []}))
-        .collect();
-    json!({
-        "id": "x", "object": "chat.completion",
-        "choices": [{"index": 0, "finish_reason": "length",
-            "message": {"role": "assistant", "content": content},
-            "logprobs": {"content": [{"token": alternatives[0].0, "logprob": alternatives[0].1.ln(), "top_logprobs": top}]}}],
-        "usage": {"prompt_tokens": 42, "completion_tokens": 1, "total_tokens": 43}
-    })
-}
 
 fn options(url: &str) -> HttpOptions {
     HttpOptions {
@@ -152,6 +32,7 @@ fn options(url: &str) -> HttpOptions {
         timeout: Duration::from_secs(5),
         backoff: Duration::from_millis(10),
         max_requests: 0,
+        rate_window: Duration::from_secs(60),
     }
 }
 

@@ -71,6 +71,7 @@ impl LlmClient {
             tick,
             |a, reqs, t| a.classify(reqs, t),
             |a: &Annotation| a.usage,
+            |r: &ClassifyRequest| r.query.clone(),
         )?;
         self.usage.unparsable += answers.iter().filter(|a| a.label.is_none()).count() as u64;
         Ok(answers)
@@ -87,6 +88,11 @@ impl LlmClient {
             tick,
             |a, reqs, t| a.generate(reqs, t),
             |g: &Generation| g.usage,
+            |r: &GenerateRequest| {
+                r.messages
+                    .last()
+                    .map_or_else(String::new, |m| m.content.clone())
+            },
         )
     }
 
@@ -96,6 +102,7 @@ impl LlmClient {
         tick: Tick,
         call: impl Fn(&mut dyn Annotator, &[Q], Tick) -> Vec<Result<A>>,
         usage_of: impl Fn(&A) -> Usage,
+        describe: impl Fn(&Q) -> String,
     ) -> Result<Vec<A>>
     where
         Q: serde::Serialize + Clone,
@@ -136,12 +143,13 @@ impl LlmClient {
                 ));
             }
             let mut entries = Vec::with_capacity(chunk.len());
-            let mut failure = None;
+            let (mut failure, mut failed) = (None, 0usize);
             for (&i, answer) in chunk.iter().zip(got) {
                 let answer = match answer {
                     Ok(answer) => answer,
                     Err(e) => {
-                        failure.get_or_insert(e);
+                        failed += 1;
+                        failure.get_or_insert((i, e));
                         continue;
                     }
                 };
@@ -157,8 +165,26 @@ impl LlmClient {
             if let Some(cache) = &mut self.cache {
                 cache.put_many(&id, &entries)?;
             }
-            if let Some(e) = failure {
-                return Err(e);
+            if let Some((i, e)) = failure {
+                let text = describe(&requests[i]);
+                let short: String = text.chars().take(80).collect();
+                let ellipsis = if short.len() < text.len() { "..." } else { "" };
+                let reason = match e {
+                    Error::Llm { message, .. } => message,
+                    other => other.to_string(),
+                };
+                return Err(Error::llm(
+                    &id,
+                    format!(
+                        "item {} of {} ({short:?}{ellipsis}) failed: {reason}; {failed} of {} requests \
+                         in its batch failed; the {} answers received so far are cached and a \
+                         rerun asks only for the rest",
+                        i + 1,
+                        requests.len(),
+                        chunk.len(),
+                        answers.iter().filter(|a| a.is_some()).count(),
+                    ),
+                ));
             }
         }
         Ok(answers.into_iter().flatten().collect())

@@ -112,6 +112,7 @@ pub fn build_annotator(
             timeout: Duration::from_secs_f64(run.timeout_s),
             backoff: Duration::from_secs_f64(run.backoff_s),
             max_requests: run.max_requests,
+            rate_window: Duration::from_secs(60),
         })?),
         LlmBackend::Replay => {
             let replay = spec.replay.as_ref().ok_or_else(|| Error::Config {

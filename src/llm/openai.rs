@@ -61,6 +61,9 @@ pub struct HttpOptions {
     pub backoff: Duration,
     /// Hard cap on HTTP requests sent by this annotator, retries included (0 = none).
     pub max_requests: u64,
+    /// The window the two per-minute limits count over: a minute, shorter only where a test
+    /// measures the limiter without waiting minutes.
+    pub rate_window: Duration,
 }
 
 /// Requests and estimated tokens sent in the last minute.
@@ -213,8 +216,8 @@ fn rate_wait(
     tokens: u64,
     requests_per_minute: u32,
     tokens_per_minute: u64,
+    minute: Duration,
 ) -> Option<Duration> {
-    let minute = Duration::from_secs(60);
     while sent
         .front()
         .is_some_and(|(t, _)| now.duration_since(*t) >= minute)
@@ -260,6 +263,7 @@ impl Sender {
                 tokens,
                 o.requests_per_minute,
                 o.tokens_per_minute,
+                o.rate_window,
             ) {
                 None => {
                     window.sent.push_back((now, tokens));
@@ -304,37 +308,51 @@ impl Sender {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .map(Duration::from_secs_f64);
-                    let text = response.text().await.unwrap_or_default();
-                    if status.is_success() {
-                        return serde_json::from_str(&text).map_err(|e| {
-                            Error::llm(
-                                &self.id,
-                                format!(
-                                    "malformed JSON from {}: {e}; body starts {:?}",
-                                    self.url,
-                                    text.chars().take(200).collect::<String>()
-                                ),
-                            )
-                        });
-                    }
-                    let retryable = status.as_u16() == 429 || status.is_server_error();
-                    (
-                        retryable,
-                        format!(
-                            "HTTP {status} from {}: {}",
-                            self.url,
-                            text.chars().take(300).collect::<String>()
+                    match response.text().await {
+                        // A body cut short is a transport failure: the next try may get it whole.
+                        Err(e) => (
+                            true,
+                            format!("response from {} cut short: {e}", self.url),
+                            None,
                         ),
-                        retry_after,
-                    )
+                        Ok(text) if status.is_success() => {
+                            match serde_json::from_str(&text) {
+                                Ok(value) => return Ok(value),
+                                // Proxies and overloaded servers sometimes send half a body
+                                // with a 200; retried like any other transient failure.
+                                Err(e) => (
+                                    true,
+                                    format!(
+                                        "malformed JSON from {}: {e}; body starts {:?}",
+                                        self.url,
+                                        text.chars().take(200).collect::<String>()
+                                    ),
+                                    None,
+                                ),
+                            }
+                        }
+                        Ok(text) => (
+                            status.as_u16() == 429 || status.is_server_error(),
+                            format!(
+                                "HTTP {status} from {}: {}",
+                                self.url,
+                                text.chars().take(300).collect::<String>()
+                            ),
+                            retry_after,
+                        ),
+                    }
                 }
                 Err(e) => {
                     let retryable = e.is_timeout() || e.is_connect() || e.is_request();
-                    (
-                        retryable,
-                        format!("request to {} failed: {e}", self.url),
-                        None,
-                    )
+                    let message = if e.is_timeout() {
+                        format!(
+                            "no answer from {} within {:?} (run.llm.timeout_s): timed out",
+                            self.url, o.timeout
+                        )
+                    } else {
+                        format!("request to {} failed: {}", self.url, causes(&e))
+                    };
+                    (retryable, message, None)
                 }
             };
             if !retryable || attempt >= o.max_retries {
@@ -351,6 +369,19 @@ impl Sender {
             attempt += 1;
         }
     }
+}
+
+/// An error and its causes, outermost first (reqwest's own text hides the cause: "connection
+/// reset", "connection refused").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The chat as one text for completion endpoints: the instruction, then each turn, an
@@ -558,34 +589,36 @@ mod tests {
         assert_eq!(label_probs(&[("The".into(), -0.1)], &verbs()), None);
     }
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     #[test]
     fn rate_window_admits_until_a_limit_then_waits_for_the_oldest() {
         let t0 = Instant::now();
         let mut sent = VecDeque::new();
         // 2 requests per minute.
-        assert_eq!(rate_wait(&mut sent, t0, 10, 2, 0), None);
+        assert_eq!(rate_wait(&mut sent, t0, 10, 2, 0, MINUTE), None);
         sent.push_back((t0, 10));
         let t1 = t0 + Duration::from_secs(20);
-        assert_eq!(rate_wait(&mut sent, t1, 10, 2, 0), None);
+        assert_eq!(rate_wait(&mut sent, t1, 10, 2, 0, MINUTE), None);
         sent.push_back((t1, 10));
         let t2 = t0 + Duration::from_secs(30);
         assert_eq!(
-            rate_wait(&mut sent, t2, 10, 2, 0),
+            rate_wait(&mut sent, t2, 10, 2, 0, MINUTE),
             Some(Duration::from_secs(30))
         );
         // A minute after the first, it has left the window.
         let t3 = t0 + Duration::from_secs(60);
-        assert_eq!(rate_wait(&mut sent, t3, 10, 2, 0), None);
+        assert_eq!(rate_wait(&mut sent, t3, 10, 2, 0, MINUTE), None);
         assert_eq!(sent.len(), 1);
         // 25 tokens per minute: 10 are in the window, 20 more must wait until t1 + 60 s.
         assert_eq!(
-            rate_wait(&mut sent, t3, 20, 0, 25),
+            rate_wait(&mut sent, t3, 20, 0, 25, MINUTE),
             Some(Duration::from_secs(20))
         );
-        assert_eq!(rate_wait(&mut sent, t3, 15, 0, 25), None);
+        assert_eq!(rate_wait(&mut sent, t3, 15, 0, 25, MINUTE), None);
         // Bigger than the whole budget: goes out alone once the window is empty.
         sent.clear();
-        assert_eq!(rate_wait(&mut sent, t3, 100, 0, 25), None);
+        assert_eq!(rate_wait(&mut sent, t3, 100, 0, 25, MINUTE), None);
     }
 
     #[test]
