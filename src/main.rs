@@ -124,6 +124,15 @@ impl SpecOpts {
     }
 }
 
+/// Prints a line on stdout; a reader that went away (`freeal-bench plan ... | head`) ends the
+/// command quietly through `main` instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 fn load_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<Plan> {
     let layered = layer(spec, &opts.all_sets())?;
     Ok(plan(&layered)?)
@@ -132,16 +141,22 @@ fn load_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<Plan> {
 fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<()> {
     let plan = load_plan(spec, opts)?;
     let cells = select(plan.cells.clone(), &opts.only)?;
-    println!(
+    out!(
         "experiment {} ({} of {} cells) -> {}",
         plan.experiment.name,
         cells.len(),
         plan.cells.len(),
         plan.results_dir().display()
     );
-    println!(
+    out!(
         "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  status",
-        "id", "cell", "train", "test", "llm_calls", "llm_tokens", "slm_steps"
+        "id",
+        "cell",
+        "train",
+        "test",
+        "llm_calls",
+        "llm_tokens",
+        "slm_steps"
     );
     let (mut calls, mut tokens, mut steps, mut dollars) = (0, 0, 0, 0.0);
     for cell in &cells {
@@ -154,7 +169,7 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
             dollars += estimate.llm_prompt_tokens as f64 * llm.price.input_per_mtok / 1e6;
         }
         let done = read_cell_records(&cell_dir(&plan, cell), &cell.id).is_some();
-        println!(
+        out!(
             "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  {}",
             cell.id,
             cell.name,
@@ -166,7 +181,7 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
             if done { "complete" } else { "pending" }
         );
     }
-    println!(
+    out!(
         "total: {calls} LLM calls, ~{tokens} prompt tokens (~${dollars:.2} of input at \
          [prices], before cache hits), {steps} SLM steps"
     );
@@ -182,12 +197,12 @@ fn cmd_emit_slurm(spec: &Path, opts: &SpecOpts) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("locating the freeal-bench binary")?;
     let emitted = slurm::emit(&plan, &cells, &opts.all_sets(), &binary)?;
     if emitted.tasks == 0 {
-        println!(
+        out!(
             "every selected cell of {} is complete; nothing to submit",
             plan.experiment.name
         );
     } else {
-        println!(
+        out!(
             "{} array tasks (pending cells) -> sbatch {}\nthen: freeal-bench report {}",
             emitted.tasks,
             emitted.script.display(),
@@ -216,8 +231,8 @@ fn print_prompts(plan: &Plan, cells: &[freeal_bench::plan::Cell]) -> anyhow::Res
             out_dir: &cell_dir(plan, cell),
         };
         if let Some(request) = build(&cell.config.method).first_prompt(&ctx)? {
-            println!("\n=== {} ({}) ===", cell.name, cell.id);
-            println!("{}", render_plain(&request.messages));
+            out!("\n=== {} ({}) ===", cell.name, cell.id);
+            out!("{}", render_plain(&request.messages));
         }
     }
     Ok(())
@@ -242,7 +257,7 @@ fn cmd_run(spec: &Path, opts: &SpecOpts) -> anyhow::Result<bool> {
         plan.results_dir().display()
     );
     if !summary.table.is_empty() {
-        println!("{}", summary.table);
+        out!("{}", summary.table);
     }
     for (cell, error) in &summary.failed {
         eprintln!("failed: {cell}: {error}");
@@ -274,7 +289,7 @@ fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
     if let Some(other) = other {
         let (a, b) = (report::load(&dir)?, report::load(&other)?);
         let diff = report::diff::diff(&a, &b, metric.as_deref())?;
-        println!(
+        out!(
             "# {} (A) vs {} (B)\n\n{}",
             dir.display(),
             other.display(),
@@ -296,20 +311,22 @@ fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
             &loaded.experiment.paper_reference,
             Some(round),
         )?;
-        println!("{}", summary.markdown());
+        out!("{}", summary.markdown());
         return Ok(());
     }
     let regenerated = report::regenerate(&dir, metric.as_deref())?;
-    println!("{}", regenerated.summary.markdown());
+    out!("{}", regenerated.summary.markdown());
     for missing in &regenerated.missing {
         let log = missing
             .slurm_log
             .as_ref()
             .map(|l| format!("\n  log: {l}"))
             .unwrap_or_default();
-        println!(
+        out!(
             "missing: {} ({}){log}\n  rerun: {}",
-            missing.name, missing.status, missing.rerun
+            missing.name,
+            missing.status,
+            missing.rerun
         );
     }
     for plot in regenerated
@@ -317,11 +334,11 @@ fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "svg"))
     {
-        println!("plot: {}", plot.display());
+        out!("plot: {}", plot.display());
     }
     if mlflow {
         let root = report::mlflow::export(&regenerated.loaded)?;
-        println!("mlflow: {}", root.display());
+        out!("mlflow: {}", root.display());
     }
     Ok(())
 }
@@ -388,6 +405,13 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             // Bad input (spec, data, missing model) is exit 2; failures while running are 1.

@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 
 use burn::tensor::Device;
 
-use super::records::{RoundRecord, read_cell_records, write_atomic, write_cell_records};
+use super::records::{
+    RoundRecord, read_cell_records, remove_stale_temporaries, write_atomic, write_cell_records,
+};
 use crate::config::LlmBackend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -77,6 +79,7 @@ fn run_cell_once(
     progress: &Progress,
 ) -> Result<Vec<RoundRecord>> {
     let dir = cell_dir(plan, cell);
+    remove_stale_temporaries(&dir);
     let config_path = dir.join("config.json");
     write_atomic(&config_path, &to_json(cell, &config_path)?)?;
     let dataset = load_dataset(cell)?;
@@ -182,6 +185,8 @@ pub fn shell_quote(word: &str) -> String {
 pub fn prepare_experiment_dir(plan: &Plan, sets: &[String]) -> Result<PathBuf> {
     let exp_dir = plan.results_dir();
     std::fs::create_dir_all(&exp_dir).map_err(|e| Error::io(&exp_dir, e))?;
+    remove_stale_temporaries(&exp_dir);
+    remove_stale_temporaries(&exp_dir.join("plots"));
     let spec_text = std::fs::read(&plan.spec_path).map_err(|e| Error::io(&plan.spec_path, e))?;
     write_atomic(&exp_dir.join("spec.toml"), &spec_text)?;
     // The command that reruns one cell as this run would (`report` appends `--cell ID`): the

@@ -92,6 +92,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
+/// Deletes the temporary files `write_atomic` (and the plot writer) left in `dir` when their
+/// process was killed mid-write; those of processes still alive are left to finish.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((_, tail)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('.'))
+            .and_then(|n| n.rsplit_once(".tmp"))
+        else {
+            continue;
+        };
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(pid) = digits.parse::<i32>()
+            && !process_alive(pid)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 only asks whether the process exists; EPERM means it does, under another user.
+    // SAFETY: kill with signal 0 sends nothing and touches no memory.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Records as a Polars frame: fixed identity and usage columns, then one column per metric
 /// (null where a record lacks it), metrics sorted by name.
 pub fn records_frame(records: &[RoundRecord]) -> Result<DataFrame> {
@@ -187,4 +218,27 @@ pub fn read_cell_records(dir: &Path, cell_id: &str) -> Option<Vec<RoundRecord>> 
     let bytes = std::fs::read(dir.join(RECORDS_JSON)).ok()?;
     let records: Vec<RoundRecord> = serde_json::from_slice(&bytes).ok()?;
     (!records.is_empty() && records.iter().all(|r| r.cell_id == cell_id)).then_some(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // No process has this id (above Linux's pid_max).
+        let dead = dir.path().join(".records.json.tmp2147483000");
+        let dead_png = dir.path().join(".rounds_mr.tmp2147483000.png");
+        let alive = dir
+            .path()
+            .join(format!(".summary.csv.tmp{}", std::process::id()));
+        let result = dir.path().join("records.json");
+        for path in [&dead, &dead_png, &alive, &result] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path());
+        assert!(!dead.exists() && !dead_png.exists());
+        assert!(alive.exists() && result.exists());
+    }
 }
