@@ -13,7 +13,7 @@ use freeal_bench::plan::{Plan, plan, select};
 use freeal_bench::progress::Progress;
 use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
-    ExecOptions, cell_dir, execute, load_dataset, models_dir, run_cell,
+    ExecOptions, cell_dir, execute, load_dataset, models_dir, preflight, run_cell,
 };
 use freeal_bench::run::records::read_cell_records;
 use freeal_bench::run::slurm;
@@ -141,6 +141,9 @@ fn load_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<Plan> {
 fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<()> {
     let plan = load_plan(spec, opts)?;
     let cells = select(plan.cells.clone(), &opts.only)?;
+    for warning in preflight(&plan, &cells)? {
+        eprintln!("{warning}");
+    }
     out!(
         "experiment {} ({} of {} cells) -> {}",
         plan.experiment.name,
@@ -273,6 +276,9 @@ fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
             spec.display()
         )
     })?;
+    for warning in preflight(&plan, std::slice::from_ref(cell))? {
+        eprintln!("{warning}");
+    }
     let (dev, name) = device::select(plan.run.backend)?;
     run_cell(&plan, cell, &dev, &name, &Progress::hidden())?;
     Ok(())

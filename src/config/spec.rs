@@ -126,6 +126,30 @@ pub struct DataSpec {
     /// Seed of subsampling and of splitting datasets that ship without a split; fixed across cells
     /// so that every method and seed sees the same pool.
     pub seed: u64,
+    /// What to do with repeated texts (skipped in the cell id when `keep`, so ids from before
+    /// the setting existed stay valid).
+    #[serde(default, skip_serializing_if = "Duplicates::is_keep")]
+    pub duplicates: Duplicates,
+}
+
+/// Policy for texts that occur more than once in the training pool, or in both the pool and the
+/// test split.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Duplicates {
+    /// Keep the data as published (benchmarks' own splits have a few); counted in a warning.
+    #[default]
+    Keep,
+    /// Keep the first occurrence in the pool and drop pool texts that are also test texts.
+    Drop,
+    /// Refuse to run, naming the first repeated text.
+    Error,
+}
+
+impl Duplicates {
+    fn is_keep(&self) -> bool {
+        *self == Duplicates::Keep
+    }
 }
 
 /// Pooling of token states into one sentence vector.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::def::{DatasetDef, Task};
 use super::read::{RawRow, read_rows};
+use crate::config::spec::Duplicates;
 use crate::error::{Error, Result};
 
 /// What an example is labelled with.
@@ -53,6 +54,9 @@ pub struct SplitInfo {
     pub test: usize,
     /// Plain-language account of files, random cuts and seeds.
     pub notes: Vec<String>,
+    /// What the user should know before trusting the numbers (e.g. repeated texts kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A loaded dataset.
@@ -234,11 +238,101 @@ impl Dataset {
                 dev: dev.len(),
                 test: test.len(),
                 notes,
+                warnings: Vec::new(),
             },
             train,
             dev,
             test,
         })
+    }
+
+    /// Applies the duplicate-text policy: repeated pool texts and pool texts that are also test
+    /// texts are kept (and described in `split.warnings`), dropped (noted), or refused with an
+    /// error naming `train_file` and the first repeated text.
+    pub fn handle_duplicates(mut self, policy: Duplicates, train_file: &Path) -> Result<Self> {
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        let mut repeats = Vec::new();
+        let mut conflicting = 0;
+        for (row, example) in self.train.iter().enumerate() {
+            match first.get(example.text.as_str()) {
+                Some(&earlier) => {
+                    if self.train[earlier].target != example.target {
+                        conflicting += 1;
+                    }
+                    repeats.push((earlier, row));
+                }
+                None => {
+                    first.insert(&example.text, row);
+                }
+            }
+        }
+        let test: std::collections::HashSet<&str> =
+            self.test.iter().map(|e| e.text.as_str()).collect();
+        let leaked: Vec<usize> = first
+            .iter()
+            .filter(|(text, _)| test.contains(*text))
+            .map(|(_, &row)| row)
+            .collect();
+        if repeats.is_empty() && leaked.is_empty() {
+            return Ok(self);
+        }
+        let summary = format!(
+            "{} repeated text(s) in the training pool ({conflicting} with a different label), \
+             {} pool text(s) also in the test split",
+            repeats.len(),
+            leaked.len()
+        );
+        match policy {
+            Duplicates::Error => {
+                let (text, where_) = match repeats.first() {
+                    Some(&(a, b)) => (
+                        &self.train[b].text,
+                        format!("pool examples {} and {}", a + 1, b + 1),
+                    ),
+                    None => {
+                        let row = *leaked.iter().min().expect("a leaked row");
+                        (&self.train[row].text, "the pool and the test split".into())
+                    }
+                };
+                Err(Error::data(
+                    train_file,
+                    0,
+                    format!(
+                        "{summary}; e.g. {text:?} is in {where_}. Set data.duplicates = \
+                         \"keep\" to use the data as it is or \"drop\" to remove them"
+                    ),
+                ))
+            }
+            Duplicates::Keep => {
+                self.split.warnings.push(format!(
+                    "{summary}; kept (data.duplicates = \"drop\" removes them)"
+                ));
+                Ok(self)
+            }
+            Duplicates::Drop => {
+                let mut drop = vec![false; self.train.len()];
+                for &(_, row) in &repeats {
+                    drop[row] = true;
+                }
+                for &row in &leaked {
+                    drop[row] = true;
+                }
+                let before = self.train.len();
+                let train = std::mem::take(&mut self.train);
+                self.train = train
+                    .into_iter()
+                    .zip(drop)
+                    .filter_map(|(e, d)| (!d).then_some(e))
+                    .collect();
+                let note = format!(
+                    "{summary}; dropped: pool {before} -> {} (data.duplicates = \"drop\")",
+                    self.train.len()
+                );
+                self.split.train = self.train.len();
+                self.split.notes.push(note);
+                Ok(self)
+            }
+        }
     }
 
     /// Keeps at most `train_limit` / `test_limit` examples (0 = all), chosen with `seed`.

@@ -183,6 +183,54 @@ impl ActiveLearning {
 }
 
 impl Method for ActiveLearning {
+    fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        let pool = dataset.train.len();
+        let reserved = if self.spec.oracle == Oracle::Gold {
+            0
+        } else {
+            self.spec.demo_pool
+                + if self.spec.reweight {
+                    self.spec.meta_set
+                } else {
+                    0
+                }
+        };
+        if reserved >= pool {
+            return Err((
+                "demo_pool".into(),
+                format!(
+                    "the gold demo pool ({}) and meta set ({}) take all {pool} pool examples, \
+                     leaving none to acquire; lower demo_pool / meta_set or raise data.train_limit",
+                    self.spec.demo_pool,
+                    if self.spec.reweight {
+                        self.spec.meta_set
+                    } else {
+                        0
+                    }
+                ),
+            ));
+        }
+        let available = pool - reserved;
+        for (field, value) in [("budget", self.spec.budget), ("initial", self.spec.initial)] {
+            if value > 1.0 && value.round() as usize > available {
+                return Err((
+                    field.into(),
+                    format!(
+                        "{value} labels asked, but only {available} pool examples can be \
+                         acquired ({pool} in the pool{}); use a count <= {available} or a \
+                         fraction of the pool (<= 1)",
+                        if reserved > 0 {
+                            format!(", {reserved} held out for demos and the meta set")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         require_classification(ctx, "active_learning")?;
         let dataset = ctx.dataset;

@@ -84,6 +84,12 @@ pub trait Method {
     /// Estimates the cell's cost without running it.
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate;
 
+    /// Checks settings that only the loaded data can judge (sizes against the pool), before
+    /// anything runs: `Err((key under the method, what is wrong and the fix))`.
+    fn check(&self, _cell: &Cell, _dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        Ok(())
+    }
+
     /// The first prompt the cell would send to the LLM (`plan --show-prompt`); `None` for
     /// methods that call no LLM.
     fn first_prompt(&self, _ctx: &CellContext) -> Result<Option<ClassifyRequest>> {

@@ -1,7 +1,7 @@
 //! Runs a plan: skips complete cells, runs the rest (in this process, or as `run-cell` child
 //! processes with `--jobs N`), then rebuilds the experiment's tables from all records.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -11,6 +11,8 @@ use super::records::{
     RoundRecord, read_cell_records, remove_stale_temporaries, write_atomic, write_cell_records,
 };
 use crate::config::LlmBackend;
+use crate::config::load::combine;
+use crate::config::locate::locate_in_file;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::llm::ensure_gguf;
@@ -39,11 +41,56 @@ pub fn load_dataset(cell: &Cell) -> Result<Dataset> {
     let mut def = cell.config.dataset.clone();
     def.base_dir = cell.dataset_dir.clone();
     let data = &cell.config.data;
-    Ok(Dataset::load(&def, data.seed)?.limit(data.train_limit, data.test_limit, data.seed))
+    let train_file = def.path(&def.files.train);
+    Ok(Dataset::load(&def, data.seed)?
+        .handle_duplicates(data.duplicates, &train_file)?
+        .limit(data.train_limit, data.test_limit, data.seed))
 }
 
 fn to_json<T: serde::Serialize>(value: &T, what: &Path) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| Error::results(what, e.to_string()))
+}
+
+/// Loads every cell's dataset (each distinct one once) and checks each method against it,
+/// before anything is written: bad data or impossible sizes stop the run as bad input, with no
+/// results that could pass for valid. Returns the datasets' warnings, one line each.
+pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
+    let mut loaded: HashMap<String, Dataset> = HashMap::new();
+    let mut warnings = Vec::new();
+    let mut problems: BTreeMap<String, Error> = BTreeMap::new();
+    for cell in cells {
+        let key =
+            serde_json::to_string(&(&cell.config.dataset, &cell.dataset_dir, &cell.config.data))
+                .map_err(|e| Error::results(&plan.spec_path, e.to_string()))?;
+        if !loaded.contains_key(&key) {
+            let dataset = load_dataset(cell)?;
+            warnings.extend(
+                dataset
+                    .split
+                    .warnings
+                    .iter()
+                    .map(|w| format!("warning: dataset {}: {w}", dataset.name)),
+            );
+            loaded.insert(key.clone(), dataset);
+        }
+        if let Err((field, message)) = build(&cell.config.method).check(cell, &loaded[&key]) {
+            let key = format!("methods.{}.{field}", cell.config.method_name);
+            let path: Vec<String> = key.split('.').map(str::to_string).collect();
+            let location = locate_in_file(&plan.spec_path, &path)
+                .map(|l| l.display())
+                .unwrap_or_else(|| plan.spec_path.display().to_string());
+            problems.entry(key.clone()).or_insert(Error::Config {
+                location,
+                key,
+                message: format!("{message} (cell {})", cell.name),
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(combine(problems.into_values().collect()))
+    }
 }
 
 /// Runs one cell in this process and writes its records.
@@ -236,8 +283,6 @@ pub fn execute(
     device: &dyn Fn() -> Result<(Device, String)>,
     progress: &Progress,
 ) -> Result<RunSummary> {
-    let exp_dir = prepare_experiment_dir(plan, &opts.sets)?;
-
     let mut summary = RunSummary::default();
     let mut pending = Vec::new();
     for cell in cells {
@@ -247,6 +292,10 @@ pub fn execute(
             pending.push(cell.clone());
         }
     }
+    for warning in preflight(plan, &pending)? {
+        progress.println(&warning);
+    }
+    let exp_dir = prepare_experiment_dir(plan, &opts.sets)?;
     let bar = progress.sweep(cells.len() as u64);
     bar.set_position(summary.skipped as u64);
     bar.set_message(plan.experiment.name.clone());
