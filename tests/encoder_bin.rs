@@ -1,0 +1,82 @@
+//! Loading the old checkpoint format (`pytorch_model.bin`, a torch pickle) through burn: a tiny
+//! random BERT's hidden states match what PyTorch + transformers computed from the same file
+//! (fixture from scripts/make_bin_fixture.py).
+
+mod common;
+
+use burn::tensor::Device;
+use freeal_bench::config::Pooling;
+use freeal_bench::slm::classifier::ClassifierModel;
+use freeal_bench::slm::encoder::Encoder;
+use freeal_bench::slm::model::read_config;
+use freeal_bench::slm::tokenize::{Encoded, pad_batch};
+use freeal_bench::slm::weights::load_weights;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Row {
+    ids: Vec<u32>,
+    last_hidden_state: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    rows: Vec<Row>,
+}
+
+#[test]
+fn pytorch_bin_weights_give_the_reference_hidden_states() {
+    let dir = common::root().join("tests/fixtures/tiny_bert_bin");
+    assert!(
+        !dir.join("model.safetensors").exists(),
+        "the .bin path is the one under test"
+    );
+    let expected: Expected =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let device = Device::flex();
+    let config = read_config(&dir).unwrap();
+    let mut encoder = Encoder::new(&config, None, &device);
+    load_weights(&mut encoder, &dir).unwrap();
+    let model = ClassifierModel::new(encoder, config.hidden_size, 2, 0.0, Pooling::Mean, &device);
+    let encoded: Vec<Encoded> = expected
+        .rows
+        .iter()
+        .map(|r| Encoded { ids: r.ids.clone() })
+        .collect();
+    let host = pad_batch(&encoded, &[0, 1], 0);
+    let states = model.hidden_states(&model.batch_to_device(&host, &device));
+    let [_, seq, hidden] = states.dims();
+    let flat = states.into_data().try_into_vec::<f32>().unwrap();
+    let mut worst = 0.0f32;
+    for (b, row) in expected.rows.iter().enumerate() {
+        for (t, want) in row.last_hidden_state.iter().enumerate() {
+            for (h, w) in want.iter().enumerate() {
+                worst = worst.max((flat[(b * seq + t) * hidden + h] - w).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-5, "max abs difference {worst}");
+}
+
+#[test]
+fn a_missing_tensor_is_named() {
+    // The same checkpoint under a config with one more layer than it holds.
+    let src = common::root().join("tests/fixtures/tiny_bert_bin");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("pytorch_model.bin"),
+        dir.path().join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(src.join("config.json"))
+        .unwrap()
+        .replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let device = Device::flex();
+    let config = read_config(dir.path()).unwrap();
+    let mut encoder = Encoder::new(&config, None, &device);
+    let err = load_weights(&mut encoder, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("layers.2"), "{err}");
+}
