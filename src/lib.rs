@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod fetch;
+pub mod fuzzing;
 pub mod llm;
 pub mod methods;
 pub mod metrics;

@@ -135,7 +135,10 @@ fn display_value(value: &figment::value::Value) -> String {
     }
 }
 
-/// Expands a layered spec into its cells.
+/// The most cells one experiment may have.
+pub const MAX_CELLS: usize = 100_000;
+
+/// Expands a layered spec into its plan: one cell per sweep combination.
 pub fn plan(layered: &Layered) -> Result<Plan> {
     let base = layered.spec()?;
     let sweep_axes =
@@ -145,6 +148,26 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    // Counted before expanding: a typo such as a 1000-value seed list times other axes must be
+    // an error, not an hour of planning or an exhausted memory.
+    let count = sweep_axes
+        .iter()
+        .try_fold(1usize, |n, axis| n.checked_mul(axis.rows.len()))
+        .filter(|&n| n <= MAX_CELLS);
+    if count.is_none() {
+        let sizes: Vec<String> = sweep_axes
+            .iter()
+            .map(|a| format!("{} ({})", a.keys.join("+"), a.rows.len()))
+            .collect();
+        return Err(layered_sweep_error(
+            layered,
+            "sweep",
+            format!(
+                "expands to more than {MAX_CELLS} cells: {}; split the experiment",
+                sizes.join(" x ")
+            ),
+        ));
+    }
     let mut cells = Vec::new();
     let mut seen = BTreeMap::new();
     for assignments in expand(&sweep_axes) {

@@ -84,6 +84,20 @@ fn malformed_specs_are_refused_naming_file_line_and_key() {
     for (extra, expect) in cases {
         refused(dir.path(), &data, extra, expect);
     }
+    // 400 seeds x 300 learning rates: refused before expanding, not after an hour.
+    let seeds: Vec<String> = (0..400).map(|i| i.to_string()).collect();
+    let rates: Vec<String> = (1..=300).map(|i| format!("{i}e-6")).collect();
+    let huge = format!(
+        "[sweep]\nseed = [{}]\n\"slm.lr\" = [{}]",
+        seeds.join(", "),
+        rates.join(", ")
+    );
+    refused(
+        dir.path(),
+        &data,
+        &huge,
+        &["more than 100000 cells", "seed (400) x slm.lr (300)"],
+    );
 }
 
 #[test]
