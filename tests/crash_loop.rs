@@ -138,7 +138,7 @@ fn killed_again_and_again_then_finished_equals_an_uninterrupted_run() {
     };
     assert_eq!(entries(b), entries(a), "the same answers, each stored once");
     // No temporary file from an interrupted write is left looking like a result.
-    let stray: Vec<PathBuf> = walk(&b.join("results"))
+    let stray: Vec<PathBuf> = common::files_under(&b.join("results"))
         .into_iter()
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
@@ -146,17 +146,4 @@ fn killed_again_and_again_then_finished_equals_an_uninterrupted_run() {
         })
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use freeal_bench::fuzzing;
@@ -128,20 +128,6 @@ fn fuzz(name: &str, corpus: Vec<Vec<u8>>, budget: Duration, target: impl Fn(&Pat
     eprintln!("{name}: {runs} inputs in {:?}, no panic", start.elapsed());
 }
 
-fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(files_under(&path, keep));
-        } else if keep(&path) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The first `n` lines of a file.
 fn head(path: &Path, n: usize) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
@@ -160,9 +146,10 @@ fn head(path: &Path, n: usize) -> Vec<u8> {
 fn specs_never_panic() {
     let root = common::root();
     let toml = |p: &Path| p.extension().is_some_and(|e| e == "toml");
-    let mut corpus: Vec<Vec<u8>> = files_under(&root.join("experiments"), &toml)
+    let mut corpus: Vec<Vec<u8>> = common::files_under(&root.join("experiments"))
         .into_iter()
-        .chain(files_under(&root.join("tests/fixtures/specs"), &toml))
+        .chain(common::files_under(&root.join("tests/fixtures/specs")))
+        .filter(|p| toml(p))
         .map(|p| std::fs::read(p).unwrap())
         .collect();
     corpus.push(Vec::new());
@@ -172,25 +159,24 @@ fn specs_never_panic() {
 #[test]
 fn dataset_definitions_never_panic() {
     let root = common::root();
-    let corpus: Vec<Vec<u8>> = files_under(&root.join("datasets"), &|p: &Path| {
-        p.file_name().is_some_and(|n| n == "dataset.toml")
-    })
-    .into_iter()
-    .map(|p| {
-        // Their own files are not beside the fuzzing folder; point them at its small one.
-        let text = std::fs::read_to_string(p).unwrap();
-        let files = text.find("[files]").unwrap_or(text.len());
-        let rest = text[files..]
-            .find("\n[")
-            .map_or(text.len(), |i| files + i + 1);
-        format!(
-            "{}[files]\ntrain = \"rows\"\n{}",
-            &text[..files],
-            &text[rest..]
-        )
-        .into_bytes()
-    })
-    .collect();
+    let corpus: Vec<Vec<u8>> = common::files_under(&root.join("datasets"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "dataset.toml"))
+        .map(|p| {
+            // Their own files are not beside the fuzzing folder; point them at its small one.
+            let text = std::fs::read_to_string(p).unwrap();
+            let files = text.find("[files]").unwrap_or(text.len());
+            let rest = text[files..]
+                .find("\n[")
+                .map_or(text.len(), |i| files + i + 1);
+            format!(
+                "{}[files]\ntrain = \"rows\"\n{}",
+                &text[..files],
+                &text[rest..]
+            )
+            .into_bytes()
+        })
+        .collect();
     fuzz(
         "dataset_definition",
         corpus,

@@ -10,43 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::llm_server::{Reply, chat_answer, query_of, serve, toy_sentiment};
-use freeal_bench::llm::annotator::{
-    Annotation, Annotator, AnswerMode, ChatMessage, ClassifyRequest, Role,
+use common::llm_server::{
+    Reply, chat_answer, http_options as options, query_of, review_request as request, serve,
+    toy_sentiment,
 };
-use freeal_bench::llm::openai::{Endpoint, HttpLlm, HttpOptions};
+use freeal_bench::llm::annotator::{Annotation, Annotator, ClassifyRequest};
+use freeal_bench::llm::openai::{HttpLlm, HttpOptions};
 use serde_json::{Value, json};
-
-fn options(url: &str) -> HttpOptions {
-    HttpOptions {
-        base_url: url.to_string(),
-        api_key: None,
-        model: "test-model".into(),
-        endpoint: Endpoint::Chat,
-        mode: AnswerMode::Logprobs,
-        max_tokens: 8,
-        top_logprobs: 20,
-        concurrency: 4,
-        requests_per_minute: 0,
-        tokens_per_minute: 0,
-        max_retries: 4,
-        timeout: Duration::from_secs(5),
-        backoff: Duration::from_millis(5),
-        max_requests: 0,
-        rate_window: Duration::from_secs(60),
-    }
-}
-
-fn request(text: &str) -> ClassifyRequest {
-    ClassifyRequest {
-        query: text.into(),
-        messages: vec![
-            ChatMessage::new(Role::System, "Classify as negative or positive."),
-            ChatMessage::new(Role::User, format!("Review: {text}")),
-        ],
-        verbalizers: vec![vec!["negative".into()], vec!["positive".into()]],
-    }
-}
 
 fn ok() -> Value {
     chat_answer("positive", &[("positive", 0.9), ("negative", 0.1)])
@@ -270,7 +240,10 @@ fn concurrency_limit_holds_under_load() {
     let got = llm.classify(&requests, &|_| {});
     assert!(got.iter().all(|a| a.is_ok()));
     let peak = server.max_in_flight.load(Ordering::SeqCst);
-    assert_eq!(peak, 3, "at most (and, under load, exactly) 3 in flight");
+    assert!(
+        (2..=3).contains(&peak),
+        "at most 3 in flight (and more than 1: requests do overlap), saw {peak}"
+    );
     // 24 requests of 100 ms, 3 at a time: at least 8 waves.
     assert!(start.elapsed() >= Duration::from_millis(800));
 }

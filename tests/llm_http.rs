@@ -8,44 +8,15 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::llm_server::{Reply, chat_answer, query_of, serve};
+use common::llm_server::{
+    Reply, chat_answer, http_options as options, query_of, review_request as request, serve,
+};
 
-use freeal_bench::llm::annotator::{Annotator, AnswerMode, ChatMessage, ClassifyRequest, Role};
+use freeal_bench::llm::annotator::Annotator;
 use freeal_bench::llm::cache::LlmCache;
 use freeal_bench::llm::client::{LlmClient, Price};
-use freeal_bench::llm::openai::{Endpoint, HttpLlm, HttpOptions};
+use freeal_bench::llm::openai::{Endpoint, HttpLlm};
 use serde_json::{Value, json};
-
-fn options(url: &str) -> HttpOptions {
-    HttpOptions {
-        base_url: url.to_string(),
-        api_key: Some("sk-test".into()),
-        model: "test-model".into(),
-        endpoint: Endpoint::Chat,
-        mode: AnswerMode::Logprobs,
-        max_tokens: 8,
-        top_logprobs: 20,
-        concurrency: 3,
-        requests_per_minute: 0,
-        tokens_per_minute: 0,
-        max_retries: 4,
-        timeout: Duration::from_secs(5),
-        backoff: Duration::from_millis(10),
-        max_requests: 0,
-        rate_window: Duration::from_secs(60),
-    }
-}
-
-fn request(text: &str) -> ClassifyRequest {
-    ClassifyRequest {
-        query: text.into(),
-        messages: vec![
-            ChatMessage::new(Role::System, "Classify as negative or positive."),
-            ChatMessage::new(Role::User, format!("Review: {text}")),
-        ],
-        verbalizers: vec![vec!["negative".into()], vec!["positive".into()]],
-    }
-}
 
 #[test]
 fn chat_request_is_well_formed_and_logprobs_give_the_label() {
@@ -235,20 +206,6 @@ fn the_hard_cap_stops_sending() {
     assert_eq!(server.seen.lock().unwrap().len(), 3);
 }
 
-/// Every file under `dir` (recursively) as bytes.
-fn all_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(all_files(&path));
-        } else {
-            out.push((path.clone(), std::fs::read(&path).unwrap()));
-        }
-    }
-    out
-}
-
 #[test]
 fn the_api_key_reaches_the_server_and_no_file() {
     let server = serve(Arc::new(|_: &Value, _| {
@@ -294,7 +251,10 @@ fn the_api_key_reaches_the_server_and_no_file() {
         "the key from the file is sent"
     );
     // Results, logs, the cache: the key appears nowhere, not even in the spec's resolved copy.
-    let mut files = all_files(&results);
+    let mut files: Vec<(std::path::PathBuf, Vec<u8>)> = common::files_under(&results)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
     files.push((cache.clone(), std::fs::read(&cache).unwrap()));
     assert!(files.len() > 5);
     for (path, bytes) in &files {

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use freeal_bench::llm::annotator::{AnswerMode, ChatMessage, ClassifyRequest, Role};
+use freeal_bench::llm::openai::{Endpoint, HttpOptions};
 use serde_json::{Value, json};
 
 /// What the server answers.
@@ -143,14 +145,21 @@ pub fn serve(script: Arc<Script>) -> Server {
                     body: body.clone(),
                     at: Instant::now(),
                 });
-                match script(&body, n) {
+                let reply = match script(&body, n) {
+                    Reply::Slow(d, v) => {
+                        std::thread::sleep(d);
+                        Reply::Json(200, v)
+                    }
+                    other => other,
+                };
+                // Counted out before answering: once the client has the answer it may send the
+                // next request, which must not find this one still counted.
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                match reply {
                     Reply::Json(s, v) => respond(stream, s, &[], &v.to_string()),
                     Reply::Raw(s, t) => respond(stream, s, &[], &t),
                     Reply::Headers(s, h, t) => respond(stream, s, &h, &t),
-                    Reply::Slow(d, v) => {
-                        std::thread::sleep(d);
-                        respond(stream, 200, &[], &v.to_string())
-                    }
+                    Reply::Slow(..) => unreachable!("answered above"),
                     Reply::Reset => {
                         let _ = stream.shutdown(Shutdown::Both);
                     }
@@ -167,7 +176,6 @@ pub fn serve(script: Arc<Script>) -> Server {
                         let _ = stream.shutdown(Shutdown::Both);
                     }
                 }
-                in_flight.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
@@ -204,5 +212,39 @@ pub fn toy_sentiment(body: &Value) -> Value {
         chat_answer("positive", &[("positive", 0.9), ("negative", 0.1)])
     } else {
         chat_answer("negative", &[("negative", 0.8), ("positive", 0.2)])
+    }
+}
+
+/// Client settings for `url`: chat endpoint, logprobs, 4 in flight, 4 retries 5 ms apart, key
+/// `sk-test`, no rate limit.
+pub fn http_options(url: &str) -> HttpOptions {
+    HttpOptions {
+        base_url: url.to_string(),
+        api_key: Some("sk-test".into()),
+        model: "test-model".into(),
+        endpoint: Endpoint::Chat,
+        mode: AnswerMode::Logprobs,
+        max_tokens: 8,
+        top_logprobs: 20,
+        concurrency: 4,
+        requests_per_minute: 0,
+        tokens_per_minute: 0,
+        max_retries: 4,
+        timeout: Duration::from_secs(5),
+        backoff: Duration::from_millis(5),
+        max_requests: 0,
+        rate_window: Duration::from_secs(60),
+    }
+}
+
+/// A two-label sentiment request for `text` (the user turn is `Review: <text>`).
+pub fn review_request(text: &str) -> ClassifyRequest {
+    ClassifyRequest {
+        query: text.into(),
+        messages: vec![
+            ChatMessage::new(Role::System, "Classify as negative or positive."),
+            ChatMessage::new(Role::User, format!("Review: {text}")),
+        ],
+        verbalizers: vec![vec!["negative".into()], vec!["positive".into()]],
     }
 }

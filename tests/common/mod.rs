@@ -127,3 +127,18 @@ pub fn only_cell_records(experiment_dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(only_cell(experiment_dir).join("records.json")).unwrap())
         .unwrap()
 }
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
