@@ -1,4 +1,6 @@
-//! Classification metrics: accuracy and macro-F1.
+//! Classification metrics: accuracy and macro-F1; entity-level span scores in `spans`.
+
+pub mod spans;
 
 /// Fraction of positions where `predicted == gold`; `None` predictions count as wrong.
 pub fn accuracy(predicted: &[Option<usize>], gold: &[usize]) -> f64 {
