@@ -72,4 +72,16 @@ fn llm_oracle_with_reweighting_holds_out_its_gold_sets() {
     assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), 40.0);
     let noisy = m(1, "acquired_label_accuracy");
     assert!((0.5..0.9).contains(&noisy), "simulated 70% labels: {noisy}");
+    // The weights' own record: shares in [0, 1], and the wrong-label share the trained examples
+    // had is the acquired labels' error rate seen over the epochs.
+    for key in [
+        "reweight_zeroed_fraction",
+        "reweight_dead_batch_fraction",
+        "reweight_weight_on_wrong",
+        "reweight_wrong_label_fraction",
+    ] {
+        assert!((0.0..=1.0).contains(&m(1, key)), "{key} = {}", m(1, key));
+    }
+    let wrong = m(1, "reweight_wrong_label_fraction");
+    assert!((wrong - (1.0 - noisy)).abs() < 1e-9, "{wrong} vs {noisy}");
 }

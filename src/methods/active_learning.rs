@@ -12,7 +12,7 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::reweighted_fit::fit_reweighted;
+use super::reweighted_fit::{WeightStats, fit_reweighted};
 use super::supervised::evaluate;
 use super::{
     CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification, target_rows,
@@ -299,6 +299,7 @@ impl Method for ActiveLearning {
                 .filter(|&i| labels[i].is_some())
                 .collect();
             let mut slm = ctx.load_slm()?;
+            let mut weight_stats = None;
             let report = if self.spec.reweight && llm && !reserved.meta.is_empty() {
                 let meta_texts: Vec<&str> = reserved.meta.iter().map(|&i| texts[i]).collect();
                 let meta_encoded = slm.tokenize(&meta_texts)?;
@@ -307,17 +308,25 @@ impl Method for ActiveLearning {
                     .iter()
                     .map(|&i| one_hot(Some(gold[i]), num_labels))
                     .collect();
-                fit_reweighted(
+                let label_wrong: Vec<bool> = labels
+                    .iter()
+                    .zip(&gold)
+                    .map(|(label, &g)| label.is_some_and(|l| l != g))
+                    .collect();
+                let (report, stats) = fit_reweighted(
                     &mut slm,
                     &encoded,
                     &targets,
                     &usable,
+                    &label_wrong,
                     &meta_encoded,
                     &meta_targets,
                     ctx.cell.config.slm.batch_size,
                     &mut rng,
                     ctx.progress,
-                )?
+                )?;
+                weight_stats = Some(stats);
+                report
             } else {
                 let mut weights = vec![0.0f32; texts.len()];
                 for &i in &usable {
@@ -332,6 +341,9 @@ impl Method for ActiveLearning {
                 acquired.len()
             };
             metrics.insert("gold_labels_used".into(), gold_used as f64);
+            for (name, value) in weight_stats.iter().flat_map(WeightStats::metrics) {
+                metrics.insert(name.into(), value);
+            }
             metrics.insert("labels_acquired".into(), acquired.len() as f64);
             metrics.insert(
                 "acquired_fraction".into(),

@@ -46,23 +46,72 @@ fn head_examples(
         .collect())
 }
 
+/// What the learned weights did over one fit: how often they zeroed examples or whole batches,
+/// and how much of the weight went to examples whose label is wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WeightStats {
+    /// Example-steps weighed.
+    pub examples: u64,
+    /// Example-steps given weight 0.
+    pub zeroed: u64,
+    /// Batches weighed.
+    pub batches: u64,
+    /// Batches whose weights were all 0 (no update at all).
+    pub dead_batches: u64,
+    /// Example-steps whose training label is wrong.
+    pub wrong: u64,
+    /// Sum of all weights (1 per live batch).
+    pub weight: f64,
+    /// Sum of the weights of examples whose training label is wrong.
+    pub weight_on_wrong: f64,
+}
+
+impl WeightStats {
+    /// The statistics as record metrics (`reweight_*`): the share of example-steps zeroed, of
+    /// dead batches, of weight on wrong labels, and the share of wrong labels it compares with.
+    pub fn metrics(&self) -> [(&'static str, f64); 4] {
+        let share = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        [
+            (
+                "reweight_zeroed_fraction",
+                share(self.zeroed as f64, self.examples as f64),
+            ),
+            (
+                "reweight_dead_batch_fraction",
+                share(self.dead_batches as f64, self.batches as f64),
+            ),
+            (
+                "reweight_weight_on_wrong",
+                share(self.weight_on_wrong, self.weight),
+            ),
+            (
+                "reweight_wrong_label_fraction",
+                share(self.wrong as f64, self.examples as f64),
+            ),
+        ]
+    }
+}
+
 /// Fine-tunes on the `usable` rows of `encoded` with per-batch learned weights; `meta` rows of
 /// `meta_encoded` with their gold `meta_targets` are the meta set (a batch-size sample per step).
+/// `label_wrong[row]` (from gold, for the statistics only) says whether a row's label is wrong.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_reweighted(
     slm: &mut Slm,
     encoded: &[Encoded],
     targets: &[Vec<f32>],
     usable: &[usize],
+    label_wrong: &[bool],
     meta_encoded: &[Encoded],
     meta_targets: &[Vec<f32>],
     batch_size: usize,
     rng: &mut ChaCha8Rng,
     progress: &Progress,
-) -> Result<FitReport> {
+) -> Result<(FitReport, WeightStats)> {
     let epochs = slm.epochs();
     let mut trainer = slm.trainer(slm.steps_per_epoch(usable.len()) * epochs as u64);
     let mut report = FitReport::default();
+    let mut stats = WeightStats::default();
     let num_labels = slm.num_labels();
     for epoch in 0..epochs {
         let label = format!("reweighted epoch {}/{epochs}", epoch + 1);
@@ -90,6 +139,17 @@ pub fn fit_reweighted(
                     .into_iter()
                     .map(|w| w as f32)
                     .collect();
+                stats.batches += 1;
+                stats.dead_batches += u64::from(weights.iter().all(|&w| w == 0.0));
+                for (&row, &w) in step.rows.iter().zip(&weights) {
+                    stats.examples += 1;
+                    stats.zeroed += u64::from(w == 0.0);
+                    stats.weight += f64::from(w);
+                    if label_wrong[row] {
+                        stats.wrong += 1;
+                        stats.weight_on_wrong += f64::from(w);
+                    }
+                }
                 let w = Tensor::<1>::from_data(
                     TensorData::new(weights, [step.rows.len()]),
                     step.device(),
@@ -100,5 +160,5 @@ pub fn fit_reweighted(
         report.tokens += epoch_report.tokens;
         report.last_epoch_loss = epoch_report.last_epoch_loss;
     }
-    Ok(report)
+    Ok((report, stats))
 }
