@@ -193,33 +193,6 @@ fn a_wrong_model_name_is_reported_at_once() {
 }
 
 #[test]
-fn missing_logprobs_fall_back_to_reading_the_answer() {
-    let server = serve(Arc::new(|body: &Value, _| {
-        let content = if query_of(body).contains("odd") {
-            "Hmm."
-        } else {
-            "Positive"
-        };
-        Reply::Json(
-            200,
-            json!({"choices": [{"message": {"role": "assistant", "content": content}}]}),
-        )
-    }));
-    let mut llm = HttpLlm::new(options(&server.url)).unwrap();
-    let got: Vec<Annotation> = llm
-        .classify(&[request("fine"), request("odd")], &|_| {})
-        .into_iter()
-        .map(|a| a.unwrap())
-        .collect();
-    assert_eq!(got[0].label, Some(1));
-    assert!(got[0].probs.is_empty(), "no made-up probabilities");
-    assert_eq!(
-        got[1].label, None,
-        "an unreadable answer is masked, not guessed"
-    );
-}
-
-#[test]
 fn empty_choices_are_a_clear_error_and_not_retried() {
     let server = serve(Arc::new(|_, _| Reply::Json(200, json!({"choices": []}))));
     let err = ask(options(&server.url)).unwrap_err();
