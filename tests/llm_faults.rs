@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::llm_server::{
     Reply, chat_answer, http_options as options, query_of, review_request as request, serve,
-    toy_sentiment,
+    toy_sentiment, zero_shot_spec,
 };
 use freeal_bench::llm::annotator::{Annotation, Annotator, ClassifyRequest};
 use freeal_bench::llm::openai::{HttpLlm, HttpOptions};
@@ -270,23 +270,13 @@ fn a_failing_item_names_its_cell_and_the_rerun_asks_only_for_the_rest() {
         }
     }));
     let dir = tempfile::tempdir().unwrap();
-    let dataset = common::toy_dataset(dir.path());
     let results = dir.path().join("results");
     let cache = dir.path().join("cache.sqlite");
-    let spec = common::write(
+    let spec = zero_shot_spec(
         dir.path(),
-        "spec.toml",
-        &format!(
-            "dataset = \"{}\"\n[experiment]\nname = \"faults\"\n[data]\ntest_limit = 20\n\
-             [llm]\nbackend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n\
-             prompts = \"{}\"\n[run]\nresults_dir = \"{}\"\n[run.llm]\ncache = \"{}\"\n\
-             max_retries = 2\nbackoff_s = 0.01\n[sweep]\nmethod = [\"zero_shot\"]\n",
-            dataset.display(),
-            server.url,
-            common::root().join("configs/prompts/sst2.toml").display(),
-            results.display(),
-            cache.display(),
-        ),
+        "faults",
+        &server.url,
+        "max_retries = 2\nbackoff_s = 0.01",
     );
     let spec = spec.to_str().unwrap();
     let out = common::bench(&["run", spec, "--backend", "cpu"]);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::llm_server::{
     Reply, chat_answer, http_options as options, query_of, review_request as request, serve,
+    zero_shot_spec,
 };
 
 use freeal_bench::llm::annotator::Annotator;
@@ -215,25 +216,16 @@ fn the_api_key_reaches_the_server_and_no_file() {
         )
     }));
     let dir = tempfile::tempdir().unwrap();
-    let dataset = common::toy_dataset(dir.path());
     let secret = "sk-never-write-me-7f3a";
     let key_file = common::write(dir.path(), "key.txt", &format!("{secret}\n"));
     let results = dir.path().join("results");
     let cache = dir.path().join("cache.sqlite");
-    let spec = common::write(
+    let spec = zero_shot_spec(
         dir.path(),
-        "spec.toml",
+        "secret",
+        &server.url,
         &format!(
-            "dataset = \"{}\"\n[experiment]\nname = \"secret\"\n[data]\ntest_limit = 20\n\
-             [llm]\nbackend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n\
-             prompts = \"{}\"\n[run]\nresults_dir = \"{}\"\n[run.llm]\ncache = \"{}\"\n\
-             api_key_env = \"FREEAL_TEST_UNSET_KEY\"\napi_key_file = \"{}\"\n\
-             [sweep]\nmethod = [\"zero_shot\"]\n",
-            dataset.display(),
-            server.url,
-            common::root().join("configs/prompts/sst2.toml").display(),
-            results.display(),
-            cache.display(),
+            "api_key_env = \"FREEAL_TEST_UNSET_KEY\"\napi_key_file = \"{}\"",
             key_file.display()
         ),
     );

@@ -248,3 +248,29 @@ pub fn review_request(text: &str) -> ClassifyRequest {
         verbalizers: vec![vec!["negative".into()], vec!["positive".into()]],
     }
 }
+
+/// A zero-shot ICL experiment `name` on 20 test sentences of the toy set against the server at
+/// `url`, written under `dir` with results in `dir/results` and the cache at
+/// `dir/cache.sqlite`; `run_llm` is appended to its `[run.llm]` table. Returns the spec.
+pub fn zero_shot_spec(
+    dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    run_llm: &str,
+) -> std::path::PathBuf {
+    let dataset = super::toy_dataset(dir);
+    super::write(
+        dir,
+        "spec.toml",
+        &format!(
+            "dataset = \"{}\"\n[experiment]\nname = \"{name}\"\n[data]\ntest_limit = 20\n\
+             [llm]\nbackend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{url}\"\n\
+             prompts = \"{}\"\n[run]\nresults_dir = \"{}\"\n[run.llm]\ncache = \"{}\"\n\
+             {run_llm}\n[sweep]\nmethod = [\"zero_shot\"]\n",
+            dataset.display(),
+            super::root().join("configs/prompts/sst2.toml").display(),
+            dir.join("results").display(),
+            dir.join("cache.sqlite").display(),
+        ),
+    )
+}
