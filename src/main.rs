@@ -233,9 +233,9 @@ fn print_prompts(plan: &Plan, cells: &[freeal_bench::plan::Cell]) -> anyhow::Res
             llm_run: &plan.run.llm,
             out_dir: &cell_dir(plan, cell),
         };
-        if let Some(request) = build(&cell.config.method).first_prompt(&ctx)? {
+        if let Some(messages) = build(&cell.config.method).first_prompt(&ctx)? {
             out!("\n=== {} ({}) ===", cell.name, cell.id);
-            out!("{}", render_plain(&request.messages));
+            out!("{}", render_plain(&messages));
         }
     }
     Ok(())

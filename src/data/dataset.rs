@@ -72,6 +72,8 @@ pub struct Dataset {
     pub verbalizers: Vec<Vec<String>>,
     /// BIO tag names for NER (`O`, then `B-X`, `I-X` per type); empty for classification.
     pub tags: Vec<String>,
+    /// Natural-language description of each label (empty where the definition gives none).
+    pub descriptions: Vec<String>,
     /// Training pool.
     pub train: Vec<Example>,
     /// Development split (may be empty).
@@ -232,6 +234,12 @@ impl Dataset {
             task: def.task,
             label_names: def.labels.names.clone(),
             verbalizers: def.verbalizers(),
+            descriptions: def
+                .labels
+                .names
+                .iter()
+                .map(|n| def.labels.descriptions.get(n).cloned().unwrap_or_default())
+                .collect(),
             tags,
             split: SplitInfo {
                 train: train.len(),
@@ -356,6 +364,30 @@ impl Dataset {
         self.split.train = self.train.len();
         self.split.test = self.test.len();
         self
+    }
+
+    /// Tag names of tag indices (NER).
+    pub fn tag_names(&self, ids: &[usize]) -> Vec<&str> {
+        ids.iter()
+            .map(|&t| self.tags.get(t).map_or("O", String::as_str))
+            .collect()
+    }
+
+    /// The gold entities `(words, type index)` of an NER example; `None` for classification.
+    pub fn entities(&self, example: &Example) -> Option<Vec<(String, usize)>> {
+        let Target::Tags(ids) = &example.target else {
+            return None;
+        };
+        let spans = crate::metrics::spans::spans_strict(&self.tag_names(ids));
+        Some(
+            spans
+                .into_iter()
+                .filter_map(|s| {
+                    let kind = self.label_names.iter().position(|n| *n == s.kind)?;
+                    Some((example.tokens[s.start..s.end].join(" "), kind))
+                })
+                .collect(),
+        )
     }
 
     /// Number of classes (or entity types).

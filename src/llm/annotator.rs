@@ -89,6 +89,14 @@ pub struct GenerateRequest {
     pub temperature: f32,
     /// Sampling seed (part of the request, so cached samples stay reproducible).
     pub seed: u64,
+    /// The sentence being annotated, for span extraction (the simulated annotator looks it up;
+    /// LLMs see only `messages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// A GBNF grammar the answer must follow (llama.cpp's format): constrained decoding where
+    /// the backend supports it, so structured answers always parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
 }
 
 /// Tokens one request consumed.

@@ -332,7 +332,12 @@ impl EmbeddedLlm {
         let prompt = self.render(&request.messages)?;
         let tokens = self.tokenize(&prompt, true);
         self.feed_prompt(&tokens)?;
-        let mut sampler = if request.temperature <= 0.0 {
+        let mut sampler = if let Some(grammar) = &request.grammar {
+            let constrained = LlamaSampler::grammar(self.model, grammar, "root")
+                .map_err(|e| self.err(format!("the answer grammar does not compile: {e}")))?;
+            // Greedy within the grammar: structured answers are annotations, not samples.
+            LlamaSampler::chain_simple([constrained, LlamaSampler::greedy()])
+        } else if request.temperature <= 0.0 {
             LlamaSampler::greedy()
         } else {
             LlamaSampler::chain_simple([

@@ -11,6 +11,7 @@ pub mod openai;
 pub mod prompt;
 pub mod replay;
 pub mod simulated;
+pub mod spans;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -138,11 +139,17 @@ pub fn build_annotator(
                 .chain(&dataset.test)
                 .filter_map(|e| Some((e.text.clone(), e.class()?)))
                 .collect();
-            Box::new(simulated::SimulatedAnnotator::new(
-                gold,
-                noise,
-                cell.config.seed,
-            )?)
+            let entities = dataset
+                .train
+                .iter()
+                .chain(&dataset.dev)
+                .chain(&dataset.test)
+                .filter_map(|e| Some((e.text.clone(), dataset.entities(e)?)))
+                .collect();
+            Box::new(
+                simulated::SimulatedAnnotator::new(gold, noise, cell.config.seed)?
+                    .with_entities(entities, dataset.label_names.clone()),
+            )
         }
     })
 }

@@ -545,13 +545,20 @@ impl Annotator for HttpLlm {
         let bodies = requests
             .iter()
             .map(|r| {
-                self.body(
+                let mut body = self.body(
                     &r.messages,
                     r.max_tokens,
                     r.temperature,
                     false,
                     Some(r.seed),
-                )
+                );
+                // llama.cpp's server (and vLLM's `guided_grammar` proxies) read a GBNF grammar
+                // here; servers without constrained decoding ignore it, and answers that do
+                // not parse are then counted, not guessed.
+                if let Some(grammar) = &r.grammar {
+                    body["grammar"] = json!(grammar);
+                }
+                body
             })
             .collect();
         self.send_all(bodies, tick)

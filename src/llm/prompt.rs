@@ -37,7 +37,9 @@ pub struct PromptTemplate {
     /// Between inline demonstrations.
     #[serde(default = "default_separator")]
     pub demo_separator: String,
-    /// Demo generation (FreeAL's initial round).
+    /// Demo generation (FreeAL's initial round; span-extraction prompts have none and use the
+    /// default, which no NER method sends).
+    #[serde(default = "default_generation")]
     pub generation: GenerationTemplate,
     /// Paraphrasing (FreeAL's consistency view with `augmentation = "llm_paraphrase"`);
     /// `{text}` is the input.
@@ -58,6 +60,16 @@ pub struct GenerationTemplate {
     /// Sampling temperature.
     #[serde(default = "default_gen_temperature")]
     pub temperature: f32,
+}
+
+fn default_generation() -> GenerationTemplate {
+    GenerationTemplate {
+        prompt: "Here are examples of the inputs:\n{examples}\nWrite one new input in the same \
+                 style whose label is {label}. Reply with the input only."
+            .into(),
+        max_tokens: default_gen_tokens(),
+        temperature: default_gen_temperature(),
+    }
 }
 
 fn default_paraphrase() -> GenerationTemplate {
@@ -210,11 +222,56 @@ impl PromptTemplate {
             max_tokens: self.generation.max_tokens,
             temperature: self.generation.temperature,
             seed,
+            query: None,
+            grammar: None,
         }
     }
 }
 
 impl PromptTemplate {
+    /// The request that extracts the entities of `text`: `{labels}` in the instruction becomes
+    /// `types` (each entity type with its description), demonstrations `(text, answer)` show
+    /// their JSON answers, and the answer is decoded under `grammar` greedily.
+    pub fn extract(
+        &self,
+        text: &str,
+        demos: &[(&str, String)],
+        types: &str,
+        grammar: &str,
+        max_tokens: u32,
+    ) -> GenerateRequest {
+        let system = ChatMessage::new(Role::System, self.instruction.replace("{labels}", types));
+        let mut messages = vec![system];
+        match self.demo_style {
+            DemoStyle::Turns => {
+                for (demo, answer) in demos {
+                    messages.push(ChatMessage::new(Role::User, self.query_text(demo)));
+                    messages.push(ChatMessage::new(Role::Assistant, answer.clone()));
+                }
+                messages.push(ChatMessage::new(Role::User, self.query_text(text)));
+            }
+            DemoStyle::Inline => {
+                let mut parts: Vec<String> = demos
+                    .iter()
+                    .map(|(demo, answer)| format!("{} {answer}", self.query_text(demo)))
+                    .collect();
+                parts.push(self.query_text(text));
+                messages.push(ChatMessage::new(
+                    Role::User,
+                    parts.join(&self.demo_separator),
+                ));
+            }
+        }
+        GenerateRequest {
+            messages,
+            max_tokens,
+            temperature: 0.0,
+            seed: 0,
+            query: Some(text.to_string()),
+            grammar: Some(grammar.to_string()),
+        }
+    }
+
     /// The request that paraphrases `text` (sampled with `seed`).
     pub fn paraphrase(&self, text: &str, seed: u64) -> GenerateRequest {
         GenerateRequest {
@@ -225,6 +282,8 @@ impl PromptTemplate {
             max_tokens: self.paraphrase.max_tokens,
             temperature: self.paraphrase.temperature,
             seed,
+            query: None,
+            grammar: None,
         }
     }
 }

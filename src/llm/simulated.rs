@@ -1,5 +1,7 @@
 //! The simulated annotator, for fast tests only: it answers the gold label passed through a
-//! seeded, class-conditional noise matrix. Never a default; its id says what it is.
+//! seeded, class-conditional noise matrix (for NER: each gold entity's type passes through the
+//! matrix over entity types, and a changed entity is dropped half the time). Never a default;
+//! its id says what it is.
 
 use std::collections::HashMap;
 
@@ -15,6 +17,10 @@ use crate::llm::annotator::{
 /// Gold labels behind a noise matrix.
 pub struct SimulatedAnnotator {
     gold: HashMap<String, usize>,
+    /// NER: gold entities `(words, type)` per sentence text.
+    entities: HashMap<String, Vec<(String, usize)>>,
+    /// NER: entity type names, as answers spell them.
+    types: Vec<String>,
     /// `noise[g][a]` = probability of answering `a` when the gold label is `g`.
     noise: Vec<Vec<f64>>,
     seed: u64,
@@ -52,26 +58,67 @@ impl SimulatedAnnotator {
                 });
             }
         }
-        Ok(SimulatedAnnotator { gold, noise, seed })
+        Ok(SimulatedAnnotator {
+            gold,
+            entities: HashMap::new(),
+            types: Vec::new(),
+            noise,
+            seed,
+        })
     }
 
-    /// The answer for one text: a pure function of (seed, text), so order and batching never
-    /// change it.
-    fn answer(&self, text: &str) -> Option<usize> {
-        let gold = *self.gold.get(text)?;
-        let digest = Sha256::digest(text.as_bytes());
+    /// Adds gold entities (NER sentences, keyed by their text) answered to span-extraction
+    /// requests; `noise` is then over these `types`.
+    pub fn with_entities(
+        mut self,
+        entities: HashMap<String, Vec<(String, usize)>>,
+        types: Vec<String>,
+    ) -> Self {
+        self.entities = entities;
+        self.types = types;
+        self
+    }
+
+    /// A seeded generator for `key`: a pure function of (seed, key), so order and batching
+    /// never change an answer.
+    fn rng_for(&self, key: &str) -> ChaCha8Rng {
+        let digest = Sha256::digest(key.as_bytes());
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest[..8]);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ u64::from_le_bytes(bytes));
+        ChaCha8Rng::seed_from_u64(self.seed ^ u64::from_le_bytes(bytes))
+    }
+
+    fn noisy(&self, gold: usize, rng: &mut ChaCha8Rng) -> usize {
         let u: f64 = rng.random();
         let mut acc = 0.0;
         for (label, p) in self.noise[gold].iter().enumerate() {
             acc += p;
             if u < acc {
-                return Some(label);
+                return label;
             }
         }
-        Some(self.noise.len() - 1)
+        self.noise.len() - 1
+    }
+
+    /// The answer for one text.
+    fn answer(&self, text: &str) -> Option<usize> {
+        let gold = *self.gold.get(text)?;
+        Some(self.noisy(gold, &mut self.rng_for(text)))
+    }
+
+    /// The span-extraction answer (JSON) for one sentence.
+    fn extract(&self, text: &str) -> Option<String> {
+        let gold = self.entities.get(text)?;
+        let mut out = Vec::new();
+        for (j, (span, kind)) in gold.iter().enumerate() {
+            let mut rng = self.rng_for(&format!("{text}\u{0}{j}"));
+            let answered = self.noisy(*kind, &mut rng);
+            if answered != *kind && rng.random::<bool>() {
+                continue;
+            }
+            out.push(serde_json::json!({"span": span, "type": self.types[answered]}));
+        }
+        Some(serde_json::Value::Array(out).to_string())
     }
 }
 
@@ -97,13 +144,30 @@ impl Annotator for SimulatedAnnotator {
         out
     }
 
-    fn generate(&mut self, requests: &[GenerateRequest], _tick: Tick) -> Vec<Result<Generation>> {
-        refuse_all(
-            self.id(),
-            requests.len(),
-            "the simulated annotator cannot write text; use an LLM backend for methods \
-                     that generate demonstrations",
-        )
+    fn generate(&mut self, requests: &[GenerateRequest], tick: Tick) -> Vec<Result<Generation>> {
+        let answers: Option<Vec<String>> = requests
+            .iter()
+            .map(|r| r.query.as_deref().and_then(|q| self.extract(q)))
+            .collect();
+        let Some(answers) = answers else {
+            return refuse_all(
+                self.id(),
+                requests.len(),
+                "the simulated annotator writes no free text, only span-extraction answers for \
+                 sentences of the dataset; use an LLM backend for methods that generate \
+                 demonstrations",
+            );
+        };
+        tick(requests.len() as u64);
+        answers
+            .into_iter()
+            .map(|text| {
+                Ok(Generation {
+                    text,
+                    usage: Default::default(),
+                })
+            })
+            .collect()
     }
 
     fn cacheable(&self) -> bool {
@@ -165,6 +229,41 @@ mod tests {
         for (got, want) in row.iter().zip([0.15, 0.7, 0.15]) {
             assert!((got - want).abs() < 1e-12, "{row:?}");
         }
+    }
+
+    #[test]
+    fn entities_keep_their_type_at_the_noise_rate_or_are_dropped_or_retyped() {
+        let entities: HashMap<String, Vec<(String, usize)>> = (0..2000)
+            .map(|i| (format!("s{i}"), vec![(format!("Name{i}"), i % 2)]))
+            .collect();
+        let mut sim = SimulatedAnnotator::new(HashMap::new(), symmetric_noise(2, 0.8), 3)
+            .unwrap()
+            .with_entities(entities, vec!["PER".into(), "LOC".into()]);
+        let reqs: Vec<GenerateRequest> = (0..2000)
+            .map(|i| GenerateRequest {
+                messages: vec![ChatMessage::new(Role::User, "x")],
+                max_tokens: 8,
+                temperature: 0.0,
+                seed: 0,
+                query: Some(format!("s{i}")),
+                grammar: None,
+            })
+            .collect();
+        let (mut kept, mut retyped, mut dropped) = (0, 0, 0);
+        for (i, g) in sim.generate(&reqs, &|_| {}).into_iter().enumerate() {
+            let answer: Vec<serde_json::Value> = serde_json::from_str(&g.unwrap().text).unwrap();
+            match answer.first() {
+                None => dropped += 1,
+                Some(e) if e["type"] == ["PER", "LOC"][i % 2] => kept += 1,
+                Some(_) => retyped += 1,
+            }
+        }
+        assert!((kept as f64 / 2000.0 - 0.8).abs() < 0.03, "{kept}");
+        assert!((retyped as f64 / 2000.0 - 0.1).abs() < 0.03, "{retyped}");
+        assert!((dropped as f64 / 2000.0 - 0.1).abs() < 0.03, "{dropped}");
+        let mut stranger = reqs[0].clone();
+        stranger.query = Some("not in the data".into());
+        assert!(sim.generate(&[stranger], &|_| {})[0].is_err());
     }
 
     #[test]

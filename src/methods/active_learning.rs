@@ -17,7 +17,7 @@ use super::supervised::evaluate;
 use super::{
     CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification, target_rows,
 };
-use crate::data::{Dataset, Example};
+use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{ClassifyRequest, one_hot};
 use crate::llm::client::LlmClient;
@@ -184,6 +184,15 @@ impl ActiveLearning {
 
 impl Method for ActiveLearning {
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        if dataset.task == Task::Ner {
+            return Err((
+                "kind".into(),
+                format!(
+                    "{} is an NER dataset; active_learning supports classification so far",
+                    dataset.name
+                ),
+            ));
+        }
         let pool = dataset.train.len();
         let reserved = if self.spec.oracle == Oracle::Gold {
             0

@@ -12,9 +12,9 @@ use rand_chacha::ChaCha8Rng;
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
 };
-use crate::data::{Dataset, Example};
+use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
-use crate::llm::annotator::{Annotation, ClassifyRequest};
+use crate::llm::annotator::{Annotation, ChatMessage, ClassifyRequest};
 use crate::llm::demos::{DemoChoice, DemoSet, knn, random_demos};
 use crate::llm::prompt::PromptTemplate;
 use crate::metrics::{accuracy, macro_f1};
@@ -177,6 +177,9 @@ impl Method for Icl {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         let start = Instant::now();
         let dataset = ctx.dataset;
+        if dataset.task == Task::Ner {
+            return super::ner::zero_shot(ctx);
+        }
         require_classification(ctx, "icl")?;
         let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
             cell: ctx.cell.name.clone(),
@@ -215,7 +218,24 @@ impl Method for Icl {
         }])
     }
 
-    fn first_prompt(&self, ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
+    fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        if dataset.task == Task::Ner && self.demos != DemoChoice::None {
+            return Err((
+                "demos".into(),
+                format!(
+                    "{} is an NER dataset; icl extracts entities zero-shot there (demos = \"none\"); \
+                     demonstrations for NER come from freeal's pool",
+                    dataset.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn first_prompt(&self, ctx: &CellContext) -> Result<Option<Vec<ChatMessage>>> {
+        if ctx.dataset.task == Task::Ner {
+            return Ok(super::ner_first_prompt(ctx, &ctx.dataset.test));
+        }
         let Some(llm) = &ctx.cell.config.llm else {
             return Ok(None);
         };
@@ -224,10 +244,13 @@ impl Method for Icl {
         };
         let pool = self.demo_pool(ctx)?;
         let requests = self.requests(ctx, &llm.prompt, &pool, &[first], &[None], 1)?;
-        Ok(requests.into_iter().next())
+        Ok(requests.into_iter().next().map(|r| r.messages))
     }
 
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {
+        if dataset.task == Task::Ner {
+            return super::ner::estimate_extraction(cell, dataset, dataset.test.len(), 0);
+        }
         let queries = dataset.test.len()
             + if self.label_pool {
                 dataset.train.len()

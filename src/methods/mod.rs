@@ -3,6 +3,7 @@
 pub mod active_learning;
 pub mod freeal;
 pub mod icl;
+pub mod ner;
 pub mod reweighted_fit;
 pub mod supervised;
 
@@ -13,7 +14,7 @@ use burn::tensor::Device;
 use crate::config::{LlmRunSpec, MethodSpec};
 use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
-use crate::llm::annotator::{ClassifyRequest, one_hot};
+use crate::llm::annotator::{ChatMessage, one_hot};
 use crate::llm::demos::normalize_rows;
 use crate::llm::prompt::PromptTemplate;
 use crate::plan::Cell;
@@ -40,13 +41,17 @@ pub struct CellContext<'a> {
 }
 
 impl CellContext<'_> {
-    /// The cell's SLM, freshly loaded from its pretrained weights with a new head seeded by the
-    /// cell's seed.
+    /// The cell's SLM, freshly loaded from its pretrained weights with a new head (one output
+    /// per class, or per BIO tag for NER) seeded by the cell's seed.
     pub fn load_slm(&self) -> Result<Slm> {
+        let outputs = match self.dataset.task {
+            Task::Ner => self.dataset.tags.len(),
+            Task::Classification => self.dataset.num_labels(),
+        };
         Slm::load(
             &self.cell.config.slm,
             self.models_dir,
-            self.dataset.num_labels(),
+            outputs,
             self.device,
             self.cell.config.seed,
         )
@@ -92,9 +97,22 @@ pub trait Method {
 
     /// The first prompt the cell would send to the LLM (`plan --show-prompt`); `None` for
     /// methods that call no LLM.
-    fn first_prompt(&self, _ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
+    fn first_prompt(&self, _ctx: &CellContext) -> Result<Option<Vec<ChatMessage>>> {
         Ok(None)
     }
+}
+
+/// The zero-shot extraction prompt of an NER cell's first `examples` sentence, for
+/// `plan --show-prompt`; `None` for classification cells or without [llm].
+pub fn ner_first_prompt(ctx: &CellContext, examples: &[Example]) -> Option<Vec<ChatMessage>> {
+    let (Some(llm), Some(first)) = (&ctx.cell.config.llm, examples.first()) else {
+        return None;
+    };
+    (ctx.dataset.task == Task::Ner).then(|| {
+        ner::Extractor::new(&llm.prompt, ctx.dataset)
+            .request(first, &[])
+            .messages
+    })
 }
 
 /// Fails unless the cell's dataset is a classification task (`method` names who asks).

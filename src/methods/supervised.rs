@@ -9,7 +9,7 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
 use super::{CellContext, Estimate, Method, gold_classes, require_classification};
-use crate::data::Dataset;
+use crate::data::{Dataset, Task};
 use crate::error::Result;
 use crate::metrics::{accuracy, argmax, macro_f1};
 use crate::plan::Cell;
@@ -52,6 +52,9 @@ impl Method for Supervised {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         let start = Instant::now();
         let dataset = ctx.dataset;
+        if dataset.task == Task::Ner {
+            return super::ner::supervised(ctx, self.fraction);
+        }
         require_classification(ctx, "supervised")?;
         let seed = ctx.cell.config.seed;
         let chosen = self.chosen(dataset.train.len(), seed);

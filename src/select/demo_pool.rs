@@ -51,6 +51,37 @@ pub fn top_agreeing(
         .collect()
 }
 
+/// Per group (NER: an entity type, or entity-free sentences), the rows that `agree` (SLM tags
+/// equal the LLM's) and belong to the group (a row may belong to several), ranked by
+/// `confidence` and cut to the top `floor(count * r_fraction)`. Ties keep the lower index.
+pub fn top_agreeing_sets(
+    agree: &[bool],
+    groups: &[Vec<usize>],
+    confidence: &[f32],
+    num_groups: usize,
+    r_fraction: f64,
+) -> Vec<Vec<usize>> {
+    let mut by_group: Vec<Vec<(f32, usize)>> = vec![Vec::new(); num_groups];
+    for (i, member_of) in groups.iter().enumerate() {
+        if !agree[i] {
+            continue;
+        }
+        for &g in member_of.iter().filter(|&&g| g < num_groups) {
+            by_group[g].push((confidence[i], i));
+        }
+    }
+    by_group
+        .into_iter()
+        .map(|mut rows| {
+            rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let keep = (rows.len() as f64 * r_fraction).floor() as usize;
+            let mut kept: Vec<usize> = rows.into_iter().take(keep).map(|(_, i)| i).collect();
+            kept.sort_unstable();
+            kept
+        })
+        .collect()
+}
+
 /// The merged pool: for every class, `medoids_per_class` k-medoids of its top agreeing rows on
 /// `embeddings` (unit vectors). Returned ascending; its labels are the LLM's.
 pub fn demo_pool(
@@ -73,6 +104,20 @@ pub fn demo_pool(
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn r_percent_per_entity_type_counts_a_sentence_in_every_type_it_holds() {
+        // Six sentences; groups: 0 = PER, 1 = LOC, 2 = no entity.
+        let agree = [true, true, false, true, true, true];
+        let groups = vec![vec![0], vec![0, 1], vec![0], vec![1], vec![2], vec![0]];
+        let confidence = [0.9, 0.6, 0.99, 0.8, 0.7, 0.95];
+        // PER agreeing: 0 (0.9), 1 (0.6), 5 (0.95) -> top floor(3 * 0.67) = 2: 5 and 0.
+        // LOC agreeing: 1 (0.6), 3 (0.8) -> top 1: 3. None: 4 alone -> floor(0.67) = 0.
+        let sets = top_agreeing_sets(&agree, &groups, &confidence, 3, 0.67);
+        assert_eq!(sets, vec![vec![0, 5], vec![3], vec![]]);
+        let all = top_agreeing_sets(&agree, &groups, &confidence, 3, 1.0);
+        assert_eq!(all, vec![vec![0, 1, 5], vec![1, 3], vec![4]]);
+    }
 
     #[test]
     fn r_percent_keeps_the_most_confident_agreeing_rows_per_class() {

@@ -96,6 +96,14 @@ impl ClassifierModel {
         (pooled, logits)
     }
 
+    /// Token classification: pooled vectors [batch, hidden] and the head applied to every
+    /// token's last hidden state, [batch, seq, labels].
+    pub fn token_logits(&self, batch: &DeviceBatch) -> (Tensor<2>, Tensor<3>) {
+        let states = self.hidden_states(batch);
+        let pooled = pool(states.clone(), batch.pad.clone(), self.mean_pool);
+        (pooled, self.head.forward(self.dropout.forward(states)))
+    }
+
     /// Last hidden states [batch, seq, hidden].
     pub fn hidden_states(&self, batch: &DeviceBatch) -> Tensor<3> {
         self.encoder

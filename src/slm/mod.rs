@@ -5,6 +5,7 @@ pub mod device;
 pub mod encoder;
 pub mod losses;
 pub mod model;
+pub mod tagging;
 pub mod tokenize;
 pub mod weights;
 

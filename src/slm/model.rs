@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::classifier::{ClassifierModel, DeviceBatch};
 use super::encoder::{Encoder, EncoderConfig};
 use super::losses::soft_cross_entropy;
-use super::tokenize::{Encoded, TextTokenizer, length_buckets, pad_batch};
+use super::tokenize::{Encoded, TextTokenizer, WordEncoded, length_buckets, pad_batch};
 use super::weights::load_weights;
 use crate::config::SlmSpec;
 use crate::error::{Error, Result};
@@ -356,19 +356,39 @@ impl Slm {
         Ok(report)
     }
 
-    /// Runs the model in inference mode over `encoded`.
-    pub fn infer(&self, encoded: &[Encoded], progress: &Progress) -> Result<Inference> {
+    /// Tokenises pre-split sentences for tagging.
+    pub fn tokenize_words(&self, sentences: &[&[String]]) -> Result<Vec<WordEncoded>> {
+        self.tokenizer.encode_words(sentences)
+    }
+
+    /// Runs the model in inference mode over `encoded` in length-bucketed batches, handing each
+    /// batch (model, device batch, example indices) to `each`.
+    pub fn for_each_batch(
+        &self,
+        encoded: &[Encoded],
+        progress: &Progress,
+        mut each: impl FnMut(&ClassifierModel, &DeviceBatch, &[usize]) -> Result<()>,
+    ) -> Result<()> {
         let model = self.model.valid();
         let order: Vec<usize> = (0..encoded.len()).collect();
         let batches = length_buckets(encoded, &order, self.spec.eval_batch_size);
         progress.phase("inference", batches.len() as u64);
-        let mut pooled_out = vec![Vec::new(); encoded.len()];
-        let mut probs_out = vec![Vec::new(); encoded.len()];
-        let mut logits_out = vec![Vec::new(); encoded.len()];
         for rows in &batches {
             let host = pad_batch(encoded, rows, self.tokenizer.pad_id());
             let batch: DeviceBatch = model.batch_to_device(&host, &self.device);
-            let (pooled, logits) = model.forward(&batch);
+            each(&model, &batch, rows)?;
+            progress.inc(1);
+        }
+        Ok(())
+    }
+
+    /// Runs the model in inference mode over `encoded`.
+    pub fn infer(&self, encoded: &[Encoded], progress: &Progress) -> Result<Inference> {
+        let mut pooled_out = vec![Vec::new(); encoded.len()];
+        let mut probs_out = vec![Vec::new(); encoded.len()];
+        let mut logits_out = vec![Vec::new(); encoded.len()];
+        self.for_each_batch(encoded, progress, |model, batch, rows| {
+            let (pooled, logits) = model.forward(batch);
             let hidden = pooled.dims()[1];
             let pooled = to_rows(pooled, rows.len(), hidden)?;
             let probs = to_rows(softmax(logits.clone(), 1), rows.len(), self.num_labels)?;
@@ -378,8 +398,8 @@ impl Slm {
                 probs_out[r] = q;
                 logits_out[r] = l;
             }
-            progress.inc(1);
-        }
+            Ok(())
+        })?;
         Ok(Inference {
             pooled: pooled_out,
             probs: probs_out,
@@ -404,7 +424,8 @@ pub fn per_example_loss(probs: &[Vec<f32>], targets: &[Vec<f32>]) -> Vec<f32> {
         .collect()
 }
 
-fn to_rows(tensor: Tensor<2>, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
+/// A `[rows, cols]` tensor as host rows.
+pub fn to_rows(tensor: Tensor<2>, rows: usize, cols: usize) -> Result<Vec<Vec<f32>>> {
     let flat = tensor
         .into_data()
         .try_into_vec::<f32>()

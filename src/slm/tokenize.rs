@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{InputSequence, Tokenizer, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};
 
@@ -57,6 +57,53 @@ impl TextTokenizer {
             })
             .collect()
     }
+
+    /// Tokenises pre-split sentences (one word list each), keeping where each word starts.
+    pub fn encode_words(&self, sentences: &[&[String]]) -> Result<Vec<WordEncoded>> {
+        sentences
+            .iter()
+            .map(|words| {
+                let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+                let input = InputSequence::from(refs.as_slice());
+                let e = self.inner.encode(input, true).map_err(|e| {
+                    Error::model(
+                        "tokenizer",
+                        format!("{e} (sentence: {:.60})", refs.join(" ")),
+                    )
+                })?;
+                Ok(WordEncoded {
+                    encoded: Encoded {
+                        ids: e.get_ids().to_vec(),
+                    },
+                    first_subword: first_subwords(e.get_word_ids(), words.len()),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A pre-split sentence tokenised for tagging: ids plus, per word, the position of its first
+/// subword (`None` when truncation cut the word off: it is predicted `O` and never trained on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordEncoded {
+    /// Ids as [`TextTokenizer::encode`] gives them.
+    pub encoded: Encoded,
+    /// Per word, the index in `encoded.ids` of its first subword.
+    pub first_subword: Vec<Option<usize>>,
+}
+
+/// Per word, the first position whose word id is that word (the label carrier under
+/// first-subword alignment); later subwords are ignored by the loss and the prediction.
+pub fn first_subwords(word_ids: &[Option<u32>], words: usize) -> Vec<Option<usize>> {
+    let mut first = vec![None; words];
+    for (pos, w) in word_ids.iter().enumerate() {
+        if let Some(w) = w.map(|w| w as usize).filter(|&w| w < words)
+            && first[w].is_none()
+        {
+            first[w] = Some(pos);
+        }
+    }
+    first
 }
 
 /// A padded batch: row-major ids and lengths.
@@ -112,6 +159,13 @@ mod tests {
                 ids: (1..=n as u32).collect(),
             })
             .collect()
+    }
+
+    #[test]
+    fn first_subword_of_each_word_and_none_past_truncation() {
+        // [CLS] New York ##er [SEP]: word 1 spans two subwords; word 2 was truncated away.
+        let ids = [None, Some(0), Some(1), Some(1), None];
+        assert_eq!(first_subwords(&ids, 3), vec![Some(1), Some(2), None]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::Augmentation;
 use crate::select::demo_pool::Confidence;
+use crate::slm::tagging::SentenceLoss;
 
 /// Where round 0's labels come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -80,6 +81,9 @@ pub struct FreealSpec {
     /// one LLM call per test example.
     #[serde(skip_serializing_if = "is_false")]
     pub llm_test: bool,
+    /// NER: how a sentence's token losses reduce to the loss the GMM splits on.
+    #[serde(skip_serializing_if = "is_mean")]
+    pub sentence_loss: SentenceLoss,
 }
 
 impl Default for FreealSpec {
@@ -104,6 +108,7 @@ impl Default for FreealSpec {
             demos_per_class: 5,
             label_fraction: 1.0,
             llm_test: false,
+            sentence_loss: SentenceLoss::Mean,
         }
     }
 }
@@ -112,6 +117,12 @@ impl Default for FreealSpec {
 /// ids (the id hashes the cell's configuration).
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Leaves the default sentence loss out of the serialised spec, so cells that predate it keep
+/// their ids.
+fn is_mean(s: &SentenceLoss) -> bool {
+    *s == SentenceLoss::Mean
 }
 
 /// Leaves `llm_test = false` out of the serialised spec, so cells that predate it keep their ids.

@@ -20,8 +20,9 @@ use self::self_train::{Trained, View, self_train};
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
 };
-use crate::data::{Dataset, Example};
+use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
+use crate::llm::annotator::ChatMessage;
 use crate::llm::annotator::{Annotation, ClassifyRequest};
 use crate::llm::client::LlmClient;
 use crate::llm::demos::{DemoSet, normalize_rows};
@@ -479,6 +480,9 @@ fn score_round(
 
 impl Method for Freeal {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
+        if ctx.dataset.task == Task::Ner {
+            return super::ner::freeal::run(ctx, &self.spec);
+        }
         require_classification(ctx, "freeal")?;
         let dataset = ctx.dataset;
         let seed = ctx.cell.config.seed;
@@ -607,17 +611,58 @@ impl Method for Freeal {
         Ok(outcomes)
     }
 
-    fn first_prompt(&self, ctx: &CellContext) -> Result<Option<ClassifyRequest>> {
+    fn first_prompt(&self, ctx: &CellContext) -> Result<Option<Vec<ChatMessage>>> {
+        if ctx.dataset.task == Task::Ner {
+            return Ok(super::ner_first_prompt(ctx, &ctx.dataset.train));
+        }
         let (Some(llm), Some(first)) = (&ctx.cell.config.llm, ctx.dataset.train.first()) else {
             return Ok(None);
         };
         // Round 0's demonstrations are written by the LLM at run time; the query and
         // instruction are what every round shares.
-        Ok(Some(llm.prompt.classify(
-            &first.text,
-            &[],
-            &ctx.dataset.verbalizers,
-        )))
+        Ok(Some(
+            llm.prompt
+                .classify(&first.text, &[], &ctx.dataset.verbalizers)
+                .messages,
+        ))
+    }
+
+    fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        if dataset.task != Task::Ner {
+            return Ok(());
+        }
+        let unsupported = [
+            (
+                self.spec.initial != InitialLabels::ZeroShot,
+                "initial",
+                "round 0 on NER is zero-shot extraction: set initial = \"zero_shot\"",
+            ),
+            (
+                self.spec.label_fraction < 1.0,
+                "label_fraction",
+                "the P% variant is not implemented for NER: set label_fraction = 1.0",
+            ),
+            (
+                !matches!(
+                    self.spec.augmentation,
+                    Augmentation::Dropout | Augmentation::None
+                ),
+                "augmentation",
+                "NER's consistency view is a second dropout pass: set augmentation = \"dropout\"",
+            ),
+            (
+                self.spec.llm_test,
+                "llm_test",
+                "llm_test is not implemented for NER: set llm_test = false",
+            ),
+        ];
+        match unsupported.into_iter().find(|(bad, _, _)| *bad) {
+            Some((_, key, message)) => Err((
+                key.into(),
+                format!("{} is an NER dataset; {message}", dataset.name),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {
@@ -625,6 +670,20 @@ impl Method for Freeal {
             return Estimate::default();
         };
         let n = dataset.train.len();
+        let slm = &cell.config.slm;
+        let slm_steps = ((self.spec.rounds + 1) * slm.epochs * n.div_ceil(slm.batch_size)) as u64;
+        if dataset.task == Task::Ner {
+            // Round 0 extracts every sentence; each refinery round at most every sentence.
+            let zero_shot = super::ner::estimate_extraction(cell, dataset, n, 0);
+            let k = self.spec.demos_per_class * dataset.num_labels();
+            let refinery = super::ner::estimate_extraction(cell, dataset, n, k);
+            return Estimate {
+                llm_calls: zero_shot.llm_calls + self.spec.rounds as u64 * refinery.llm_calls,
+                llm_prompt_tokens: zero_shot.llm_prompt_tokens
+                    + self.spec.rounds as u64 * refinery.llm_prompt_tokens,
+                slm_steps,
+            };
+        }
         let num_labels = dataset.num_labels();
         let generated = match self.spec.initial {
             InitialLabels::Generated => self.spec.generated_per_class * num_labels,

@@ -29,21 +29,31 @@ pub struct Split {
     pub posterior: Vec<f64>,
 }
 
-/// Splits labeled examples by their loss under `probs`: min-max normalised cross-entropy, GMM,
-/// clean when the low-loss posterior exceeds `threshold`. With fewer than two labeled
-/// examples (no mixture to fit) every labeled example is clean.
+/// Splits labeled examples by their loss under `probs`: cross-entropy against the label, then
+/// [`split_losses`].
 pub fn split_clean(probs: &[Vec<f32>], labels: &[Option<usize>], threshold: f64) -> Split {
-    let labeled: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
     let n = probs.first().map_or(0, Vec::len);
-    let targets: Vec<Vec<f32>> = labeled.iter().map(|&i| one_hot(labels[i], n)).collect();
-    let chosen: Vec<Vec<f32>> = labeled.iter().map(|&i| probs[i].clone()).collect();
-    let losses: Vec<f64> = per_example_loss(&chosen, &targets)
-        .into_iter()
-        .map(f64::from)
+    let losses: Vec<Option<f64>> = probs
+        .iter()
+        .zip(labels)
+        .map(|(p, l)| {
+            let target = one_hot(*l, n);
+            let loss = per_example_loss(std::slice::from_ref(p), &[target])[0];
+            l.map(|_| f64::from(loss))
+        })
         .collect();
-    let normalised = min_max_normalize(&losses);
-    let mut clean = vec![false; labels.len()];
-    let mut posterior = vec![0.0; labels.len()];
+    split_losses(&losses, threshold)
+}
+
+/// Splits labeled examples (`Some` loss) by their loss: min-max normalised, two-component GMM,
+/// clean when the low-loss posterior exceeds `threshold`. With fewer than two labeled examples
+/// (no mixture to fit) every labeled example is clean.
+pub fn split_losses(losses: &[Option<f64>], threshold: f64) -> Split {
+    let labeled: Vec<usize> = (0..losses.len()).filter(|&i| losses[i].is_some()).collect();
+    let values: Vec<f64> = labeled.iter().filter_map(|&i| losses[i]).collect();
+    let normalised = min_max_normalize(&values);
+    let mut clean = vec![false; losses.len()];
+    let mut posterior = vec![0.0; losses.len()];
     match Gmm2::fit(&normalised, GmmOptions::default()) {
         Some(gmm) => {
             for (&i, p) in labeled.iter().zip(gmm.low_posterior(&normalised)) {

@@ -1,0 +1,346 @@
+//! Span extraction for NER: the answer grammar (a JSON list of `{"span", "type"}`), how gold
+//! tags are written as such answers (demonstrations), and how an answer is mapped back onto the
+//! sentence's tokens (exact match first, then a normalised match; the rest is counted).
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::spans::spans_strict;
+
+/// One extracted entity: its text and its type index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entity {
+    /// The words of the entity as the LLM wrote them.
+    pub span: String,
+    /// Index into the entity types.
+    pub kind: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    span: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// The GBNF grammar of an answer: `[]` or a JSON list of `{"span": "...", "type": "<T>"}`
+/// objects with `T` one of `types`, nothing else. Span strings exclude quotes, backslashes and
+/// newlines (entity mentions in these corpora have none).
+pub fn grammar(types: &[String]) -> String {
+    let alternatives: Vec<String> = types
+        .iter()
+        .map(|t| format!("\"\\\"{}\\\"\"", t.replace('\\', "\\\\").replace('"', "")))
+        .collect();
+    format!(
+        "root ::= \"[\" ( entity ( \", \" entity )* )? \"]\"\n\
+         entity ::= \"{{\\\"span\\\": \\\"\" chars \"\\\", \\\"type\\\": \" kind \"}}\"\n\
+         kind ::= {}\n\
+         chars ::= [^\"\\\\\\n]+\n",
+        alternatives.join(" | ")
+    )
+}
+
+/// The answer a demonstration shows for `tokens` tagged with BIO `tags` (names).
+pub fn render_answer<S: AsRef<str>>(tokens: &[String], tags: &[S]) -> String {
+    let wire: Vec<Wire> = spans_strict(tags)
+        .into_iter()
+        .map(|s| Wire {
+            span: tokens[s.start..s.end].join(" "),
+            kind: s.kind,
+        })
+        .collect();
+    serde_json::to_string(&wire).unwrap_or_else(|_| "[]".into())
+}
+
+/// What an answer held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// Entities of known types, in answer order.
+    pub entities: Vec<Entity>,
+    /// Entities whose type is not in the tag set (dropped).
+    pub out_of_set: usize,
+    /// True when not even one complete entity object could be read and the answer is not `[]`.
+    pub unparsable: bool,
+}
+
+/// Reads an answer: the whole JSON list when it parses, else every complete `{...}` object in
+/// it (a generation cut off by the token limit keeps the entities it finished).
+pub fn parse_answer(text: &str, types: &[String]) -> Parsed {
+    let text = text.trim();
+    let objects: Vec<Wire> = match serde_json::from_str::<Vec<Wire>>(text) {
+        Ok(all) => all,
+        Err(_) => salvage(text),
+    };
+    let unparsable = objects.is_empty() && text != "[]";
+    let mut parsed = Parsed {
+        unparsable,
+        ..Parsed::default()
+    };
+    for w in objects {
+        let span = w.span.trim();
+        if span.is_empty() {
+            continue;
+        }
+        match types
+            .iter()
+            .position(|t| t.eq_ignore_ascii_case(w.kind.trim()))
+        {
+            Some(kind) => parsed.entities.push(Entity {
+                span: span.to_string(),
+                kind,
+            }),
+            None => parsed.out_of_set += 1,
+        }
+    }
+    parsed
+}
+
+/// Every balanced `{...}` object (outside strings) that parses as an entity.
+fn salvage(text: &str) -> Vec<Wire> {
+    let mut found = Vec::new();
+    let (mut depth, mut start, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for (i, c) in text.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => {
+                if depth == 0 {
+                    start = i;
+                }
+                depth += 1;
+            }
+            '}' if depth > 0 => {
+                depth -= 1;
+                if depth == 0
+                    && let Ok(w) = serde_json::from_str::<Wire>(&text[start..=i])
+                {
+                    found.push(w);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// How the entities of an answer landed on the tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatchStats {
+    /// Entities found verbatim as a run of tokens.
+    pub exact: usize,
+    /// Entities found after normalisation (case, punctuation, spacing).
+    pub fuzzy: usize,
+    /// Entities found nowhere in the sentence (dropped).
+    pub unmatched: usize,
+}
+
+impl MatchStats {
+    /// Adds another answer's counts.
+    pub fn add(&mut self, other: MatchStats) {
+        self.exact += other.exact;
+        self.fuzzy += other.fuzzy;
+        self.unmatched += other.unmatched;
+    }
+}
+
+fn normalise(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// BIO tag indices (`O` = 0, `B-t` = 1 + 2t, `I-t` = 2 + 2t) for `tokens` from `entities`.
+/// Each entity labels every occurrence of its words that is still untagged (LLMaAA's matching:
+/// an answer names a mention, not a position); an entity with no verbatim occurrence is matched
+/// on normalised text (lower case, letters and digits only) over token windows.
+pub fn tag_tokens(tokens: &[String], entities: &[Entity]) -> (Vec<usize>, MatchStats) {
+    let mut tags = vec![0usize; tokens.len()];
+    let mut stats = MatchStats::default();
+    let norm_tokens: Vec<String> = tokens.iter().map(|t| normalise(t)).collect();
+    for entity in entities {
+        let words: Vec<&str> = entity.span.split_whitespace().collect();
+        let exact = windows_where(tokens.len(), words.len(), |s| {
+            tokens[s..s + words.len()]
+                .iter()
+                .zip(&words)
+                .all(|(t, w)| t == w)
+        });
+        let hits = if exact.is_empty() {
+            let target = normalise(&entity.span);
+            let mut fuzzy = Vec::new();
+            if !target.is_empty() {
+                for start in 0..tokens.len() {
+                    let mut joined = String::new();
+                    for end in start..tokens.len() {
+                        joined.push_str(&norm_tokens[end]);
+                        if joined.len() >= target.len() {
+                            if joined == target && !norm_tokens[start].is_empty() {
+                                fuzzy.push((start, end + 1));
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            if fuzzy.is_empty() {
+                stats.unmatched += 1;
+            } else {
+                stats.fuzzy += 1;
+            }
+            fuzzy
+        } else {
+            stats.exact += 1;
+            exact.into_iter().map(|s| (s, s + words.len())).collect()
+        };
+        for (start, end) in hits {
+            if tags[start..end].iter().all(|&t| t == 0) {
+                tags[start] = 1 + 2 * entity.kind;
+                for tag in &mut tags[start + 1..end] {
+                    *tag = 2 + 2 * entity.kind;
+                }
+            }
+        }
+    }
+    (tags, stats)
+}
+
+fn windows_where(n: usize, len: usize, matches: impl Fn(usize) -> bool) -> Vec<usize> {
+    if len == 0 || len > n {
+        return Vec::new();
+    }
+    (0..=n - len).filter(|&s| matches(s)).collect()
+}
+
+/// `PER (person), LOC (location)`: the types as the instruction lists them.
+pub fn describe_types(types: &[String], descriptions: &[String]) -> String {
+    types
+        .iter()
+        .zip(
+            descriptions
+                .iter()
+                .map(String::as_str)
+                .chain(std::iter::repeat("")),
+        )
+        .map(|(t, d)| {
+            if d.is_empty() {
+                t.clone()
+            } else {
+                format!("{t} ({d})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn types() -> Vec<String> {
+        vec!["PER".into(), "LOC".into()]
+    }
+
+    #[test]
+    fn demo_answers_are_the_gold_spans_as_json() {
+        let tokens = toks("John Smith flew to New York");
+        let tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"];
+        assert_eq!(
+            render_answer(&tokens, &tags),
+            r#"[{"span":"John Smith","type":"PER"},{"span":"New York","type":"LOC"}]"#
+        );
+        assert_eq!(render_answer(&tokens, &["O"; 6]), "[]");
+    }
+
+    #[test]
+    fn parse_keeps_known_types_counts_others_and_salvages_cut_answers() {
+        let p = parse_answer(
+            r#"[{"span": "Paris", "type": "LOC"}, {"span": "EU", "type": "ORG"}]"#,
+            &types(),
+        );
+        assert_eq!(
+            p.entities,
+            vec![Entity {
+                span: "Paris".into(),
+                kind: 1
+            }]
+        );
+        assert_eq!((p.out_of_set, p.unparsable), (1, false));
+        // Cut off by the token limit after one complete object.
+        let p = parse_answer(r#"[{"span": "Ann", "type": "per"}, {"span": "Ro"#, &types());
+        assert_eq!(p.entities.len(), 1);
+        assert_eq!(p.entities[0].kind, 0);
+        assert!(!p.unparsable);
+        assert!(!parse_answer("[]", &types()).unparsable);
+        assert!(parse_answer("no entities here", &types()).unparsable);
+    }
+
+    #[test]
+    fn spans_map_exactly_then_fuzzily_and_unmatched_are_counted() {
+        let tokens = toks("U.S. envoy Holbrooke met Holbrooke 's aides in Bosnia");
+        let entities = vec![
+            Entity {
+                span: "Holbrooke".into(),
+                kind: 0,
+            },
+            Entity {
+                span: "US".into(),
+                kind: 1,
+            },
+            Entity {
+                span: "Sarajevo".into(),
+                kind: 1,
+            },
+        ];
+        let (tags, stats) = tag_tokens(&tokens, &entities);
+        // Both mentions of Holbrooke (exact), "US" ~ "U.S." (fuzzy), Sarajevo nowhere.
+        assert_eq!(tags, vec![3, 0, 1, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            stats,
+            MatchStats {
+                exact: 1,
+                fuzzy: 1,
+                unmatched: 1
+            }
+        );
+        // A multi-word span becomes B- then I-; an overlapping later entity does not overwrite.
+        let tokens = toks("New York Times");
+        let (tags, _) = tag_tokens(
+            &tokens,
+            &[
+                Entity {
+                    span: "New York".into(),
+                    kind: 1,
+                },
+                Entity {
+                    span: "York Times".into(),
+                    kind: 0,
+                },
+            ],
+        );
+        assert_eq!(tags, vec![3, 4, 0]);
+    }
+
+    #[test]
+    fn grammar_names_every_type_and_the_json_shape() {
+        let g = grammar(&types());
+        assert!(g.starts_with("root ::= \"[\""));
+        assert!(g.contains(r#"kind ::= "\"PER\"" | "\"LOC\"""#), "{g}");
+        assert!(g.contains(r#"entity ::= "{\"span\": \"" chars "\", \"type\": " kind "}""#));
+        assert_eq!(
+            describe_types(&types(), &["person".into()]),
+            "PER (person), LOC"
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! FreeAL on NER: the LLM extracts the pool's entities zero-shot; the tagger self-trains
+//! robustly on them (warm-up on every sentence, then each epoch a GMM on sentence losses splits
+//! clean from noisy: cross-entropy on the clean sentences' words, dropout-view consistency
+//! (symmetric KL) on the noisy ones; no mixup: mixing two sentences' tokens has no word
+//! alignment); the demonstration pool is, per entity type (and for entity-free sentences), the
+//! top R% of sentences whose SLM tags agree with the LLM's, reduced to k-medoids on sentence
+//! embeddings; only noisy sentences are re-extracted with their nearest pool demonstrations.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{Extracted, Extractor, evaluate_tagger, gold_tags, score_spans, sentence_words};
+use crate::data::Example;
+use crate::error::{Error, Result};
+use crate::llm::demos::{knn, normalize_rows};
+use crate::methods::CellContext;
+use crate::methods::freeal::config::{FreealSpec, SelfTraining};
+use crate::methods::freeal::self_train::{Split, rampup, split_losses};
+use crate::progress::Progress;
+use crate::run::records::RoundOutcome;
+use crate::select::demo_pool::{demo_pool, top_agreeing_sets};
+use crate::slm::Slm;
+use crate::slm::losses::symmetric_kl;
+use crate::slm::tagging::{
+    TagInference, gather, ids_of, infer_tags, labelled_positions, tag_cross_entropy,
+};
+use crate::slm::tokenize::WordEncoded;
+
+/// What one round of tagger self-training leaves behind.
+pub struct TrainedTagger {
+    /// The trained tagger.
+    pub slm: Slm,
+    /// Its outputs on the pool.
+    pub pool: TagInference,
+    /// Clean/noisy split of the pool's labelled sentences.
+    pub split: Split,
+    /// Optimiser steps taken.
+    pub steps: u64,
+}
+
+/// Robust (or, as the ablation, plain) self-training of a tagger on `labels`.
+pub fn self_train_tagger(
+    mut slm: Slm,
+    words: &[WordEncoded],
+    labels: &[Option<Vec<usize>>],
+    spec: &FreealSpec,
+    progress: &Progress,
+) -> Result<TrainedTagger> {
+    let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
+    if rows.is_empty() {
+        return Err(Error::model(
+            "tagger",
+            "the LLM tagged no sentence of the pool",
+        ));
+    }
+    let ids = ids_of(words);
+    let epochs = slm.epochs();
+    let robust = spec.self_training == SelfTraining::Robust;
+    if robust && spec.warmup_epochs >= epochs {
+        return Err(Error::Config {
+            location: "[methods.*] kind = \"freeal\"".into(),
+            key: "warmup_epochs".into(),
+            message: format!(
+                "the warm-up ({} epochs) fills the whole schedule ({epochs} epochs), so no \
+                 clean/noisy split would ever happen: lower it or raise slm.epochs",
+                spec.warmup_epochs
+            ),
+        });
+    }
+    let mut trainer = slm.trainer(slm.steps_per_epoch(rows.len()) * epochs as u64);
+    let mut clean = vec![true; labels.len()];
+    let mut steps = 0;
+    for epoch in 0..epochs {
+        if robust && epoch >= spec.warmup_epochs {
+            let inference = infer_tags(&slm, words, progress)?;
+            clean = split_losses(
+                &inference.sentence_losses(labels, spec.sentence_loss),
+                spec.clean_threshold,
+            )
+            .clean;
+        }
+        let label = format!("self-train epoch {}/{epochs}", epoch + 1);
+        let report = slm.train_epoch(&mut trainer, &ids, &rows, &label, progress, |step| {
+            let (_, logits) = step.model.token_logits(&step.batch);
+            let seq = logits.dims()[1];
+            let (clean_pos, clean_tags) =
+                labelled_positions(words, labels, step.rows, seq, |r| clean[r]);
+            let (noisy_pos, _) = labelled_positions(words, labels, step.rows, seq, |r| !clean[r]);
+            let mut terms: Vec<Tensor<1>> = Vec::new();
+            if !clean_pos.is_empty() {
+                let gathered = gather(logits.clone(), &clean_pos, step);
+                terms.push(tag_cross_entropy(gathered, &clean_tags, step));
+            }
+            if !noisy_pos.is_empty() {
+                // A second pass draws a fresh dropout mask: the consistency view.
+                let (_, second) = step.model.token_logits(&step.batch);
+                let w = rampup(step.epoch_pos, spec.rampup_epochs);
+                let kl = symmetric_kl(
+                    gather(logits.clone(), &noisy_pos, step),
+                    gather(second, &noisy_pos, step),
+                    spec.temperature as f32,
+                );
+                // The classification code sums KL over examples; per word, a mean keeps the
+                // term on the scale of the cross-entropy whatever the sentence lengths.
+                terms.push(kl * (w / noisy_pos.len() as f32));
+            }
+            Ok(terms
+                .into_iter()
+                .reduce(|a, b| a + b)
+                .unwrap_or_else(|| logits.sum() * 0.0))
+        })?;
+        steps += report.steps;
+    }
+    let pool = infer_tags(&slm, words, progress)?;
+    let split = split_losses(
+        &pool.sentence_losses(labels, spec.sentence_loss),
+        spec.clean_threshold,
+    );
+    Ok(TrainedTagger {
+        slm,
+        pool,
+        split,
+        steps,
+    })
+}
+
+/// The demonstration pool: per entity type, then for entity-free sentences, the top R% of
+/// sentences whose SLM tags equal the LLM's (by mean top tag probability), k-medoids on the
+/// unit sentence embeddings `embeddings`; merged without repeats.
+pub fn tag_demo_pool(
+    trained: &TrainedTagger,
+    labels: &[Option<Vec<usize>>],
+    num_types: usize,
+    embeddings: &[Vec<f32>],
+    spec: &FreealSpec,
+    rng: &mut ChaCha8Rng,
+) -> Vec<usize> {
+    let predicted = trained.pool.tags();
+    let agree: Vec<bool> = labels
+        .iter()
+        .zip(&predicted)
+        .map(|(l, p)| l.as_ref() == Some(p))
+        .collect();
+    // Group g < num_types: sentences holding an entity of type g; group num_types: none at all.
+    let groups: Vec<Vec<usize>> = labels
+        .iter()
+        .map(|l| {
+            let Some(tags) = l else { return Vec::new() };
+            let mut present: Vec<usize> = tags
+                .iter()
+                .filter(|&&t| t > 0 && t % 2 == 1)
+                .map(|t| (t - 1) / 2)
+                .collect();
+            present.sort_unstable();
+            present.dedup();
+            if present.is_empty() {
+                vec![num_types]
+            } else {
+                present
+            }
+        })
+        .collect();
+    let candidates = top_agreeing_sets(
+        &agree,
+        &groups,
+        &trained.pool.confidence(),
+        num_types + 1,
+        spec.r_percent / 100.0,
+    );
+    let mut pool = demo_pool(&candidates, embeddings, spec.medoids_per_class, rng);
+    pool.dedup();
+    pool
+}
+
+/// Runs FreeAL on an NER cell.
+pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
+    let dataset = ctx.dataset;
+    let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+        cell: ctx.cell.name.clone(),
+        message: "freeal needs [llm] settings".into(),
+    })?;
+    let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
+    let extractor = Extractor::new(&llm.prompt, dataset);
+    let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
+    let seed = ctx.cell.config.seed;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a1e4);
+    let base = ctx.load_slm()?;
+    let words = base.tokenize_words(&sentence_words(&dataset.train))?;
+    let pool_examples: Vec<&Example> = dataset.train.iter().collect();
+    let mut labels: Vec<Option<Vec<usize>>> = Vec::new();
+    let mut previous: Option<(TrainedTagger, Vec<Vec<f32>>)> = None;
+    let mut outcomes = Vec::new();
+    for round in 0..=spec.rounds {
+        let start = Instant::now();
+        let mut metrics = BTreeMap::new();
+        match &previous {
+            None => {
+                let requests: Vec<_> = pool_examples
+                    .iter()
+                    .map(|e| extractor.request(e, &[]))
+                    .collect();
+                let got = extractor.run(
+                    ctx,
+                    &mut client,
+                    &pool_examples,
+                    &requests,
+                    "LLM extracts pool (round 0)",
+                )?;
+                got.record(&mut metrics, "pool_label");
+                got.write_answers(&ctx.out_dir.join("answers_round0.jsonl"))?;
+                labels = got.tags;
+            }
+            Some((trained, embeddings)) => {
+                let got = refine(
+                    ctx,
+                    &extractor,
+                    &mut client,
+                    trained,
+                    embeddings,
+                    &mut labels,
+                    &gold,
+                    spec,
+                    &mut rng,
+                    &mut metrics,
+                )?;
+                got.record(&mut metrics, "relabel");
+            }
+        }
+        let trained = self_train_tagger(ctx.load_slm()?, &words, &labels, spec, ctx.progress)?;
+        score_spans(&mut metrics, "pool_label", dataset, &labels, &gold);
+        let masked = labels.iter().filter(|l| l.is_none()).count();
+        metrics.insert(
+            "pool_label_coverage".into(),
+            1.0 - masked as f64 / labels.len().max(1) as f64,
+        );
+        let clean: Vec<usize> = (0..labels.len())
+            .filter(|&i| trained.split.clean[i])
+            .collect();
+        metrics.insert("clean_count".into(), clean.len() as f64);
+        if !clean.is_empty() {
+            let exact = clean
+                .iter()
+                .filter(|&&i| labels[i].as_ref() == Some(&gold[i]))
+                .count();
+            metrics.insert("clean_precision".into(), exact as f64 / clean.len() as f64);
+        }
+        let exact_all = (0..labels.len())
+            .filter(|&i| labels[i].as_ref() == Some(&gold[i]))
+            .count();
+        metrics.insert(
+            "pool_label_sentence_accuracy".into(),
+            exact_all as f64 / labels.len().max(1) as f64,
+        );
+        let slm_pool: Vec<Option<Vec<usize>>> = trained.pool.tags().into_iter().map(Some).collect();
+        score_spans(&mut metrics, "slm_pool", dataset, &slm_pool, &gold);
+        evaluate_tagger(&trained.slm, dataset, ctx, &mut metrics)?;
+        metrics.insert("gold_labels_used".into(), 0.0);
+        super::write_tags(
+            &ctx.out_dir.join(format!("labels_round{round}.csv")),
+            dataset,
+            &labels,
+            &gold,
+            Some(&trained.split.clean),
+        )?;
+        outcomes.push(RoundOutcome {
+            round: round as u32,
+            metrics,
+            llm: client.take_usage(),
+            slm_steps: trained.steps,
+            wall_s: start.elapsed().as_secs_f64(),
+        });
+        let mut embeddings = trained.pool.pooled.clone();
+        normalize_rows(&mut embeddings);
+        previous = Some((trained, embeddings));
+    }
+    Ok(outcomes)
+}
+
+/// One refinery round: the previous tagger's demonstration pool, then the LLM re-extracts
+/// every noisy or masked sentence with its `demos_per_class * types` nearest pool sentences.
+#[allow(clippy::too_many_arguments)]
+fn refine(
+    ctx: &CellContext,
+    extractor: &Extractor,
+    client: &mut crate::llm::client::LlmClient,
+    trained: &TrainedTagger,
+    embeddings: &[Vec<f32>],
+    labels: &mut [Option<Vec<usize>>],
+    gold: &[Vec<usize>],
+    spec: &FreealSpec,
+    rng: &mut ChaCha8Rng,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<Extracted> {
+    let dataset = ctx.dataset;
+    let num_types = dataset.num_labels();
+    let pool = tag_demo_pool(trained, labels, num_types, embeddings, spec, rng);
+    metrics.insert("demo_pool_size".into(), pool.len() as f64);
+    if !pool.is_empty() {
+        let exact = pool
+            .iter()
+            .filter(|&&i| labels[i].as_ref() == Some(&gold[i]))
+            .count();
+        metrics.insert(
+            "demo_pool_precision".into(),
+            exact as f64 / pool.len() as f64,
+        );
+    }
+    let noisy: Vec<usize> = (0..labels.len())
+        .filter(|&i| !trained.split.clean[i])
+        .collect();
+    let pool_rows: Vec<Vec<f32>> = pool.iter().map(|&i| embeddings[i].clone()).collect();
+    let k = spec.demos_per_class * num_types;
+    let zeros = vec![0usize; pool.len()];
+    let requests: Vec<_> = noisy
+        .iter()
+        .map(|&i| {
+            let exclude = pool.iter().position(|&p| p == i);
+            let chosen = knn(&embeddings[i], &pool_rows, &zeros, k, false, exclude);
+            let demos: Vec<(&Example, &[usize])> = chosen
+                .iter()
+                .filter_map(|&j| {
+                    let p = pool[j];
+                    Some((&dataset.train[p], labels[p].as_deref()?))
+                })
+                .collect();
+            extractor.request(&dataset.train[i], &demos)
+        })
+        .collect();
+    let sentences: Vec<&Example> = noisy.iter().map(|&i| &dataset.train[i]).collect();
+    let got = extractor.run(ctx, client, &sentences, &requests, "LLM re-extracts noisy")?;
+    let (mut fixed, mut broken) = (0usize, 0usize);
+    for (&i, new) in noisy.iter().zip(&got.tags) {
+        let was = labels[i].as_ref() == Some(&gold[i]);
+        let now = new.as_ref() == Some(&gold[i]);
+        fixed += usize::from(!was && now);
+        broken += usize::from(was && !now);
+        // An unparsable new answer keeps the old tags: it says nothing against them.
+        if new.is_some() {
+            labels[i] = new.clone();
+        }
+    }
+    metrics.insert("relabeled".into(), noisy.len() as f64);
+    metrics.insert("relabel_fixed".into(), fixed as f64);
+    metrics.insert("relabel_broken".into(), broken as f64);
+    Ok(got)
+}

@@ -1,0 +1,328 @@
+//! The methods on token-classification (NER) datasets: the LLM extracts entity spans as JSON
+//! under a grammar, the SLM tags tokens. `icl` (zero-shot), `supervised` and `freeal` hand NER
+//! cells to this module; everything else (records, tables) is shared with classification.
+
+pub mod freeal;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+
+use super::{CellContext, Estimate};
+use crate::data::{Dataset, Example, Target};
+use crate::error::{Error, Result};
+use crate::llm::annotator::GenerateRequest;
+use crate::llm::client::LlmClient;
+use crate::llm::prompt::PromptTemplate;
+use crate::llm::spans::{MatchStats, describe_types, grammar, parse_answer, tag_tokens};
+use crate::metrics::spans::span_scores;
+use crate::plan::Cell;
+use crate::run::records::{RoundOutcome, write_atomic};
+use crate::slm::Slm;
+use crate::slm::tagging::{fit_tags, infer_tags};
+
+/// Generated-token cap of one extraction: room for about one entity per word of a short
+/// sentence; a longer answer is cut and its complete entities kept.
+pub fn max_answer_tokens(words: usize) -> u32 {
+    (24 + 8 * words).min(256) as u32
+}
+
+/// The gold tags of NER examples; an error naming `who` for classification examples.
+pub fn gold_tags(examples: &[Example], who: &str) -> Result<Vec<Vec<usize>>> {
+    examples
+        .iter()
+        .map(|e| match &e.target {
+            Target::Tags(t) => Ok(t.clone()),
+            Target::Class(_) => Err(Error::Cell {
+                cell: who.to_string(),
+                message: "this NER method needs a token-tagged dataset".into(),
+            }),
+        })
+        .collect()
+}
+
+/// What the LLM's answers to a batch of extraction requests came to.
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    /// Per sentence, the tags (`None`: the answer did not parse and the sentence is masked).
+    pub tags: Vec<Option<Vec<usize>>>,
+    /// Raw answers, for the records.
+    pub raw: Vec<String>,
+    /// How entities landed on tokens.
+    pub matched: MatchStats,
+    /// Entities of types outside the tag set (dropped).
+    pub out_of_set: usize,
+    /// Answers with no readable entity list.
+    pub unparsable: usize,
+}
+
+impl Extracted {
+    /// Writes the raw answers, one JSON line per sentence (`{"index", "answer"}`), so a user
+    /// can see what the LLM said before it was mapped onto tokens.
+    pub fn write_answers(&self, path: &std::path::Path) -> Result<()> {
+        let mut out = String::new();
+        for (i, answer) in self.raw.iter().enumerate() {
+            out.push_str(&serde_json::json!({"index": i, "answer": answer}).to_string());
+            out.push('\n');
+        }
+        write_atomic(path, out.as_bytes())
+    }
+
+    /// `{prefix}_unparsable_rate`, `{prefix}_span_unmatched_rate`, `{prefix}_span_fuzzy_rate`
+    /// and `{prefix}_out_of_set` into `metrics`.
+    pub fn record(&self, metrics: &mut BTreeMap<String, f64>, prefix: &str) {
+        let answered = (self.matched.exact + self.matched.fuzzy + self.matched.unmatched).max(1);
+        metrics.insert(
+            format!("{prefix}_unparsable_rate"),
+            self.unparsable as f64 / self.tags.len().max(1) as f64,
+        );
+        metrics.insert(
+            format!("{prefix}_span_unmatched_rate"),
+            self.matched.unmatched as f64 / answered as f64,
+        );
+        metrics.insert(
+            format!("{prefix}_span_fuzzy_rate"),
+            self.matched.fuzzy as f64 / answered as f64,
+        );
+        metrics.insert(format!("{prefix}_out_of_set"), self.out_of_set as f64);
+    }
+}
+
+/// Builds extraction requests for a dataset's sentences.
+pub struct Extractor<'a> {
+    prompt: &'a PromptTemplate,
+    dataset: &'a Dataset,
+    types: String,
+    grammar: String,
+}
+
+impl<'a> Extractor<'a> {
+    /// The extractor of `dataset` under `prompt`.
+    pub fn new(prompt: &'a PromptTemplate, dataset: &'a Dataset) -> Self {
+        Extractor {
+            prompt,
+            dataset,
+            types: describe_types(&dataset.label_names, &dataset.descriptions),
+            grammar: grammar(&dataset.label_names),
+        }
+    }
+
+    /// The request for `example` with demonstrations `(sentence, tags)` (most similar last).
+    pub fn request(&self, example: &Example, demos: &[(&Example, &[usize])]) -> GenerateRequest {
+        let shown: Vec<(&str, String)> = demos
+            .iter()
+            .map(|(e, tags)| {
+                let names = self.dataset.tag_names(tags);
+                (
+                    e.text.as_str(),
+                    crate::llm::spans::render_answer(&e.tokens, &names),
+                )
+            })
+            .collect();
+        self.prompt.extract(
+            &example.text,
+            &shown,
+            &self.types,
+            &self.grammar,
+            max_answer_tokens(example.tokens.len()),
+        )
+    }
+
+    /// Sends `requests` (one per sentence of `sentences`) and maps the answers onto tokens.
+    pub fn run(
+        &self,
+        ctx: &CellContext,
+        client: &mut LlmClient,
+        sentences: &[&Example],
+        requests: &[GenerateRequest],
+        phase: &str,
+    ) -> Result<Extracted> {
+        ctx.progress.phase(phase, requests.len() as u64);
+        let answers = client.generate(requests, &|n| ctx.progress.inc(n))?;
+        let mut out = Extracted::default();
+        for (example, answer) in sentences.iter().zip(answers) {
+            let parsed = parse_answer(&answer.text, &self.dataset.label_names);
+            out.out_of_set += parsed.out_of_set;
+            if parsed.unparsable {
+                out.unparsable += 1;
+                out.tags.push(None);
+            } else {
+                let (tags, stats) = tag_tokens(&example.tokens, &parsed.entities);
+                out.matched.add(stats);
+                out.tags.push(Some(tags));
+            }
+            out.raw.push(answer.text);
+        }
+        Ok(out)
+    }
+}
+
+/// Entity-level P/R/F1 of `predicted` against `gold` into `metrics` as `{prefix}_f1`,
+/// `{prefix}_precision`, `{prefix}_recall` and `{prefix}_f1[TYPE]`; a masked sentence
+/// (`None`) predicts no entity.
+pub fn score_spans(
+    metrics: &mut BTreeMap<String, f64>,
+    prefix: &str,
+    dataset: &Dataset,
+    predicted: &[Option<Vec<usize>>],
+    gold: &[Vec<usize>],
+) {
+    let gold_names: Vec<Vec<&str>> = gold.iter().map(|g| dataset.tag_names(g)).collect();
+    let predicted_names: Vec<Vec<&str>> = predicted
+        .iter()
+        .zip(gold)
+        .map(|(p, g)| match p {
+            Some(p) => dataset.tag_names(p),
+            None => vec!["O"; g.len()],
+        })
+        .collect();
+    let scores = span_scores(&gold_names, &predicted_names);
+    metrics.insert(format!("{prefix}_f1"), scores.micro.f1());
+    metrics.insert(format!("{prefix}_precision"), scores.micro.precision());
+    metrics.insert(format!("{prefix}_recall"), scores.micro.recall());
+    for (kind, prf) in &scores.per_type {
+        metrics.insert(format!("{prefix}_f1[{kind}]"), prf.f1());
+    }
+}
+
+/// The words of each of `examples`, as the tagger tokenises them.
+pub fn sentence_words(examples: &[Example]) -> Vec<&[String]> {
+    examples.iter().map(|e| e.tokens.as_slice()).collect()
+}
+
+/// Test-split span scores of a trained tagger (`test_f1`, ...).
+pub fn evaluate_tagger(
+    slm: &Slm,
+    dataset: &Dataset,
+    ctx: &CellContext,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let words = slm.tokenize_words(&sentence_words(&dataset.test))?;
+    let predicted: Vec<Option<Vec<usize>>> = infer_tags(slm, &words, ctx.progress)?
+        .tags()
+        .into_iter()
+        .map(Some)
+        .collect();
+    let gold = gold_tags(&dataset.test, &ctx.cell.name)?;
+    score_spans(metrics, "test", dataset, &predicted, &gold);
+    Ok(())
+}
+
+/// `supervised` on NER: the tagger on the gold tags of a seeded `fraction` of the pool.
+pub fn supervised(ctx: &CellContext, fraction: f64) -> Result<Vec<RoundOutcome>> {
+    let start = Instant::now();
+    let dataset = ctx.dataset;
+    let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
+    let n = ((gold.len() as f64) * fraction).round().max(1.0) as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(ctx.cell.config.seed);
+    let mut chosen = sample(&mut rng, gold.len(), n.min(gold.len())).into_vec();
+    chosen.sort_unstable();
+    let labels: Vec<Option<Vec<usize>>> = (0..gold.len())
+        .map(|i| chosen.binary_search(&i).is_ok().then(|| gold[i].clone()))
+        .collect();
+    let mut slm = ctx.load_slm()?;
+    let words = slm.tokenize_words(&sentence_words(&dataset.train))?;
+    let report = fit_tags(&mut slm, &words, &labels, ctx.progress)?;
+    let mut metrics = BTreeMap::new();
+    evaluate_tagger(&slm, dataset, ctx, &mut metrics)?;
+    metrics.insert("gold_labels_used".into(), chosen.len() as f64);
+    metrics.insert("train_loss".into(), report.last_epoch_loss);
+    Ok(vec![RoundOutcome {
+        round: 0,
+        metrics,
+        slm_steps: report.steps,
+        wall_s: start.elapsed().as_secs_f64(),
+        ..Default::default()
+    }])
+}
+
+/// `icl` with no demonstrations on NER: the LLM extracts the entities of every test sentence.
+pub fn zero_shot(ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
+    let start = Instant::now();
+    let dataset = ctx.dataset;
+    let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+        cell: ctx.cell.name.clone(),
+        message: "icl needs [llm] settings".into(),
+    })?;
+    let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
+    let extractor = Extractor::new(&llm.prompt, dataset);
+    let test: Vec<&Example> = dataset.test.iter().collect();
+    let requests: Vec<GenerateRequest> = test.iter().map(|e| extractor.request(e, &[])).collect();
+    let got = extractor.run(ctx, &mut client, &test, &requests, "LLM extracts test")?;
+    let gold = gold_tags(&dataset.test, &ctx.cell.name)?;
+    write_tags(
+        &ctx.out_dir.join("labels_test.csv"),
+        dataset,
+        &got.tags,
+        &gold,
+        None,
+    )?;
+    got.write_answers(&ctx.out_dir.join("answers_test.jsonl"))?;
+    let mut metrics = BTreeMap::new();
+    score_spans(&mut metrics, "test", dataset, &got.tags, &gold);
+    got.record(&mut metrics, "test");
+    metrics.insert("gold_labels_used".into(), 0.0);
+    Ok(vec![RoundOutcome {
+        round: 0,
+        metrics,
+        llm: client.take_usage(),
+        slm_steps: 0,
+        wall_s: start.elapsed().as_secs_f64(),
+    }])
+}
+
+/// Writes per-sentence tags: index, whether they equal gold exactly, the clean flag when
+/// known, and the tags themselves (space-separated, empty for a masked sentence).
+pub fn write_tags(
+    path: &std::path::Path,
+    dataset: &Dataset,
+    tags: &[Option<Vec<usize>>],
+    gold: &[Vec<usize>],
+    clean: Option<&[bool]>,
+) -> Result<()> {
+    let mut out = String::from("index,exact,clean,tags,gold\n");
+    for (i, (t, g)) in tags.iter().zip(gold).enumerate() {
+        let exact = t.as_ref() == Some(g);
+        let clean = clean.map_or_else(String::new, |c| u8::from(c[i]).to_string());
+        let shown = t
+            .as_ref()
+            .map_or_else(String::new, |t| dataset.tag_names(t).join(" "));
+        out.push_str(&format!(
+            "{i},{},{clean},{shown},{}\n",
+            u8::from(exact),
+            dataset.tag_names(g).join(" ")
+        ));
+    }
+    write_atomic(path, out.as_bytes())
+}
+
+/// Cost of labelling `n` sentences of `dataset` with `demos` demonstrations each, for `plan`.
+pub fn estimate_extraction(cell: &Cell, dataset: &Dataset, n: usize, demos: usize) -> Estimate {
+    let (Some(llm), Some(first)) = (&cell.config.llm, dataset.train.first()) else {
+        return Estimate::default();
+    };
+    let extractor = Extractor::new(&llm.prompt, dataset);
+    let shown: Vec<(&Example, &[usize])> = dataset
+        .train
+        .iter()
+        .take(demos)
+        .filter_map(|e| match &e.target {
+            Target::Tags(t) => Some((e, t.as_slice())),
+            Target::Class(_) => None,
+        })
+        .collect();
+    let chars: usize = extractor
+        .request(first, &shown)
+        .messages
+        .iter()
+        .map(|m| m.content.len() + 8)
+        .sum();
+    Estimate {
+        llm_calls: n as u64,
+        llm_prompt_tokens: (n * chars / 4) as u64,
+        slm_steps: 0,
+    }
+}

@@ -1,0 +1,198 @@
+//! NER end to end on a learnable toy corpus (person and city names among filler words, CoNLL
+//! columns): zero-shot extraction, FreeAL and the gold-tag tagger, with the simulated annotator
+//! answering span-extraction requests (each gold entity kept at 70%, else dropped or retyped).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// 500 sentences in CoNLL columns (IOB2), 40% held out for test.
+fn toy_ner(dir: &Path) -> PathBuf {
+    let filler = [
+        "the", "met", "in", "said", "on", "today", "visited", "with", "from", "and", "talks",
+        "after", "a", "report",
+    ];
+    let people = [
+        ["Alice", "Moreau"],
+        ["Bob", "Tanaka"],
+        ["Carla", "Diaz"],
+        ["Deng", "Wei"],
+        ["Erik", "Olsen"],
+    ];
+    let cities = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Quito"];
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut rows = String::new();
+    for _ in 0..500 {
+        let mut tokens: Vec<(String, &str)> = (0..5)
+            .map(|_| (filler.choose(&mut rng).unwrap().to_string(), "O"))
+            .collect();
+        if rng.random_bool(0.8) {
+            let [first, last] = *people.choose(&mut rng).unwrap();
+            let at = rng.random_range(0..=tokens.len());
+            tokens.insert(at, (last.to_string(), "I-PER"));
+            tokens.insert(at, (first.to_string(), "B-PER"));
+        }
+        if rng.random_bool(0.7) {
+            let at = rng.random_range(0..=tokens.len());
+            let city = cities.choose(&mut rng).unwrap().to_string();
+            // Never inside a person's name.
+            let at = if at > 0 && tokens[at - 1].1 == "B-PER" {
+                at + 1
+            } else {
+                at
+            };
+            tokens.insert(at, (city, "B-LOC"));
+        }
+        for (token, tag) in tokens {
+            rows.push_str(&format!("{token}\t{tag}\n"));
+        }
+        rows.push('\n');
+    }
+    common::write(dir, "toyner/all.tsv", &rows);
+    common::write(
+        dir,
+        "toyner/dataset.toml",
+        "name = \"toyner\"\ntask = \"ner\"\n[format]\nkind = \"conll\"\ntoken_column = 0\n\
+         tag_column = -1\nscheme = \"bio\"\n[files]\ntrain = \"all.tsv\"\n[split]\n\
+         test_fraction = 0.4\n[labels]\nnames = [\"PER\", \"LOC\"]\n\
+         [labels.descriptions]\nPER = \"person\"\nLOC = \"city\"\n",
+    )
+}
+
+fn spec(dir: &Path, dataset: &Path, methods: &str, initial: &str) -> PathBuf {
+    common::write(
+        dir,
+        "ner.toml",
+        &format!(
+            r#"
+dataset = "{dataset}"
+[experiment]
+name = "ner_toy"
+metric = "test_f1"
+
+[methods.freeal_ner]
+kind = "freeal"
+initial = "{initial}"
+rounds = 1
+warmup_epochs = 3
+rampup_epochs = 2.0
+medoids_per_class = 10
+demos_per_class = 2
+
+[llm]
+backend = "simulated"
+prompts = "{prompts}"
+[llm.simulated]
+accuracy = 0.7
+
+{slm}
+[run]
+results_dir = "{results}"
+
+[sweep]
+method = [{methods}]
+seed = [2]
+"#,
+            dataset = dataset.display(),
+            prompts = common::root()
+                .join("configs/prompts/conll03.toml")
+                .display(),
+            slm = common::tiny_slm_toml(),
+            results = dir.join("results").display(),
+        ),
+    )
+}
+
+fn records(dir: &Path, cell: &str) -> Vec<serde_json::Value> {
+    let cells = dir.join("results/ner_toy/cells");
+    let found = std::fs::read_dir(&cells)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().contains(cell))
+        .unwrap_or_else(|| panic!("no cell {cell} under {}", cells.display()));
+    serde_json::from_slice::<serde_json::Value>(&std::fs::read(found.join("records.json")).unwrap())
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn metric(round: &serde_json::Value, key: &str) -> f64 {
+    round["metrics"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing from {round}"))
+}
+
+#[test]
+fn zero_shot_freeal_and_supervised_tag_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(
+        dir.path(),
+        &dataset,
+        r#""zero_shot", "freeal_ner", "supervised""#,
+        "zero_shot",
+    );
+    common::run_spec(&spec);
+
+    // Zero-shot: 70% of entities kept, 15% dropped, 15% retyped -> P = 0.7 / 0.85, R = 0.7.
+    let zs = &records(dir.path(), "zero_shot")[0];
+    let f1 = metric(zs, "test_f1");
+    assert!((0.68..0.84).contains(&f1), "simulated zero-shot F1 {f1}");
+    assert_eq!(metric(zs, "test_unparsable_rate"), 0.0);
+    assert_eq!(metric(zs, "test_span_unmatched_rate"), 0.0);
+
+    let rounds = records(dir.path(), "freeal_ner");
+    assert_eq!(rounds.len(), 2, "round 0 and one refinery round");
+    let labels_f1 = metric(&rounds[0], "pool_label_f1");
+    assert!((0.68..0.84).contains(&labels_f1), "{labels_f1}");
+    // The tagger's entities are more precise than the labels it learned from (it does not
+    // learn the retyped ones) ...
+    assert!(
+        metric(&rounds[0], "test_precision") > metric(&rounds[0], "pool_label_precision") + 0.05,
+        "{}",
+        rounds[0]
+    );
+    // ... and the GMM's clean sentences are exactly right far more often than the rest.
+    assert!(
+        metric(&rounds[0], "clean_precision")
+            > metric(&rounds[0], "pool_label_sentence_accuracy") + 0.1,
+        "{}",
+        rounds[0]
+    );
+    // Only the noisy sentences went back to the LLM, with pool demonstrations.
+    let pool = 300.0;
+    let noisy = pool - metric(&rounds[0], "clean_count");
+    assert_eq!(metric(&rounds[1], "relabeled"), noisy);
+    assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), noisy);
+    assert!(metric(&rounds[1], "demo_pool_size") > 0.0);
+    assert_eq!(metric(&rounds[0], "gold_labels_used"), 0.0);
+
+    let sup = &records(dir.path(), "supervised")[0];
+    assert!(metric(sup, "test_f1") > 0.9, "{sup}");
+    assert!(metric(sup, "test_f1[PER]") > 0.9, "{sup}");
+    assert_eq!(metric(sup, "gold_labels_used"), pool);
+
+    let summary = std::fs::read_to_string(dir.path().join("results/ner_toy/summary.md")).unwrap();
+    assert!(summary.contains("test_f1"), "{summary}");
+}
+
+#[test]
+fn ner_settings_the_method_cannot_honour_are_refused_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("initial") && stderr.contains("zero_shot"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("results/ner_toy").exists());
+}
