@@ -155,35 +155,21 @@ impl PromptTemplate {
             .replace("{label}", first_word(verbalizers, label))
     }
 
-    /// The request that labels `text` given demonstrations `(text, label)` (most similar last).
-    pub fn classify(
-        &self,
-        text: &str,
-        demos: &[(&str, usize)],
-        verbalizers: &[Vec<String>],
-    ) -> ClassifyRequest {
-        let mut messages = vec![self.system(verbalizers)];
+    /// `system`, the demonstrations `(input, answer)` laid out in `demo_style`, then the query.
+    fn chat(&self, system: ChatMessage, demos: &[(&str, String)], text: &str) -> Vec<ChatMessage> {
+        let mut messages = vec![system];
         match self.demo_style {
             DemoStyle::Turns => {
-                for &(demo, label) in demos {
+                for (demo, answer) in demos {
                     messages.push(ChatMessage::new(Role::User, self.query_text(demo)));
-                    messages.push(ChatMessage::new(
-                        Role::Assistant,
-                        self.answer_text(label, verbalizers),
-                    ));
+                    messages.push(ChatMessage::new(Role::Assistant, answer.clone()));
                 }
                 messages.push(ChatMessage::new(Role::User, self.query_text(text)));
             }
             DemoStyle::Inline => {
                 let mut parts: Vec<String> = demos
                     .iter()
-                    .map(|&(demo, label)| {
-                        format!(
-                            "{} {}",
-                            self.query_text(demo),
-                            self.answer_text(label, verbalizers)
-                        )
-                    })
+                    .map(|(demo, answer)| format!("{} {answer}", self.query_text(demo)))
                     .collect();
                 parts.push(self.query_text(text));
                 messages.push(ChatMessage::new(
@@ -192,6 +178,21 @@ impl PromptTemplate {
                 ));
             }
         }
+        messages
+    }
+
+    /// The request that labels `text` given demonstrations `(text, label)` (most similar last).
+    pub fn classify(
+        &self,
+        text: &str,
+        demos: &[(&str, usize)],
+        verbalizers: &[Vec<String>],
+    ) -> ClassifyRequest {
+        let shown: Vec<(&str, String)> = demos
+            .iter()
+            .map(|&(demo, label)| (demo, self.answer_text(label, verbalizers)))
+            .collect();
+        let messages = self.chat(self.system(verbalizers), &shown, text);
         ClassifyRequest {
             query: text.to_string(),
             messages,
@@ -241,27 +242,7 @@ impl PromptTemplate {
         max_tokens: u32,
     ) -> GenerateRequest {
         let system = ChatMessage::new(Role::System, self.instruction.replace("{labels}", types));
-        let mut messages = vec![system];
-        match self.demo_style {
-            DemoStyle::Turns => {
-                for (demo, answer) in demos {
-                    messages.push(ChatMessage::new(Role::User, self.query_text(demo)));
-                    messages.push(ChatMessage::new(Role::Assistant, answer.clone()));
-                }
-                messages.push(ChatMessage::new(Role::User, self.query_text(text)));
-            }
-            DemoStyle::Inline => {
-                let mut parts: Vec<String> = demos
-                    .iter()
-                    .map(|(demo, answer)| format!("{} {answer}", self.query_text(demo)))
-                    .collect();
-                parts.push(self.query_text(text));
-                messages.push(ChatMessage::new(
-                    Role::User,
-                    parts.join(&self.demo_separator),
-                ));
-            }
-        }
+        let messages = self.chat(system, demos, text);
         GenerateRequest {
             messages,
             max_tokens,

@@ -41,14 +41,18 @@ pub fn top_agreeing(
     }
     by_class
         .into_iter()
-        .map(|mut rows| {
-            rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let keep = (rows.len() as f64 * r_fraction).floor() as usize;
-            let mut kept: Vec<usize> = rows.into_iter().take(keep).map(|(_, i)| i).collect();
-            kept.sort_unstable();
-            kept
-        })
+        .map(|rows| top_fraction(rows, r_fraction))
         .collect()
+}
+
+/// The indices of the top `floor(count * r_fraction)` of `(score, index)` rows by score (ties:
+/// lower index first), ascending.
+fn top_fraction(mut rows: Vec<(f32, usize)>, r_fraction: f64) -> Vec<usize> {
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let keep = (rows.len() as f64 * r_fraction).floor() as usize;
+    let mut kept: Vec<usize> = rows.into_iter().take(keep).map(|(_, i)| i).collect();
+    kept.sort_unstable();
+    kept
 }
 
 /// Per group (NER: an entity type, or entity-free sentences), the rows that `agree` (SLM tags
@@ -72,13 +76,7 @@ pub fn top_agreeing_sets(
     }
     by_group
         .into_iter()
-        .map(|mut rows| {
-            rows.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            let keep = (rows.len() as f64 * r_fraction).floor() as usize;
-            let mut kept: Vec<usize> = rows.into_iter().take(keep).map(|(_, i)| i).collect();
-            kept.sort_unstable();
-            kept
-        })
+        .map(|rows| top_fraction(rows, r_fraction))
         .collect()
 }
 
