@@ -132,17 +132,17 @@ pub fn self_train_tagger(
 /// sentences whose SLM tags equal the LLM's (by mean top tag probability), k-medoids on the
 /// unit sentence embeddings `embeddings`; merged without repeats.
 pub fn tag_demo_pool(
-    trained: &TrainedTagger,
+    predicted: &[Vec<usize>],
+    confidence: &[f32],
     labels: &[Option<Vec<usize>>],
     num_types: usize,
     embeddings: &[Vec<f32>],
     spec: &FreealSpec,
     rng: &mut ChaCha8Rng,
 ) -> Vec<usize> {
-    let predicted = trained.pool.tags();
     let agree: Vec<bool> = labels
         .iter()
-        .zip(&predicted)
+        .zip(predicted)
         .map(|(l, p)| l.as_ref() == Some(p))
         .collect();
     // Group g < num_types: sentences holding an entity of type g; group num_types: none at all.
@@ -164,15 +164,31 @@ pub fn tag_demo_pool(
             }
         })
         .collect();
-    let candidates = top_agreeing_sets(
+    let mut candidates = top_agreeing_sets(
         &agree,
         &groups,
-        &trained.pool.confidence(),
+        confidence,
         num_types + 1,
         spec.r_percent / 100.0,
     );
+    let free = candidates.pop().unwrap_or_default();
     let mut pool = demo_pool(&candidates, embeddings, spec.medoids_per_class, rng);
     pool.dedup();
+    // Entity-free demonstrations never outnumber those of the best-covered type: a tagger that
+    // learned little agrees with the LLM only on empty answers, and a pool of `[]` alone
+    // teaches the LLM to answer `[]` (CoNLL, 0.5B model: pool label F1 11.7 -> 0.0 in one
+    // round before this cap). No type in the pool: no demonstrations at all.
+    let largest_type = candidates
+        .iter()
+        .map(|c| c.len().min(spec.medoids_per_class))
+        .max()
+        .unwrap_or(0);
+    if largest_type > 0 {
+        let free_medoids = demo_pool(&[free], embeddings, largest_type, rng);
+        pool.extend(free_medoids);
+        pool.sort_unstable();
+        pool.dedup();
+    }
     pool
 }
 
@@ -297,7 +313,15 @@ fn refine(
 ) -> Result<Extracted> {
     let dataset = ctx.dataset;
     let num_types = dataset.num_labels();
-    let pool = tag_demo_pool(trained, labels, num_types, embeddings, spec, rng);
+    let pool = tag_demo_pool(
+        &trained.pool.tags(),
+        &trained.pool.confidence(),
+        labels,
+        num_types,
+        embeddings,
+        spec,
+        rng,
+    );
     metrics.insert("demo_pool_size".into(), pool.len() as f64);
     if !pool.is_empty() {
         let exact = pool
@@ -308,6 +332,11 @@ fn refine(
             "demo_pool_precision".into(),
             exact as f64 / pool.len() as f64,
         );
+    }
+    if pool.is_empty() {
+        // Re-asking with no demonstration would repeat round 0's prompts (and answers).
+        metrics.insert("relabeled".into(), 0.0);
+        return Ok(Extracted::default());
     }
     let noisy: Vec<usize> = (0..labels.len())
         .filter(|&i| !trained.split.clean[i])
@@ -347,4 +376,54 @@ fn refine(
     metrics.insert("relabel_fixed".into(), fixed as f64);
     metrics.insert("relabel_broken".into(), broken as f64);
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_of(labels: &[Option<Vec<usize>>], predicted: &[Vec<usize>]) -> Vec<usize> {
+        let n = labels.len();
+        let embeddings: Vec<Vec<f32>> = (0..n)
+            .map(|i| {
+                let a = i as f32;
+                vec![a.cos(), a.sin()]
+            })
+            .collect();
+        let spec = FreealSpec {
+            r_percent: 100.0,
+            medoids_per_class: 5,
+            ..FreealSpec::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        tag_demo_pool(
+            predicted,
+            &vec![0.9; n],
+            labels,
+            2,
+            &embeddings,
+            &spec,
+            &mut rng,
+        )
+    }
+
+    #[test]
+    fn entity_free_demonstrations_never_outnumber_the_best_covered_type() {
+        // Tags: O = 0, B-PER = 1, I-PER = 2, B-LOC = 3, I-LOC = 4.
+        let empty = vec![0, 0, 0];
+        let per = vec![1, 2, 0];
+        // 8 agreeing entity-free sentences, 2 agreeing PER sentences, 1 disagreeing LOC one.
+        let mut labels: Vec<Option<Vec<usize>>> = vec![Some(empty.clone()); 8];
+        labels.extend([Some(per.clone()), Some(per.clone()), Some(vec![3, 0, 0])]);
+        let mut predicted = vec![empty.clone(); 8];
+        predicted.extend([per.clone(), per.clone(), empty.clone()]);
+        let pool = pool_of(&labels, &predicted);
+        let free = pool.iter().filter(|&&i| i < 8).count();
+        assert!(pool.contains(&8) && pool.contains(&9), "{pool:?}");
+        assert_eq!(free, 2, "{pool:?}");
+        assert!(!pool.contains(&10), "disagreeing sentences never enter");
+        // Only entity-free sentences agree: no pool, rather than a pool of `[]` answers.
+        let pool = pool_of(&labels[..8], &predicted[..8]);
+        assert!(pool.is_empty(), "{pool:?}");
+    }
 }
