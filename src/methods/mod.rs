@@ -70,6 +70,20 @@ pub fn target_rows(labels: &[Option<usize>], num_labels: usize) -> Vec<Vec<f32>>
         .collect()
 }
 
+/// Records `key` = the share of `members` whose label `right` accepts; nothing when `members`
+/// is empty (a precision of no examples is undefined, not 0).
+pub fn record_precision(
+    metrics: &mut std::collections::BTreeMap<String, f64>,
+    key: &str,
+    members: &[usize],
+    right: impl Fn(usize) -> bool,
+) {
+    if !members.is_empty() {
+        let hits = members.iter().filter(|&&i| right(i)).count();
+        metrics.insert(key.into(), hits as f64 / members.len() as f64);
+    }
+}
+
 /// Cost estimate of a cell for `plan` (a dry run: nothing is executed).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Estimate {

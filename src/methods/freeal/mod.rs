@@ -18,7 +18,8 @@ use self::augment::{Augmentation, views};
 use self::config::{FreealSpec, InitialLabels};
 use self::self_train::{Trained, View, self_train};
 use super::{
-    CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
+    CellContext, Estimate, Method, embed, gold_classes, prompt_chars, record_precision,
+    require_classification,
 };
 use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
@@ -228,17 +229,9 @@ impl Freeal {
         let member_embeddings: Vec<Vec<f32>> =
             members.iter().map(|&i| embeddings[i].clone()).collect();
         metrics.insert("demo_pool_size".into(), members.len() as f64);
-        if !members.is_empty() {
-            let right = members
-                .iter()
-                .zip(&member_labels)
-                .filter(|&(&i, &l)| gold[i] == l)
-                .count();
-            metrics.insert(
-                "demo_pool_precision".into(),
-                right as f64 / members.len() as f64,
-            );
-        }
+        record_precision(metrics, "demo_pool_precision", &members, |i| {
+            labels[i] == Some(gold[i])
+        });
         DemoPool {
             set: DemoSet {
                 members,
@@ -460,13 +453,9 @@ fn score_round(
         .filter(|&i| trained.split.clean[i])
         .collect();
     metrics.insert("clean_count".into(), clean.len() as f64);
-    if !clean.is_empty() {
-        let right = clean
-            .iter()
-            .filter(|&&i| labels[i] == Some(gold[i]))
-            .count();
-        metrics.insert("clean_precision".into(), right as f64 / clean.len() as f64);
-    }
+    record_precision(metrics, "clean_precision", &clean, |i| {
+        labels[i] == Some(gold[i])
+    });
     let slm_pool: Vec<Option<usize>> = trained.pool.probs.iter().map(|p| Some(argmax(p))).collect();
     metrics.insert("slm_pool_accuracy".into(), accuracy(&slm_pool, gold));
     let predicted: Vec<Option<usize>> = test_probs.iter().map(|p| Some(argmax(p))).collect();

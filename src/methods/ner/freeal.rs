@@ -17,9 +17,9 @@ use super::{Extracted, Extractor, evaluate_tagger, gold_tags, score_spans, sente
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::llm::demos::{knn, normalize_rows};
-use crate::methods::CellContext;
 use crate::methods::freeal::config::{FreealSpec, SelfTraining};
 use crate::methods::freeal::self_train::{Split, rampup, split_losses};
+use crate::methods::{CellContext, record_precision};
 use crate::progress::Progress;
 use crate::run::records::RoundOutcome;
 use crate::select::demo_pool::{demo_pool, top_agreeing_sets};
@@ -257,20 +257,10 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
             .filter(|&i| trained.split.clean[i])
             .collect();
         metrics.insert("clean_count".into(), clean.len() as f64);
-        if !clean.is_empty() {
-            let exact = clean
-                .iter()
-                .filter(|&&i| labels[i].as_ref() == Some(&gold[i]))
-                .count();
-            metrics.insert("clean_precision".into(), exact as f64 / clean.len() as f64);
-        }
-        let exact_all = (0..labels.len())
-            .filter(|&i| labels[i].as_ref() == Some(&gold[i]))
-            .count();
-        metrics.insert(
-            "pool_label_sentence_accuracy".into(),
-            exact_all as f64 / labels.len().max(1) as f64,
-        );
+        let exact = |i: usize| labels[i].as_ref() == Some(&gold[i]);
+        record_precision(&mut metrics, "clean_precision", &clean, exact);
+        let all: Vec<usize> = (0..labels.len()).collect();
+        record_precision(&mut metrics, "pool_label_sentence_accuracy", &all, exact);
         let slm_pool: Vec<Option<Vec<usize>>> = trained.pool.tags().into_iter().map(Some).collect();
         score_spans(&mut metrics, "slm_pool", dataset, &slm_pool, &gold);
         evaluate_tagger(&trained.slm, dataset, ctx, &mut metrics)?;
@@ -323,16 +313,9 @@ fn refine(
         rng,
     );
     metrics.insert("demo_pool_size".into(), pool.len() as f64);
-    if !pool.is_empty() {
-        let exact = pool
-            .iter()
-            .filter(|&&i| labels[i].as_ref() == Some(&gold[i]))
-            .count();
-        metrics.insert(
-            "demo_pool_precision".into(),
-            exact as f64 / pool.len() as f64,
-        );
-    }
+    record_precision(metrics, "demo_pool_precision", &pool, |i| {
+        labels[i].as_ref() == Some(&gold[i])
+    });
     if pool.is_empty() {
         // Re-asking with no demonstration would repeat round 0's prompts (and answers).
         metrics.insert("relabeled".into(), 0.0);
