@@ -171,6 +171,14 @@ fn zero_shot_freeal_and_supervised_tag_entities() {
     assert_eq!(metric(&rounds[1], "relabeled"), noisy);
     assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), noisy);
     assert!(metric(&rounds[1], "demo_pool_size") > 0.0);
+    // The simulated annotator ignores demonstrations, so the labels did not change and the
+    // round-0 tagger was kept rather than trained again from the same seed.
+    assert_eq!(
+        metric(&rounds[1], "pool_label_f1"),
+        metric(&rounds[0], "pool_label_f1")
+    );
+    assert_eq!(rounds[1]["slm_steps"].as_u64(), Some(0));
+    assert_eq!(metric(&rounds[1], "test_f1"), metric(&rounds[0], "test_f1"));
     assert_eq!(metric(&rounds[0], "gold_labels_used"), 0.0);
 
     let sup = &records(dir.path(), "supervised")[0];

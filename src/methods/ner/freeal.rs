@@ -213,6 +213,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
     for round in 0..=spec.rounds {
         let start = Instant::now();
         let mut metrics = BTreeMap::new();
+        let before = labels.clone();
         match &previous {
             None => {
                 let requests: Vec<_> = pool_examples
@@ -246,7 +247,12 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                 got.record(&mut metrics, "relabel");
             }
         }
-        let trained = self_train_tagger(ctx.load_slm()?, &words, &labels, spec, ctx.progress)?;
+        let trained = match previous.take() {
+            // Retraining on unchanged labels from the same seed gives the same tagger again
+            // (minutes per round on a CPU): keep it, with no optimiser step to record.
+            Some((kept, _)) if labels == before => TrainedTagger { steps: 0, ..kept },
+            _ => self_train_tagger(ctx.load_slm()?, &words, &labels, spec, ctx.progress)?,
+        };
         score_spans(&mut metrics, "pool_label", dataset, &labels, &gold);
         let masked = labels.iter().filter(|l| l.is_none()).count();
         metrics.insert(
