@@ -1,6 +1,7 @@
 //! NER end to end on a learnable toy corpus (person and city names among filler words, CoNLL
-//! columns): zero-shot extraction, FreeAL and the gold-tag tagger, with the simulated annotator
-//! answering span-extraction requests (each gold entity kept at 70%, else dropped or retyped).
+//! columns): zero-shot extraction, FreeAL, the gold-tag tagger, active learning and LLMaAA, with
+//! the simulated annotator answering span-extraction requests (each gold entity kept at 70%,
+//! else dropped or retyped).
 
 mod common;
 
@@ -64,6 +65,10 @@ fn toy_ner(dir: &Path) -> PathBuf {
 }
 
 fn spec(dir: &Path, dataset: &Path, methods: &str, initial: &str) -> PathBuf {
+    spec_with(dir, dataset, methods, initial, false)
+}
+
+fn spec_with(dir: &Path, dataset: &Path, methods: &str, initial: &str, reweight: bool) -> PathBuf {
     common::write(
         dir,
         "ner.toml",
@@ -82,6 +87,25 @@ warmup_epochs = 3
 rampup_epochs = 2.0
 medoids_per_class = 10
 demos_per_class = 2
+
+[methods.al_ner]
+kind = "active_learning"
+acquisition = "entropy"
+token_reduction = "max"
+budget = 60.0
+initial = 20.0
+rounds = 2
+
+[methods.llmaaa_ner]
+kind = "active_learning"
+oracle = "llm"
+acquisition = "entropy"
+budget = 60.0
+initial = 20.0
+rounds = 2
+k = 2
+demo_pool = 20
+reweight = {reweight}
 
 [llm]
 backend = "simulated"
@@ -200,6 +224,69 @@ fn ner_settings_the_method_cannot_honour_are_refused_before_running() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("initial") && stderr.contains("zero_shot"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("results/ner_toy").exists());
+}
+
+#[test]
+fn active_learning_and_llmaaa_tag_entities_with_token_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(
+        dir.path(),
+        &dataset,
+        r#""al_ner", "llmaaa_ner""#,
+        "zero_shot",
+    );
+    // 20-60 sentences at the shared 8 epochs are a handful of optimiser steps: the tagger
+    // would still say O everywhere.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("epochs = 8\n", "epochs = 40\n")).unwrap();
+    common::run_spec(&spec);
+
+    // Gold oracle: 20 random sentences, then two rounds of 20 by the max word entropy.
+    let al = records(dir.path(), "al_ner");
+    let acquired: Vec<f64> = al.iter().map(|r| metric(r, "labels_acquired")).collect();
+    assert_eq!(acquired, vec![20.0, 40.0, 60.0]);
+    assert_eq!(metric(&al[2], "gold_labels_used"), 60.0);
+    let (first, last) = (metric(&al[0], "test_f1"), metric(&al[2], "test_f1"));
+    assert!(
+        last > first,
+        "more gold sentences, better tagger: {first} -> {last}"
+    );
+    assert!(last > 0.8, "{}", al[2]);
+
+    // LLM oracle: 20 gold demo sentences held out; every acquired sentence goes to the LLM
+    // once, with its 2 nearest demonstrations, and comes back with simulated 70% entities.
+    let llmaaa = records(dir.path(), "llmaaa_ner");
+    let calls: f64 = llmaaa
+        .iter()
+        .map(|r| r["llm"]["calls"].as_f64().unwrap())
+        .sum();
+    assert_eq!(calls, 60.0);
+    for round in &llmaaa {
+        assert_eq!(metric(round, "gold_labels_used"), 20.0);
+        assert_eq!(metric(round, "oracle_unparsable_rate"), 0.0);
+        let f1 = metric(round, "acquired_label_f1");
+        assert!(
+            (0.6..0.9).contains(&f1),
+            "simulated oracle F1 {f1}: {round}"
+        );
+    }
+    assert!(metric(&llmaaa[2], "test_f1") > 0.5, "{}", llmaaa[2]);
+}
+
+#[test]
+fn ner_reweighting_is_refused_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec_with(dir.path(), &dataset, r#""llmaaa_ner""#, "zero_shot", true);
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reweight") && stderr.contains("classification"),
         "{stderr}"
     );
     assert!(!dir.path().join("results/ner_toy").exists());

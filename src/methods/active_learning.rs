@@ -3,6 +3,7 @@
 //! each round is one record (labels used vs test accuracy: the learning curve). The oracle is
 //! the gold labels (traditional AL: a human) or the LLM (LLMaAA: k-NN demonstrations from a small
 //! gold demo pool, optionally learned example reweighting against a separate gold meta set).
+//! NER cells run the same loop with a tagger (`super::ner::active_learning`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -25,7 +26,7 @@ use crate::llm::demos::{DemoSet, normalize_rows};
 use crate::metrics::accuracy;
 use crate::plan::Cell;
 use crate::run::records::RoundOutcome;
-use crate::select::acquisition::{Acquisition, PoolView};
+use crate::select::acquisition::{Acquisition, PoolProbs, PoolView, TokenReduction};
 
 /// Who labels the acquired examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,10 @@ pub struct AlSpec {
     pub reweight: bool,
     /// LLM oracle with `reweight`: gold meta set, disjoint from the demo pool and held out.
     pub meta_set: usize,
+    /// NER: how a sentence's per-word uncertainties become its score (classification has one
+    /// distribution per example and ignores it).
+    #[serde(skip_serializing_if = "TokenReduction::is_mean")]
+    pub token_reduction: TokenReduction,
 }
 
 impl Default for AlSpec {
@@ -74,8 +79,14 @@ impl Default for AlSpec {
             demo_pool: 100,
             reweight: false,
             meta_set: 100,
+            token_reduction: TokenReduction::Mean,
         }
     }
+}
+
+/// The AL loop's random stream: seed set, held-out sets, random and k-means acquisition.
+pub fn al_rng(ctx: &CellContext) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(ctx.cell.config.seed ^ 0xac71_0e00)
 }
 
 /// A count from a fraction-or-count setting.
@@ -111,12 +122,59 @@ pub struct ActiveLearning {
 }
 
 /// Gold examples set aside for the LLM oracle: demonstrations and the meta set.
-struct Reserved {
-    demos: Vec<usize>,
-    meta: Vec<usize>,
+pub struct Reserved {
+    /// Gold demo pool (the LLM oracle's demonstrations).
+    pub demos: Vec<usize>,
+    /// Gold meta set (reweighting's target).
+    pub meta: Vec<usize>,
+}
+
+/// Where an AL run starts: what is held out, what may be acquired, and the seed set.
+pub struct SeedSet {
+    /// Held-out gold examples.
+    pub reserved: Reserved,
+    /// Pool indices open to acquisition.
+    pub open: Vec<usize>,
+    /// Labels held after each round.
+    pub schedule: Vec<usize>,
+    /// The random seed set (sorted).
+    pub acquired: Vec<usize>,
+}
+
+impl SeedSet {
+    /// Open pool indices not yet in `acquired` (sorted).
+    pub fn candidates(&self, acquired: &[usize]) -> Vec<usize> {
+        self.open
+            .iter()
+            .copied()
+            .filter(|i| acquired.binary_search(i).is_err())
+            .collect()
+    }
 }
 
 impl ActiveLearning {
+    /// Held-out sets, schedule and random seed set of a pool of `pool` examples.
+    pub fn seed_set(&self, pool: usize, rng: &mut ChaCha8Rng) -> SeedSet {
+        let reserved = self.reserve(pool, rng);
+        let open: Vec<usize> = (0..pool)
+            .filter(|i| {
+                reserved.demos.binary_search(i).is_err() && reserved.meta.binary_search(i).is_err()
+            })
+            .collect();
+        let schedule = self.spec.schedule(open.len());
+        let mut acquired: Vec<usize> = sample(rng, open.len(), schedule[0])
+            .into_iter()
+            .map(|j| open[j])
+            .collect();
+        acquired.sort_unstable();
+        SeedSet {
+            reserved,
+            open,
+            schedule,
+            acquired,
+        }
+    }
+
     fn reserve(&self, pool: usize, rng: &mut ChaCha8Rng) -> Reserved {
         if self.spec.oracle == Oracle::Gold {
             return Reserved {
@@ -184,11 +242,12 @@ impl ActiveLearning {
 
 impl Method for ActiveLearning {
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
-        if dataset.task == Task::Ner {
+        if dataset.task == Task::Ner && self.spec.oracle == Oracle::Llm && self.spec.reweight {
             return Err((
-                "kind".into(),
+                "reweight".into(),
                 format!(
-                    "{} is an NER dataset; active_learning supports classification so far",
+                    "{} is an NER dataset; learned example reweighting is implemented for \
+                     classification heads only: set reweight = false",
                     dataset.name
                 ),
             ));
@@ -241,25 +300,18 @@ impl Method for ActiveLearning {
     }
 
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
+        if ctx.dataset.task == Task::Ner {
+            return super::ner::active_learning::run(self, ctx);
+        }
         require_classification(ctx, "active_learning")?;
         let dataset = ctx.dataset;
-        let seed = ctx.cell.config.seed;
         let num_labels = dataset.num_labels();
         let gold = gold_classes(&dataset.train, &ctx.cell.name)?;
         let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xac71_0e00);
-        let reserved = self.reserve(texts.len(), &mut rng);
-        let open: Vec<usize> = (0..texts.len())
-            .filter(|i| {
-                reserved.demos.binary_search(i).is_err() && reserved.meta.binary_search(i).is_err()
-            })
-            .collect();
-        let schedule = self.spec.schedule(open.len());
-        let mut acquired: Vec<usize> = sample(&mut rng, open.len(), schedule[0])
-            .into_iter()
-            .map(|j| open[j])
-            .collect();
-        acquired.sort_unstable();
+        let mut rng = al_rng(ctx);
+        let seed_set = self.seed_set(texts.len(), &mut rng);
+        let (reserved, open, schedule) = (&seed_set.reserved, &seed_set.open, &seed_set.schedule);
+        let mut acquired = seed_set.acquired.clone();
         let base = ctx.load_slm()?;
         let encoded = base.tokenize(&texts)?;
         let llm = self.spec.oracle == Oracle::Llm;
@@ -288,14 +340,9 @@ impl Method for ActiveLearning {
         for round in 0..schedule.len() {
             let start = Instant::now();
             let answers = match client.as_mut() {
-                Some(client) => self.llm_labels(
-                    ctx,
-                    client,
-                    &newly,
-                    &reserved,
-                    &pretrained_embeddings,
-                    &gold,
-                )?,
+                Some(client) => {
+                    self.llm_labels(ctx, client, &newly, reserved, &pretrained_embeddings, &gold)?
+                }
                 None => newly.iter().map(|&i| Some(gold[i])).collect(),
             };
             for (&i, a) in newly.iter().zip(answers) {
@@ -371,13 +418,9 @@ impl Method for ActiveLearning {
                 let pool = slm.infer(&encoded, ctx.progress)?;
                 let mut embeddings = pool.pooled;
                 normalize_rows(&mut embeddings);
-                let candidates: Vec<usize> = open
-                    .iter()
-                    .copied()
-                    .filter(|i| acquired.binary_search(i).is_err())
-                    .collect();
+                let candidates = seed_set.candidates(&acquired);
                 let view = PoolView {
-                    probs: &pool.probs,
+                    probs: PoolProbs::Examples(&pool.probs),
                     embeddings: &embeddings,
                     candidates: &candidates,
                     labeled: &acquired,
@@ -410,6 +453,16 @@ impl Method for ActiveLearning {
             .iter()
             .map(|&n| n.div_ceil(slm.batch_size) * slm.epochs)
             .sum();
+        if dataset.task == Task::Ner {
+            let calls = match self.spec.oracle {
+                Oracle::Llm => schedule.last().copied().unwrap_or(0),
+                Oracle::Gold => 0,
+            };
+            return Estimate {
+                slm_steps: steps as u64,
+                ..super::ner::estimate_extraction(cell, dataset, calls, self.spec.k)
+            };
+        }
         let (calls, chars) = match (&cell.config.llm, self.spec.oracle) {
             (Some(llm), Oracle::Llm) => {
                 let demos: Vec<&Example> = dataset.train.iter().take(self.spec.k).collect();

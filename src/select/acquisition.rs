@@ -1,15 +1,82 @@
 //! Acquisition functions for active learning: which unlabeled examples to label next, from the
-//! current model's probabilities (uncertainty) and/or its embeddings (diversity).
+//! current model's probabilities (uncertainty) and/or its embeddings (diversity). On token
+//! tagging each word's uncertainty is reduced to one score per sentence (mean, sum or max, as
+//! LLMaAA does).
 
 use rand::Rng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// How a sentence's per-word uncertainties become its acquisition score.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenReduction {
+    /// Mean over words: LLMaAA's default; sentence length does not decide.
+    #[default]
+    Mean,
+    /// Sum over words: long sentences (more to learn from, more to pay for) rank higher.
+    Sum,
+    /// The most uncertain word: one hard entity is enough.
+    Max,
+}
+
+impl TokenReduction {
+    /// Whether this is the default (kept out of serialised configs so cell ids stay stable).
+    pub fn is_mean(&self) -> bool {
+        *self == TokenReduction::Mean
+    }
+
+    /// The reduction of `scores` (0 for a sentence with no scored word).
+    pub fn reduce(&self, scores: impl Iterator<Item = f64>) -> f64 {
+        let (mut sum, mut max, mut n) = (0.0, f64::NEG_INFINITY, 0usize);
+        for s in scores {
+            sum += s;
+            max = max.max(s);
+            n += 1;
+        }
+        if n == 0 {
+            return 0.0;
+        }
+        match self {
+            TokenReduction::Mean => sum / n as f64,
+            TokenReduction::Sum => sum,
+            TokenReduction::Max => max,
+        }
+    }
+}
+
+/// The current model's probabilities over the pool.
+#[derive(Clone, Copy)]
+pub enum PoolProbs<'a> {
+    /// One class distribution per example.
+    Examples(&'a [Vec<f32>]),
+    /// Per sentence, one tag distribution per word (empty for a word truncation cut, which is
+    /// not scored).
+    Words {
+        /// The distributions.
+        probs: &'a [Vec<Vec<f32>>],
+        /// How word scores become a sentence score.
+        reduction: TokenReduction,
+    },
+}
+
+impl PoolProbs<'_> {
+    /// Example `i`'s uncertainty under the per-distribution `score`.
+    pub fn score(&self, i: usize, score: impl Fn(&[f32]) -> f64) -> f64 {
+        match self {
+            PoolProbs::Examples(probs) => score(&probs[i]),
+            PoolProbs::Words { probs, reduction } => {
+                reduction.reduce(probs[i].iter().filter(|p| !p.is_empty()).map(|p| score(p)))
+            }
+        }
+    }
+}
+
 /// What an acquisition function sees of the pool.
 pub struct PoolView<'a> {
-    /// Class probabilities of every pool example under the current model.
-    pub probs: &'a [Vec<f32>],
+    /// Probabilities of every pool example under the current model.
+    pub probs: PoolProbs<'a>,
     /// Unit-length embeddings of every pool example under the current model.
     pub embeddings: &'a [Vec<f32>],
     /// Pool indices that may be picked (unlabeled).
@@ -69,7 +136,7 @@ fn top_scored(view: &PoolView, budget: usize, score: impl Fn(&[f32]) -> f64) -> 
     let mut scored: Vec<(f64, usize)> = view
         .candidates
         .iter()
-        .map(|&i| (score(&view.probs[i]), i))
+        .map(|&i| (view.probs.score(i, &score), i))
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().take(budget).map(|(_, i)| i).collect()
@@ -239,7 +306,7 @@ mod tests {
         labeled: &'a [usize],
     ) -> PoolView<'a> {
         PoolView {
-            probs,
+            probs: PoolProbs::Examples(probs),
             embeddings,
             candidates,
             labeled,
@@ -270,6 +337,59 @@ mod tests {
         // Only candidates are picked.
         let v = view(&probs, &emb, &[0, 3], &[]);
         assert_eq!(Acquisition::Entropy.select(&v, 5, &mut rng), vec![3, 0]);
+    }
+
+    #[test]
+    fn token_reductions_rank_sentences_differently() {
+        // Word entropies: sentence 0 = [ln 2, 0, 0] (one hard word); sentences 1 and 2 have
+        // mildly unsure words, H(0.88, 0.12) = 0.36693 each: two (and a cut word), four and a
+        // sure one.
+        let hard = vec![0.5, 0.5];
+        let sure = vec![1.0, 0.0];
+        let mild = vec![0.88, 0.12];
+        let probs = vec![
+            vec![hard.clone(), sure.clone(), sure.clone()],
+            vec![mild.clone(), mild.clone(), Vec::new()],
+            vec![mild.clone(), mild.clone(), mild.clone(), mild.clone(), sure],
+        ];
+        let emb = vec![vec![0.0]; 3];
+        let candidates = [0, 1, 2];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let h_mild = entropy(&mild);
+        assert!((h_mild - 0.366_925).abs() < 1e-5);
+        let pick = |reduction, rng: &mut ChaCha8Rng| {
+            let v = PoolView {
+                probs: PoolProbs::Words {
+                    probs: &probs,
+                    reduction,
+                },
+                embeddings: &emb,
+                candidates: &candidates,
+                labeled: &[],
+            };
+            Acquisition::Entropy.select(&v, 3, rng)
+        };
+        // Means: ln2/3 = 0.231, 0.367 (the cut word is not counted), 4 * 0.367 / 5 = 0.294.
+        assert_eq!(pick(TokenReduction::Mean, &mut rng), vec![1, 2, 0]);
+        // Sums: 0.693, 0.734, 1.468.
+        assert_eq!(pick(TokenReduction::Sum, &mut rng), vec![2, 1, 0]);
+        // Maxima: 0.693, 0.367, 0.367 (a tie: lower index first).
+        assert_eq!(pick(TokenReduction::Max, &mut rng), vec![0, 1, 2]);
+        assert_eq!(TokenReduction::Max.reduce(std::iter::empty()), 0.0);
+        // Least confidence per word, summed: 0.5, 0.12 * 2 = 0.24, 0.12 * 4 = 0.48.
+        let v = PoolView {
+            probs: PoolProbs::Words {
+                probs: &probs,
+                reduction: TokenReduction::Sum,
+            },
+            embeddings: &emb,
+            candidates: &candidates,
+            labeled: &[],
+        };
+        assert_eq!(
+            Acquisition::LeastConfidence.select(&v, 3, &mut rng),
+            vec![0, 2, 1]
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The methods on token-classification (NER) datasets: the LLM extracts entity spans as JSON
-//! under a grammar, the SLM tags tokens. `icl` (zero-shot), `supervised` and `freeal` hand NER
-//! cells to this module; everything else (records, tables) is shared with classification.
+//! under a grammar, the SLM tags tokens. `icl` (zero-shot), `supervised`, `freeal` and
+//! `active_learning` hand NER cells to this module; everything else (records, tables) is shared
+//! with classification.
 
+pub mod active_learning;
 pub mod freeal;
 
 use std::collections::BTreeMap;
