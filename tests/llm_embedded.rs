@@ -170,7 +170,7 @@ fn grammar_constrained_extraction_always_parses() {
         .map(|s| {
             let types = "PER (person), LOC (location), ORG (organization)";
             // A cut answer keeps its complete objects; 48 tokens hold at least one.
-            prompt.extract(s, &[], types, &grammar, 48)
+            prompt.extract(s, &[], types, Some(&grammar), 48)
         })
         .collect();
     // The 135M test model left alone rarely writes this JSON; under the grammar it must.

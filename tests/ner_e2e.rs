@@ -1,5 +1,6 @@
 //! NER end to end on a learnable toy corpus (person and city names among filler words, CoNLL
-//! columns): zero-shot extraction, FreeAL, the gold-tag tagger, active learning and LLMaAA, with
+//! columns): zero-shot and k-NN ICL extraction, FreeAL, the gold-tag tagger, active learning and
+//! LLMaAA, with
 //! the simulated annotator answering span-extraction requests (each gold entity kept at 70%,
 //! else dropped or retyped).
 
@@ -87,6 +88,13 @@ warmup_epochs = 3
 rampup_epochs = 2.0
 medoids_per_class = 10
 demos_per_class = 2
+
+[methods.knn_ner]
+kind = "icl"
+demos = "knn"
+k = 2
+demo_pool = 20
+label_pool = true
 
 [methods.al_ner]
 kind = "active_learning"
@@ -290,4 +298,33 @@ fn ner_reweighting_is_refused_before_running() {
         "{stderr}"
     );
     assert!(!dir.path().join("results/ner_toy").exists());
+}
+
+#[test]
+fn knn_icl_shows_gold_demonstrations_and_labels_test_and_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(dir.path(), &dataset, r#""knn_ner""#, "zero_shot");
+    let out = common::bench(&["plan", spec.to_str().unwrap(), "--show-prompt"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two demonstrations, each answered in the JSON the grammar asks for (every toy sentence
+    // holds a person, a city or nothing).
+    let answers = shown.matches("[{\"span\":").count() + shown.matches("\n[]").count();
+    assert!(answers >= 2, "{shown}");
+
+    common::run_spec(&spec);
+    let round = &records(dir.path(), "knn_ner")[0];
+    assert_eq!(metric(round, "gold_labels_used"), 20.0);
+    // 200 test sentences, then the 300 pool sentences (the 20 demos included, never their own
+    // demonstration).
+    assert_eq!(round["llm"]["calls"].as_f64(), Some(500.0));
+    for prefix in ["test", "pool_label"] {
+        let f1 = metric(round, &format!("{prefix}_f1"));
+        assert!((0.68..0.84).contains(&f1), "simulated {prefix} F1 {f1}");
+    }
 }

@@ -250,6 +250,18 @@ pub struct LlmSpec {
     pub replay: Option<ReplaySpec>,
     /// Simulated: the noise.
     pub simulated: SimulatedSpec,
+    /// NER: decode extraction answers under the JSON grammar (embedded, llama.cpp server);
+    /// `false` sends free text through the same parser, unparsable answers masked.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub grammar: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// Noise of the simulated annotator.

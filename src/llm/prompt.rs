@@ -238,7 +238,7 @@ impl PromptTemplate {
         text: &str,
         demos: &[(&str, String)],
         types: &str,
-        grammar: &str,
+        grammar: Option<&str>,
         max_tokens: u32,
     ) -> GenerateRequest {
         let system = ChatMessage::new(Role::System, self.instruction.replace("{labels}", types));
@@ -249,7 +249,7 @@ impl PromptTemplate {
             temperature: 0.0,
             seed: 0,
             query: Some(text.to_string()),
-            grammar: Some(grammar.to_string()),
+            grammar: grammar.map(str::to_string),
         }
     }
 
@@ -321,6 +321,23 @@ mod tests {
         assert_eq!(r.messages.len(), 1);
         assert!(r.messages[0].content.contains("\n\na fine film\n\n"));
         assert_eq!((r.seed, r.max_tokens), (9, 96));
+    }
+
+    #[test]
+    fn extraction_request_carries_types_demos_query_and_optional_grammar() {
+        let t = template(DemoStyle::Turns);
+        let demos = [("Bob ran", r#"[{"span":"Bob","type":"PER"}]"#.to_string())];
+        let r = t.extract("Ann sat", &demos, "PER (person)", Some("root ::= \"[]\""), 40);
+        assert_eq!(r.messages[0].content, "Classify as PER (person).");
+        let turns: Vec<&str> = r.messages[1..].iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            turns,
+            ["Review: Bob ran", r#"[{"span":"Bob","type":"PER"}]"#, "Review: Ann sat"]
+        );
+        assert_eq!(r.grammar.as_deref(), Some("root ::= \"[]\""));
+        assert_eq!((r.query.as_deref(), r.max_tokens), (Some("Ann sat"), 40));
+        // llm.grammar = false: free text, no grammar on the wire or in the cache key.
+        assert_eq!(t.extract("Ann sat", &[], "PER", None, 40).grammar, None);
     }
 
     fn verbs() -> Vec<Vec<String>> {

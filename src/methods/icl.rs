@@ -37,9 +37,10 @@ pub struct Icl {
 }
 
 /// The gold-labelled demonstration pool: training indices and their labels.
-struct DemoPool {
-    /// The gold-labelled demonstrations (embedded for k-NN only).
-    set: DemoSet,
+pub struct DemoPool {
+    /// The gold-labelled demonstrations (embedded for k-NN only; NER sentences have no class
+    /// and carry label 0).
+    pub set: DemoSet,
     /// The encoder that embedded the pool, kept to embed queries the same way (k-NN only).
     embedder: Option<Slm>,
 }
@@ -67,11 +68,17 @@ impl Icl {
         picked
     }
 
-    fn demo_pool(&self, ctx: &CellContext) -> Result<DemoPool> {
+    /// The cell's gold demonstration pool (empty without demonstrations).
+    pub fn demo_pool(&self, ctx: &CellContext) -> Result<DemoPool> {
         let dataset = ctx.dataset;
         let indices = self.pool_indices(dataset.train.len(), ctx.cell.config.seed);
-        let all = gold_classes(&dataset.train, &ctx.cell.name)?;
-        let labels = indices.iter().map(|&i| all[i]).collect();
+        let labels = match dataset.task {
+            Task::Ner => vec![0; indices.len()],
+            Task::Classification => {
+                let all = gold_classes(&dataset.train, &ctx.cell.name)?;
+                indices.iter().map(|&i| all[i]).collect()
+            }
+        };
         let embedder = self.embedder(ctx)?;
         let embeddings = match &embedder {
             Some(slm) => {
@@ -93,18 +100,17 @@ impl Icl {
         })
     }
 
-    /// The requests labelling `queries`; `train_index[q]` is the query's training-pool index
-    /// when it is one (so it is never its own demonstration).
-    fn requests(
+    /// The demonstrations of each of `queries`, as positions in `pool.set.members`;
+    /// `train_index[q]` is the query's training-pool index when it is one (so it is never its
+    /// own demonstration).
+    pub fn choose(
         &self,
         ctx: &CellContext,
-        prompt: &PromptTemplate,
         pool: &DemoPool,
         queries: &[&Example],
         train_index: &[Option<usize>],
         salt: u64,
-    ) -> Result<Vec<ClassifyRequest>> {
-        let dataset = ctx.dataset;
+    ) -> Result<Vec<Vec<usize>>> {
         let query_embeddings = match &pool.embedder {
             Some(slm) => {
                 let texts: Vec<&str> = queries.iter().map(|e| e.text.as_str()).collect();
@@ -113,12 +119,10 @@ impl Icl {
             None => Vec::new(),
         };
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.cell.config.seed ^ salt);
-        Ok(queries
-            .iter()
-            .enumerate()
-            .map(|(q, example)| {
+        Ok((0..queries.len())
+            .map(|q| {
                 let exclude = train_index[q].and_then(|t| pool.set.members.binary_search(&t).ok());
-                let chosen = match self.demos {
+                match self.demos {
                     DemoChoice::None => Vec::new(),
                     DemoChoice::Random => {
                         random_demos(&mut rng, pool.set.members.len(), self.k, exclude)
@@ -131,7 +135,27 @@ impl Icl {
                         self.balanced,
                         exclude,
                     ),
-                };
+                }
+            })
+            .collect())
+    }
+
+    /// The classification requests labelling `queries` (see [`Icl::choose`]).
+    fn requests(
+        &self,
+        ctx: &CellContext,
+        prompt: &PromptTemplate,
+        pool: &DemoPool,
+        queries: &[&Example],
+        train_index: &[Option<usize>],
+        salt: u64,
+    ) -> Result<Vec<ClassifyRequest>> {
+        let dataset = ctx.dataset;
+        let chosen = self.choose(ctx, pool, queries, train_index, salt)?;
+        Ok(queries
+            .iter()
+            .zip(chosen)
+            .map(|(example, chosen)| {
                 let demos = pool.set.shown(&dataset.train, &chosen);
                 prompt.classify(&example.text, &demos, &dataset.verbalizers)
             })
@@ -178,7 +202,7 @@ impl Method for Icl {
         let start = Instant::now();
         let dataset = ctx.dataset;
         if dataset.task == Task::Ner {
-            return super::ner::zero_shot(ctx);
+            return super::ner::icl(ctx, self);
         }
         require_classification(ctx, "icl")?;
         let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
@@ -219,12 +243,12 @@ impl Method for Icl {
     }
 
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
-        if dataset.task == Task::Ner && self.demos != DemoChoice::None {
+        if dataset.task == Task::Ner && self.balanced && self.demos == DemoChoice::Knn {
             return Err((
-                "demos".into(),
+                "balanced".into(),
                 format!(
-                    "{} is an NER dataset; icl extracts entities zero-shot there (demos = \"none\"); \
-                     demonstrations for NER come from freeal's pool",
+                    "{} is an NER dataset: a sentence has no single class to balance k-NN \
+                     demonstrations over; set balanced = false",
                     dataset.name
                 ),
             ));
@@ -233,9 +257,6 @@ impl Method for Icl {
     }
 
     fn first_prompt(&self, ctx: &CellContext) -> Result<Option<Vec<ChatMessage>>> {
-        if ctx.dataset.task == Task::Ner {
-            return Ok(super::ner_first_prompt(ctx, &ctx.dataset.test));
-        }
         let Some(llm) = &ctx.cell.config.llm else {
             return Ok(None);
         };
@@ -243,30 +264,34 @@ impl Method for Icl {
             return Ok(None);
         };
         let pool = self.demo_pool(ctx)?;
+        if ctx.dataset.task == Task::Ner {
+            return super::ner::icl_requests(ctx, self, &pool, &[first], &[None], 1)
+                .map(|r| r.into_iter().next().map(|r| r.messages));
+        }
         let requests = self.requests(ctx, &llm.prompt, &pool, &[first], &[None], 1)?;
         Ok(requests.into_iter().next().map(|r| r.messages))
     }
 
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {
-        if dataset.task == Task::Ner {
-            return super::ner::estimate_extraction(cell, dataset, dataset.test.len(), 0);
-        }
         let queries = dataset.test.len()
             + if self.label_pool {
                 dataset.train.len()
             } else {
                 0
             };
-        let Some(llm) = &cell.config.llm else {
-            return Estimate::default();
-        };
-        // Prompt size from the first test item with the first k pool items as stand-in demos.
-        let pool = self.pool_indices(dataset.train.len(), cell.config.seed);
         let k = if self.demos == DemoChoice::None {
             0
         } else {
             self.k
         };
+        if dataset.task == Task::Ner {
+            return super::ner::estimate_extraction(cell, dataset, queries, k);
+        }
+        let Some(llm) = &cell.config.llm else {
+            return Estimate::default();
+        };
+        // Prompt size from the first test item with the first k pool items as stand-in demos.
+        let pool = self.pool_indices(dataset.train.len(), cell.config.seed);
         let demos: Vec<&Example> = pool.iter().take(k).map(|&i| &dataset.train[i]).collect();
         let chars = prompt_chars(&llm.prompt, dataset, dataset.test.first(), &demos);
         Estimate {

@@ -123,7 +123,7 @@ pub fn ner_first_prompt(ctx: &CellContext, examples: &[Example]) -> Option<Vec<C
         return None;
     };
     (ctx.dataset.task == Task::Ner).then(|| {
-        ner::Extractor::new(&llm.prompt, ctx.dataset)
+        ner::Extractor::new(llm, ctx.dataset)
             .request(first, &[])
             .messages
     })

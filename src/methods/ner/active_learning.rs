@@ -113,7 +113,7 @@ pub fn run(al: &ActiveLearning, ctx: &CellContext) -> Result<Vec<RoundOutcome>> 
             };
             Some(LlmOracle {
                 client: crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?,
-                extractor: Extractor::new(&llm.prompt, dataset),
+                extractor: Extractor::new(llm, dataset),
                 demos,
                 demo_rows,
                 embeddings,

@@ -200,7 +200,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
         message: "freeal needs [llm] settings".into(),
     })?;
     let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
-    let extractor = Extractor::new(&llm.prompt, dataset);
+    let extractor = Extractor::new(llm, dataset);
     let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
     let seed = ctx.cell.config.seed;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a1e4);

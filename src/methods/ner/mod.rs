@@ -1,5 +1,5 @@
 //! The methods on token-classification (NER) datasets: the LLM extracts entity spans as JSON
-//! under a grammar, the SLM tags tokens. `icl` (zero-shot), `supervised`, `freeal` and
+//! under a grammar, the SLM tags tokens. `icl`, `supervised`, `freeal` and
 //! `active_learning` hand NER cells to this module; everything else (records, tables) is shared
 //! with classification.
 
@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
+use super::icl::{DemoPool, Icl};
 use super::{CellContext, Estimate};
 use crate::data::{Dataset, Example, Target};
 use crate::error::{Error, Result};
@@ -21,7 +22,7 @@ use crate::llm::client::LlmClient;
 use crate::llm::prompt::PromptTemplate;
 use crate::llm::spans::{MatchStats, describe_types, grammar, parse_answer, tag_tokens};
 use crate::metrics::spans::span_scores;
-use crate::plan::Cell;
+use crate::plan::{Cell, LlmCell};
 use crate::run::records::{RoundOutcome, write_atomic};
 use crate::slm::Slm;
 use crate::slm::tagging::{fit_tags, infer_tags};
@@ -98,17 +99,18 @@ pub struct Extractor<'a> {
     prompt: &'a PromptTemplate,
     dataset: &'a Dataset,
     types: String,
-    grammar: String,
+    /// The answer grammar; `None` when `llm.grammar = false`.
+    grammar: Option<String>,
 }
 
 impl<'a> Extractor<'a> {
-    /// The extractor of `dataset` under `prompt`.
-    pub fn new(prompt: &'a PromptTemplate, dataset: &'a Dataset) -> Self {
+    /// The extractor of `dataset` under the cell's prompt and grammar setting.
+    pub fn new(llm: &'a LlmCell, dataset: &'a Dataset) -> Self {
         Extractor {
-            prompt,
+            prompt: &llm.prompt,
             dataset,
             types: describe_types(&dataset.label_names, &dataset.descriptions),
-            grammar: grammar(&dataset.label_names),
+            grammar: llm.spec.grammar.then(|| grammar(&dataset.label_names)),
         }
     }
 
@@ -128,7 +130,7 @@ impl<'a> Extractor<'a> {
             &example.text,
             &shown,
             &self.types,
-            &self.grammar,
+            self.grammar.as_deref(),
             max_answer_tokens(example.tokens.len()),
         )
     }
@@ -241,8 +243,43 @@ pub fn supervised(ctx: &CellContext, fraction: f64) -> Result<Vec<RoundOutcome>>
     }])
 }
 
-/// `icl` with no demonstrations on NER: the LLM extracts the entities of every test sentence.
-pub fn zero_shot(ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
+/// The extraction requests of `queries` under `icl`'s demonstration choice: none, or `k`
+/// random / nearest sentences of its gold demo pool with their gold entities.
+pub fn icl_requests(
+    ctx: &CellContext,
+    icl: &Icl,
+    pool: &DemoPool,
+    queries: &[&Example],
+    train_index: &[Option<usize>],
+    salt: u64,
+) -> Result<Vec<GenerateRequest>> {
+    let dataset = ctx.dataset;
+    let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+        cell: ctx.cell.name.clone(),
+        message: "icl needs [llm] settings".into(),
+    })?;
+    let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
+    let extractor = Extractor::new(llm, dataset);
+    let chosen = icl.choose(ctx, pool, queries, train_index, salt)?;
+    Ok(queries
+        .iter()
+        .zip(chosen)
+        .map(|(query, chosen)| {
+            let demos: Vec<(&Example, &[usize])> = chosen
+                .iter()
+                .map(|&j| {
+                    let d = pool.set.members[j];
+                    (&dataset.train[d], gold[d].as_slice())
+                })
+                .collect();
+            extractor.request(query, &demos)
+        })
+        .collect())
+}
+
+/// `icl` on NER: the LLM extracts the entities of every test sentence (and, with
+/// `label_pool`, of every pool sentence), zero-shot or with gold demonstrations.
+pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
     let start = Instant::now();
     let dataset = ctx.dataset;
     let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
@@ -250,23 +287,35 @@ pub fn zero_shot(ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         message: "icl needs [llm] settings".into(),
     })?;
     let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
-    let extractor = Extractor::new(&llm.prompt, dataset);
-    let test: Vec<&Example> = dataset.test.iter().collect();
-    let requests: Vec<GenerateRequest> = test.iter().map(|e| extractor.request(e, &[])).collect();
-    let got = extractor.run(ctx, &mut client, &test, &requests, "LLM extracts test")?;
-    let gold = gold_tags(&dataset.test, &ctx.cell.name)?;
-    write_tags(
-        &ctx.out_dir.join("labels_test.csv"),
-        dataset,
-        &got.tags,
-        &gold,
-        None,
-    )?;
-    got.write_answers(&ctx.out_dir.join("answers_test.jsonl"))?;
+    let extractor = Extractor::new(llm, dataset);
+    let pool = icl.demo_pool(ctx)?;
     let mut metrics = BTreeMap::new();
-    score_spans(&mut metrics, "test", dataset, &got.tags, &gold);
-    got.record(&mut metrics, "test");
-    metrics.insert("gold_labels_used".into(), 0.0);
+    let train: Vec<&Example> = dataset.train.iter().collect();
+    let test: Vec<&Example> = dataset.test.iter().collect();
+    let test_index = vec![None; test.len()];
+    let train_index: Vec<Option<usize>> = (0..train.len()).map(Some).collect();
+    let mut splits = vec![("test", &dataset.test, test, test_index, 1)];
+    if icl.label_pool {
+        splits.push(("pool_label", &dataset.train, train, train_index, 2));
+    }
+    for (prefix, examples, queries, index, salt) in splits {
+        let requests = icl_requests(ctx, icl, &pool, &queries, &index, salt)?;
+        let phase = format!("LLM extracts {}", prefix.trim_end_matches("_label"));
+        let got = extractor.run(ctx, &mut client, &queries, &requests, &phase)?;
+        let gold = gold_tags(examples, &ctx.cell.name)?;
+        let file = if prefix == "test" { "test" } else { "pool" };
+        write_tags(
+            &ctx.out_dir.join(format!("labels_{file}.csv")),
+            dataset,
+            &got.tags,
+            &gold,
+            None,
+        )?;
+        got.write_answers(&ctx.out_dir.join(format!("answers_{file}.jsonl")))?;
+        score_spans(&mut metrics, prefix, dataset, &got.tags, &gold);
+        got.record(&mut metrics, prefix);
+    }
+    metrics.insert("gold_labels_used".into(), pool.set.members.len() as f64);
     Ok(vec![RoundOutcome {
         round: 0,
         metrics,
@@ -306,7 +355,7 @@ pub fn estimate_extraction(cell: &Cell, dataset: &Dataset, n: usize, demos: usiz
     let (Some(llm), Some(first)) = (&cell.config.llm, dataset.train.first()) else {
         return Estimate::default();
     };
-    let extractor = Extractor::new(&llm.prompt, dataset);
+    let extractor = Extractor::new(llm, dataset);
     let shown: Vec<(&Example, &[usize])> = dataset
         .train
         .iter()
