@@ -327,12 +327,22 @@ mod tests {
     fn extraction_request_carries_types_demos_query_and_optional_grammar() {
         let t = template(DemoStyle::Turns);
         let demos = [("Bob ran", r#"[{"span":"Bob","type":"PER"}]"#.to_string())];
-        let r = t.extract("Ann sat", &demos, "PER (person)", Some("root ::= \"[]\""), 40);
+        let r = t.extract(
+            "Ann sat",
+            &demos,
+            "PER (person)",
+            Some("root ::= \"[]\""),
+            40,
+        );
         assert_eq!(r.messages[0].content, "Classify as PER (person).");
         let turns: Vec<&str> = r.messages[1..].iter().map(|m| m.content.as_str()).collect();
         assert_eq!(
             turns,
-            ["Review: Bob ran", r#"[{"span":"Bob","type":"PER"}]"#, "Review: Ann sat"]
+            [
+                "Review: Bob ran",
+                r#"[{"span":"Bob","type":"PER"}]"#,
+                "Review: Ann sat"
+            ]
         );
         assert_eq!(r.grammar.as_deref(), Some("root ::= \"[]\""));
         assert_eq!((r.query.as_deref(), r.max_tokens), (Some("Ann sat"), 40));

@@ -242,16 +242,6 @@ impl ActiveLearning {
 
 impl Method for ActiveLearning {
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
-        if dataset.task == Task::Ner && self.spec.oracle == Oracle::Llm && self.spec.reweight {
-            return Err((
-                "reweight".into(),
-                format!(
-                    "{} is an NER dataset; learned example reweighting is implemented for \
-                     classification heads only: set reweight = false",
-                    dataset.name
-                ),
-            ));
-        }
         let pool = dataset.train.len();
         let reserved = if self.spec.oracle == Oracle::Gold {
             0

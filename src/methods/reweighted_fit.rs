@@ -2,7 +2,8 @@
 //! trains on LLM labels: every batch, each example's weight is the clamped, normalised
 //! meta-gradient of its loss, computed exactly for the classification head (closed form, see
 //! `select::reweight`). The encoder's parameters are left out of the meta-gradient: it weighs
-//! examples by how their head gradients align with the meta set's.
+//! examples by how their head gradients align with the meta set's. A tagger's sentences are
+//! weighed the same way, their head gradient the mean of their labelled words'.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
@@ -11,9 +12,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::select::reweight::{HeadExample, example_weights};
+use crate::select::reweight::{HeadExample, TaggedExample, example_weights};
 use crate::slm::losses::soft_cross_entropy;
-use crate::slm::tokenize::Encoded;
+use crate::slm::model::Step;
+use crate::slm::tagging::{gather, ids_of, labelled_positions, tag_targets};
+use crate::slm::tokenize::{Encoded, WordEncoded};
 use crate::slm::{FitReport, Slm};
 
 fn rows_of(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
@@ -67,6 +70,21 @@ pub struct WeightStats {
 }
 
 impl WeightStats {
+    /// Counts one batch: its rows' learned `weights` and whether their labels are wrong.
+    fn add_batch(&mut self, rows: &[usize], weights: &[f32], label_wrong: &[bool]) {
+        self.batches += 1;
+        self.dead_batches += u64::from(weights.iter().all(|&w| w == 0.0));
+        for (&row, &w) in rows.iter().zip(weights) {
+            self.examples += 1;
+            self.zeroed += u64::from(w == 0.0);
+            self.weight += f64::from(w);
+            if label_wrong[row] {
+                self.wrong += 1;
+                self.weight_on_wrong += f64::from(w);
+            }
+        }
+    }
+
     /// The statistics as record metrics (`reweight_*`): the share of example-steps zeroed, of
     /// dead batches, of weight on wrong labels, and the share of wrong labels it compares with.
     pub fn metrics(&self) -> [(&'static str, f64); 4] {
@@ -139,22 +157,135 @@ pub fn fit_reweighted(
                     .into_iter()
                     .map(|w| w as f32)
                     .collect();
-                stats.batches += 1;
-                stats.dead_batches += u64::from(weights.iter().all(|&w| w == 0.0));
-                for (&row, &w) in step.rows.iter().zip(&weights) {
-                    stats.examples += 1;
-                    stats.zeroed += u64::from(w == 0.0);
-                    stats.weight += f64::from(w);
-                    if label_wrong[row] {
-                        stats.wrong += 1;
-                        stats.weight_on_wrong += f64::from(w);
-                    }
-                }
+                stats.add_batch(step.rows, &weights, label_wrong);
                 let w = Tensor::<1>::from_data(
                     TensorData::new(weights, [step.rows.len()]),
                     step.device(),
                 );
                 Ok((soft_cross_entropy(logits, target) * w).sum())
+            })?;
+        report.steps += epoch_report.steps;
+        report.tokens += epoch_report.tokens;
+        report.last_epoch_loss = epoch_report.last_epoch_loss;
+    }
+    Ok((report, stats))
+}
+
+/// Per batch row, the head's view of its labelled words: their last hidden states and
+/// `softmax - one-hot` errors (`positions` index the flattened `[rows, seq]` tokens).
+fn tagged_examples(
+    states: Tensor<3>,
+    logits: Tensor<3>,
+    positions: &[i64],
+    tags: &[usize],
+    rows: usize,
+    step: &Step,
+) -> Result<Vec<TaggedExample>> {
+    let mut out = vec![TaggedExample::default(); rows];
+    if positions.is_empty() {
+        return Ok(out);
+    }
+    let seq = logits.dims()[1];
+    let features = rows_of(gather(states.detach(), positions, step))?;
+    let probs = rows_of(softmax(gather(logits.detach(), positions, step), 1))?;
+    for ((&pos, &tag), (features, mut error)) in positions
+        .iter()
+        .zip(tags)
+        .zip(features.into_iter().zip(probs))
+    {
+        error[tag] -= 1.0;
+        out[pos as usize / seq]
+            .words
+            .push(HeadExample { features, error });
+    }
+    Ok(out)
+}
+
+/// The tagger's counterpart of [`fit_reweighted`]: each batch's sentences are weighed by the
+/// meta-gradient of their mean word loss against a batch-size sample of the gold `meta_tags`
+/// sentences, and each sentence's words share its weight.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_tags_reweighted(
+    slm: &mut Slm,
+    words: &[WordEncoded],
+    labels: &[Option<Vec<usize>>],
+    label_wrong: &[bool],
+    meta_words: &[WordEncoded],
+    meta_tags: &[Option<Vec<usize>>],
+    batch_size: usize,
+    rng: &mut ChaCha8Rng,
+    progress: &Progress,
+) -> Result<(FitReport, WeightStats)> {
+    let usable: Vec<usize> = (0..words.len()).filter(|&i| labels[i].is_some()).collect();
+    if usable.is_empty() || meta_words.is_empty() {
+        return Err(Error::model(
+            "tagger",
+            "reweighting needs labelled training sentences and a meta set",
+        ));
+    }
+    let ids = ids_of(words);
+    let meta_ids = ids_of(meta_words);
+    let epochs = slm.epochs();
+    let mut trainer = slm.trainer(slm.steps_per_epoch(usable.len()) * epochs as u64);
+    let mut report = FitReport::default();
+    let mut stats = WeightStats::default();
+    for epoch in 0..epochs {
+        let label = format!("reweighted epoch {}/{epochs}", epoch + 1);
+        let epoch_report =
+            slm.train_epoch(&mut trainer, &ids, &usable, &label, progress, |step| {
+                let (states, logits) = step.model.token_states_logits(&step.batch);
+                let seq = logits.dims()[1];
+                let (positions, tags) = labelled_positions(words, labels, step.rows, seq, |_| true);
+                if positions.is_empty() {
+                    // Every word of the batch was cut off by truncation: nothing to learn.
+                    return Ok(logits.sum() * 0.0);
+                }
+                let meta_rows: Vec<usize> =
+                    sample(rng, meta_ids.len(), batch_size.min(meta_ids.len())).into_vec();
+                let (meta_states, meta_logits) = step
+                    .model
+                    .token_states_logits(&step.batch_of(&meta_ids, &meta_rows));
+                let meta_seq = meta_logits.dims()[1];
+                let (meta_positions, meta_truth) =
+                    labelled_positions(meta_words, meta_tags, &meta_rows, meta_seq, |_| true);
+                let train = tagged_examples(
+                    states,
+                    logits.clone(),
+                    &positions,
+                    &tags,
+                    step.rows.len(),
+                    step,
+                )?;
+                let meta = tagged_examples(
+                    meta_states,
+                    meta_logits,
+                    &meta_positions,
+                    &meta_truth,
+                    meta_rows.len(),
+                    step,
+                )?;
+                let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
+                    .into_iter()
+                    .map(|w| w as f32)
+                    .collect();
+                stats.add_batch(step.rows, &weights, label_wrong);
+                let word_weights: Vec<f32> = positions
+                    .iter()
+                    .map(|&p| {
+                        let j = p as usize / seq;
+                        weights[j] / train[j].words.len() as f32
+                    })
+                    .collect();
+                let n_tags = logits.dims()[2];
+                let w = Tensor::<1>::from_data(
+                    TensorData::new(word_weights, [positions.len()]),
+                    step.device(),
+                );
+                let ce = soft_cross_entropy(
+                    gather(logits, &positions, step),
+                    tag_targets(&tags, n_tags, step),
+                );
+                Ok((ce * w).sum())
             })?;
         report.steps += epoch_report.steps;
         report.tokens += epoch_report.tokens;

@@ -2,7 +2,9 @@
 //! training example is the (clamped, normalised) negative derivative of the meta-set loss after
 //! one virtual SGD step with respect to that example's loss weight, at weight 0. For a linear
 //! head each per-example gradient is closed-form (`(p - y) x^T` and `p - y`), so the
-//! meta-gradient is a dot product of gradients and needs no second-order autodiff.
+//! meta-gradient is a dot product of gradients and needs no second-order autodiff. A tagged
+//! sentence's loss is the mean of its words' losses, so its gradient is the mean of its words'
+//! closed-form gradients (`TaggedExample`).
 
 /// One example as the head sees it: its input features and the error `p - y` of its softmax
 /// output against its (one-hot or soft) target.
@@ -18,25 +20,59 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// A tagged sentence as the head sees it: its labelled words (loss = their mean).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TaggedExample {
+    /// One row per labelled word (none when truncation cut every word).
+    pub words: Vec<HeadExample>,
+}
+
+/// An example whose loss gradient over the head is known in closed form.
+pub trait HeadGradient {
+    /// `<grad l_self, grad l_other>` over the head's weights and bias.
+    fn gradient_dot(&self, other: &Self) -> f64;
+}
+
 /// `<grad l_i, grad l_j>` over the head's weights and bias:
 /// `(e_i . e_j) (x_i . x_j + 1)`.
 pub fn gradient_dot(a: &HeadExample, b: &HeadExample) -> f64 {
     dot(&a.error, &b.error) * (dot(&a.features, &b.features) + 1.0)
 }
 
+impl HeadGradient for HeadExample {
+    fn gradient_dot(&self, other: &Self) -> f64 {
+        gradient_dot(self, other)
+    }
+}
+
+impl HeadGradient for TaggedExample {
+    /// The mean over word pairs of the words' gradient dots (0 for a sentence with no word).
+    fn gradient_dot(&self, other: &Self) -> f64 {
+        if self.words.is_empty() || other.words.is_empty() {
+            return 0.0;
+        }
+        let sum: f64 = self
+            .words
+            .iter()
+            .flat_map(|a| other.words.iter().map(move |b| gradient_dot(a, b)))
+            .sum();
+        sum / (self.words.len() * other.words.len()) as f64
+    }
+}
+
 /// `d L_meta(theta - lr * sum_i eps_i grad l_i) / d eps_i` at `eps = 0`, for each training
 /// example, where `L_meta` is the mean loss over `meta`: `-lr * <grad L_meta, grad l_i>`.
-pub fn meta_gradient(train: &[HeadExample], meta: &[HeadExample], lr: f64) -> Vec<f64> {
+pub fn meta_gradient<E: HeadGradient>(train: &[E], meta: &[E], lr: f64) -> Vec<f64> {
     let m = meta.len().max(1) as f64;
     train
         .iter()
-        .map(|t| -lr * meta.iter().map(|g| gradient_dot(t, g)).sum::<f64>() / m)
+        .map(|t| -lr * meta.iter().map(|g| t.gradient_dot(g)).sum::<f64>() / m)
         .collect()
 }
 
 /// Example weights: `max(-meta_gradient, 0)`, normalised to sum to 1 (all zero when no example
 /// helps the meta set, as in the paper).
-pub fn example_weights(train: &[HeadExample], meta: &[HeadExample], lr: f64) -> Vec<f64> {
+pub fn example_weights<E: HeadGradient>(train: &[E], meta: &[E], lr: f64) -> Vec<f64> {
     let raw: Vec<f64> = meta_gradient(train, meta, lr)
         .into_iter()
         .map(|g| (-g).max(0.0))
@@ -156,6 +192,68 @@ mod tests {
                 analytic[i]
             );
         }
+    }
+
+    /// A sentence: its words' features and one-hot tags.
+    type Sentence = Vec<(Vec<f64>, Vec<f64>)>;
+
+    #[test]
+    fn tagged_meta_gradient_matches_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (dim, tags, lr) = (3, 4, 0.3);
+        let head = Head {
+            w: (0..tags)
+                .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
+                .collect(),
+            b: (0..tags).map(|_| rng.random_range(-0.5..0.5)).collect(),
+        };
+        // Sentences of 1 to 4 words: the mean over words must weigh them correctly.
+        let mut sentences = |n: usize| -> Vec<Sentence> {
+            (0..n)
+                .map(|i| random_set(&mut rng, 1 + i % 4, dim, tags))
+                .collect()
+        };
+        let train = sentences(5);
+        let meta = sentences(3);
+        let sentence_loss = |h: &Head, s: &Sentence| {
+            s.iter().map(|(x, y)| h.loss(x, y)).sum::<f64>() / s.len() as f64
+        };
+        let meta_loss =
+            |h: &Head| meta.iter().map(|s| sentence_loss(h, s)).sum::<f64>() / meta.len() as f64;
+        // One SGD step on `sum_i eps_i l_i`, each l_i a sentence's mean word loss.
+        let step = |eps: &[f64]| {
+            let mut words = Vec::new();
+            let mut scaled = Vec::new();
+            for (s, e) in train.iter().zip(eps) {
+                for word in s {
+                    words.push(word.clone());
+                    scaled.push(e / s.len() as f64);
+                }
+            }
+            head.step(&words, &scaled, lr)
+        };
+        let as_tagged = |s: &Sentence| TaggedExample {
+            words: s.iter().map(|(x, y)| head.example(x, y)).collect(),
+        };
+        let train_ex: Vec<TaggedExample> = train.iter().map(as_tagged).collect();
+        let meta_ex: Vec<TaggedExample> = meta.iter().map(as_tagged).collect();
+        let analytic = meta_gradient(&train_ex, &meta_ex, lr);
+        let h = 1e-6;
+        for i in 0..train.len() {
+            let mut plus = vec![0.0; train.len()];
+            let mut minus = vec![0.0; train.len()];
+            plus[i] = h;
+            minus[i] = -h;
+            let numeric = (meta_loss(&step(&plus)) - meta_loss(&step(&minus))) / (2.0 * h);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-6,
+                "sentence {i}: numeric {numeric}, closed form {}",
+                analytic[i]
+            );
+        }
+        // A sentence truncation emptied carries no gradient, so no weight.
+        let empty = TaggedExample::default();
+        assert_eq!(empty.gradient_dot(&meta_ex[0]), 0.0);
     }
 
     #[test]

@@ -99,9 +99,16 @@ impl ClassifierModel {
     /// Token classification: pooled vectors [batch, hidden] and the head applied to every
     /// token's last hidden state, [batch, seq, labels].
     pub fn token_logits(&self, batch: &DeviceBatch) -> (Tensor<2>, Tensor<3>) {
+        let (states, logits) = self.token_states_logits(batch);
+        (pool(states, batch.pad.clone(), self.mean_pool), logits)
+    }
+
+    /// Token classification with what the head reads: last hidden states [batch, seq, hidden]
+    /// and the head on every token, [batch, seq, labels].
+    pub fn token_states_logits(&self, batch: &DeviceBatch) -> (Tensor<3>, Tensor<3>) {
         let states = self.hidden_states(batch);
-        let pooled = pool(states.clone(), batch.pad.clone(), self.mean_pool);
-        (pooled, self.head.forward(self.dropout.forward(states)))
+        let logits = self.head.forward(self.dropout.forward(states.clone()));
+        (states, logits)
     }
 
     /// Last hidden states [batch, seq, hidden].

@@ -166,16 +166,19 @@ pub fn gather(logits: Tensor<3>, positions: &[i64], step: &Step) -> Tensor<2> {
     logits.reshape([b * seq, t]).select(0, index)
 }
 
-/// Mean cross-entropy of `logits` rows against tag indices.
-pub fn tag_cross_entropy(logits: Tensor<2>, tags: &[usize], step: &Step) -> Tensor<1> {
-    let n_tags = logits.dims()[1];
+/// One-hot rows `[tags, n_tags]` of tag indices.
+pub fn tag_targets(tags: &[usize], n_tags: usize, step: &Step) -> Tensor<2> {
     let mut onehot = vec![0.0f32; tags.len() * n_tags];
     for (i, &t) in tags.iter().enumerate() {
         onehot[i * n_tags + t] = 1.0;
     }
-    let target =
-        Tensor::<2>::from_data(TensorData::new(onehot, [tags.len(), n_tags]), step.device());
-    soft_cross_entropy(logits, target).mean()
+    Tensor::<2>::from_data(TensorData::new(onehot, [tags.len(), n_tags]), step.device())
+}
+
+/// Mean cross-entropy of `logits` rows against tag indices.
+pub fn tag_cross_entropy(logits: Tensor<2>, tags: &[usize], step: &Step) -> Tensor<1> {
+    let n_tags = logits.dims()[1];
+    soft_cross_entropy(logits, tag_targets(tags, n_tags, step)).mean()
 }
 
 /// Fine-tunes a tagger on every labelled sentence for `slm.epochs` epochs: mean token

@@ -1,7 +1,8 @@
 //! `active_learning` on NER: classification's AL loop with a tagger. Uncertainty is per word
 //! and reduced to one score per sentence (`token_reduction`, as LLMaAA does); diversity works on
 //! sentence embeddings. The LLM oracle (LLMaAA) extracts spans with the `k` gold demo-pool
-//! sentences nearest to the query as demonstrations.
+//! sentences nearest to the query as demonstrations; with `reweight`, the tagger trains with
+//! learned sentence weights against the gold meta set.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use crate::llm::client::LlmClient;
 use crate::llm::demos::{knn, normalize_rows};
 use crate::methods::CellContext;
 use crate::methods::active_learning::{ActiveLearning, Oracle, al_rng};
+use crate::methods::reweighted_fit::fit_tags_reweighted;
 use crate::run::records::RoundOutcome;
 use crate::select::acquisition::{PoolProbs, PoolView};
 use crate::slm::tagging::{fit_tags, infer_tags};
@@ -143,10 +145,45 @@ pub fn run(al: &ActiveLearning, ctx: &CellContext) -> Result<Vec<RoundOutcome>> 
             }
         }
         let mut slm = ctx.load_slm()?;
-        let report = fit_tags(&mut slm, &words, &labels, ctx.progress)?;
+        let report = if spec.reweight && oracle.is_some() && !start.reserved.meta.is_empty() {
+            let meta_words: Vec<WordEncoded> = start
+                .reserved
+                .meta
+                .iter()
+                .map(|&i| words[i].clone())
+                .collect();
+            let meta_tags: Vec<Option<Vec<usize>>> = start
+                .reserved
+                .meta
+                .iter()
+                .map(|&i| Some(gold[i].clone()))
+                .collect();
+            let label_wrong: Vec<bool> = labels
+                .iter()
+                .zip(&gold)
+                .map(|(label, g)| label.as_ref().is_some_and(|l| l != g))
+                .collect();
+            let (report, stats) = fit_tags_reweighted(
+                &mut slm,
+                &words,
+                &labels,
+                &label_wrong,
+                &meta_words,
+                &meta_tags,
+                ctx.cell.config.slm.batch_size,
+                &mut rng,
+                ctx.progress,
+            )?;
+            for (name, value) in stats.metrics() {
+                metrics.insert(name.into(), value);
+            }
+            report
+        } else {
+            fit_tags(&mut slm, &words, &labels, ctx.progress)?
+        };
         evaluate_tagger(&slm, dataset, ctx, &mut metrics)?;
         let gold_used = match spec.oracle {
-            Oracle::Llm => start.reserved.demos.len(),
+            Oracle::Llm => start.reserved.demos.len() + start.reserved.meta.len(),
             Oracle::Gold => acquired.len(),
         };
         metrics.insert("gold_labels_used".into(), gold_used as f64);
