@@ -142,6 +142,30 @@ pub struct SeedSet {
 }
 
 impl SeedSet {
+    /// Grows `acquired` (kept sorted) to `next` labels with `acquisition`'s picks among the
+    /// candidates, scored by the current model's `probs` and unit `embeddings`; returns the picks.
+    pub fn acquire(
+        &self,
+        acquisition: Acquisition,
+        probs: PoolProbs,
+        embeddings: &[Vec<f32>],
+        acquired: &mut Vec<usize>,
+        next: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<usize> {
+        let candidates = self.candidates(acquired);
+        let view = PoolView {
+            probs,
+            embeddings,
+            candidates: &candidates,
+            labeled: acquired,
+        };
+        let picked = acquisition.select(&view, next.saturating_sub(acquired.len()), rng);
+        acquired.extend(picked.iter().copied());
+        acquired.sort_unstable();
+        picked
+    }
+
     /// Open pool indices not yet in `acquired` (sorted).
     pub fn candidates(&self, acquired: &[usize]) -> Vec<usize> {
         self.open
@@ -408,19 +432,14 @@ impl Method for ActiveLearning {
                 let pool = slm.infer(&encoded, ctx.progress)?;
                 let mut embeddings = pool.pooled;
                 normalize_rows(&mut embeddings);
-                let candidates = seed_set.candidates(&acquired);
-                let view = PoolView {
-                    probs: PoolProbs::Examples(&pool.probs),
-                    embeddings: &embeddings,
-                    candidates: &candidates,
-                    labeled: &acquired,
-                };
-                newly = self
-                    .spec
-                    .acquisition
-                    .select(&view, next - acquired.len(), &mut rng);
-                acquired.extend(newly.iter().copied());
-                acquired.sort_unstable();
+                newly = seed_set.acquire(
+                    self.spec.acquisition,
+                    PoolProbs::Examples(&pool.probs),
+                    &embeddings,
+                    &mut acquired,
+                    next,
+                    &mut rng,
+                );
             }
             outcomes.push(RoundOutcome {
                 round: round as u32,

@@ -126,48 +126,35 @@ pub fn fit_reweighted(
     rng: &mut ChaCha8Rng,
     progress: &Progress,
 ) -> Result<(FitReport, WeightStats)> {
-    let epochs = slm.epochs();
-    let mut trainer = slm.trainer(slm.steps_per_epoch(usable.len()) * epochs as u64);
-    let mut report = FitReport::default();
     let mut stats = WeightStats::default();
     let num_labels = slm.num_labels();
-    for epoch in 0..epochs {
-        let label = format!("reweighted epoch {}/{epochs}", epoch + 1);
-        let epoch_report =
-            slm.train_epoch(&mut trainer, encoded, usable, &label, progress, |step| {
-                let target = step.rows_tensor(targets);
-                let (pooled, logits) = step.model.forward(&step.batch);
-                let meta_rows: Vec<usize> =
-                    sample(rng, meta_encoded.len(), batch_size.min(meta_encoded.len())).into_vec();
-                let meta_batch = step.batch_of(meta_encoded, &meta_rows);
-                let (meta_pooled, meta_logits) = step.model.forward(&meta_batch);
-                let flat: Vec<f32> = meta_rows
-                    .iter()
-                    .flat_map(|&r| meta_targets[r].iter().copied())
-                    .collect();
-                let meta_target = Tensor::<2>::from_data(
-                    TensorData::new(flat, [meta_rows.len(), num_labels]),
-                    step.device(),
-                );
-                let train = head_examples(pooled, logits.clone(), target.clone())?;
-                let meta = head_examples(meta_pooled, meta_logits, meta_target)?;
-                // The virtual step's learning rate only scales the meta-gradient; normalised
-                // weights do not depend on it.
-                let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
-                    .into_iter()
-                    .map(|w| w as f32)
-                    .collect();
-                stats.add_batch(step.rows, &weights, label_wrong);
-                let w = Tensor::<1>::from_data(
-                    TensorData::new(weights, [step.rows.len()]),
-                    step.device(),
-                );
-                Ok((soft_cross_entropy(logits, target) * w).sum())
-            })?;
-        report.steps += epoch_report.steps;
-        report.tokens += epoch_report.tokens;
-        report.last_epoch_loss = epoch_report.last_epoch_loss;
-    }
+    let report = slm.train_epochs(encoded, usable, "reweighted", progress, |step| {
+        let target = step.rows_tensor(targets);
+        let (pooled, logits) = step.model.forward(&step.batch);
+        let meta_rows: Vec<usize> =
+            sample(rng, meta_encoded.len(), batch_size.min(meta_encoded.len())).into_vec();
+        let meta_batch = step.batch_of(meta_encoded, &meta_rows);
+        let (meta_pooled, meta_logits) = step.model.forward(&meta_batch);
+        let flat: Vec<f32> = meta_rows
+            .iter()
+            .flat_map(|&r| meta_targets[r].iter().copied())
+            .collect();
+        let meta_target = Tensor::<2>::from_data(
+            TensorData::new(flat, [meta_rows.len(), num_labels]),
+            step.device(),
+        );
+        let train = head_examples(pooled, logits.clone(), target.clone())?;
+        let meta = head_examples(meta_pooled, meta_logits, meta_target)?;
+        // The virtual step's learning rate only scales the meta-gradient; normalised
+        // weights do not depend on it.
+        let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
+            .into_iter()
+            .map(|w| w as f32)
+            .collect();
+        stats.add_batch(step.rows, &weights, label_wrong);
+        let w = Tensor::<1>::from_data(TensorData::new(weights, [step.rows.len()]), step.device());
+        Ok((soft_cross_entropy(logits, target) * w).sum())
+    })?;
     Ok((report, stats))
 }
 
@@ -223,73 +210,62 @@ pub fn fit_tags_reweighted(
             "reweighting needs labelled training sentences and a meta set",
         ));
     }
-    let ids = ids_of(words);
     let meta_ids = ids_of(meta_words);
-    let epochs = slm.epochs();
-    let mut trainer = slm.trainer(slm.steps_per_epoch(usable.len()) * epochs as u64);
-    let mut report = FitReport::default();
     let mut stats = WeightStats::default();
-    for epoch in 0..epochs {
-        let label = format!("reweighted epoch {}/{epochs}", epoch + 1);
-        let epoch_report =
-            slm.train_epoch(&mut trainer, &ids, &usable, &label, progress, |step| {
-                let (states, logits) = step.model.token_states_logits(&step.batch);
-                let seq = logits.dims()[1];
-                let (positions, tags) = labelled_positions(words, labels, step.rows, seq, |_| true);
-                if positions.is_empty() {
-                    // Every word of the batch was cut off by truncation: nothing to learn.
-                    return Ok(logits.sum() * 0.0);
-                }
-                let meta_rows: Vec<usize> =
-                    sample(rng, meta_ids.len(), batch_size.min(meta_ids.len())).into_vec();
-                let (meta_states, meta_logits) = step
-                    .model
-                    .token_states_logits(&step.batch_of(&meta_ids, &meta_rows));
-                let meta_seq = meta_logits.dims()[1];
-                let (meta_positions, meta_truth) =
-                    labelled_positions(meta_words, meta_tags, &meta_rows, meta_seq, |_| true);
-                let train = tagged_examples(
-                    states,
-                    logits.clone(),
-                    &positions,
-                    &tags,
-                    step.rows.len(),
-                    step,
-                )?;
-                let meta = tagged_examples(
-                    meta_states,
-                    meta_logits,
-                    &meta_positions,
-                    &meta_truth,
-                    meta_rows.len(),
-                    step,
-                )?;
-                let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
-                    .into_iter()
-                    .map(|w| w as f32)
-                    .collect();
-                stats.add_batch(step.rows, &weights, label_wrong);
-                let word_weights: Vec<f32> = positions
-                    .iter()
-                    .map(|&p| {
-                        let j = p as usize / seq;
-                        weights[j] / train[j].words.len() as f32
-                    })
-                    .collect();
-                let n_tags = logits.dims()[2];
-                let w = Tensor::<1>::from_data(
-                    TensorData::new(word_weights, [positions.len()]),
-                    step.device(),
-                );
-                let ce = soft_cross_entropy(
-                    gather(logits, &positions, step),
-                    tag_targets(&tags, n_tags, step),
-                );
-                Ok((ce * w).sum())
-            })?;
-        report.steps += epoch_report.steps;
-        report.tokens += epoch_report.tokens;
-        report.last_epoch_loss = epoch_report.last_epoch_loss;
-    }
+    let report = slm.train_epochs(&ids_of(words), &usable, "reweighted", progress, |step| {
+        let (states, logits) = step.model.token_states_logits(&step.batch);
+        let seq = logits.dims()[1];
+        let (positions, tags) = labelled_positions(words, labels, step.rows, seq, |_| true);
+        if positions.is_empty() {
+            // Every word of the batch was cut off by truncation: nothing to learn.
+            return Ok(logits.sum() * 0.0);
+        }
+        let meta_rows: Vec<usize> =
+            sample(rng, meta_ids.len(), batch_size.min(meta_ids.len())).into_vec();
+        let (meta_states, meta_logits) = step
+            .model
+            .token_states_logits(&step.batch_of(&meta_ids, &meta_rows));
+        let meta_seq = meta_logits.dims()[1];
+        let (meta_positions, meta_truth) =
+            labelled_positions(meta_words, meta_tags, &meta_rows, meta_seq, |_| true);
+        let train = tagged_examples(
+            states,
+            logits.clone(),
+            &positions,
+            &tags,
+            step.rows.len(),
+            step,
+        )?;
+        let meta = tagged_examples(
+            meta_states,
+            meta_logits,
+            &meta_positions,
+            &meta_truth,
+            meta_rows.len(),
+            step,
+        )?;
+        let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
+            .into_iter()
+            .map(|w| w as f32)
+            .collect();
+        stats.add_batch(step.rows, &weights, label_wrong);
+        let word_weights: Vec<f32> = positions
+            .iter()
+            .map(|&p| {
+                let j = p as usize / seq;
+                weights[j] / train[j].words.len() as f32
+            })
+            .collect();
+        let n_tags = logits.dims()[2];
+        let w = Tensor::<1>::from_data(
+            TensorData::new(word_weights, [positions.len()]),
+            step.device(),
+        );
+        let ce = soft_cross_entropy(
+            gather(logits, &positions, step),
+            tag_targets(&tags, n_tags, step),
+        );
+        Ok((ce * w).sum())
+    })?;
     Ok((report, stats))
 }

@@ -160,16 +160,41 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn meta_gradient_matches_finite_differences() {
-        let mut rng = ChaCha8Rng::seed_from_u64(42);
-        let (dim, classes, lr) = (4, 3, 0.5);
-        let head = Head {
+    fn random_head(rng: &mut ChaCha8Rng, dim: usize, classes: usize) -> Head {
+        Head {
             w: (0..classes)
                 .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
                 .collect(),
             b: (0..classes).map(|_| rng.random_range(-0.5..0.5)).collect(),
-        };
+        }
+    }
+
+    /// Checks `analytic[i]` against the central difference of `meta_loss_after(eps)` in
+    /// `eps_i` at `eps = 0`.
+    fn assert_matches_finite_differences(
+        analytic: &[f64],
+        meta_loss_after: impl Fn(&[f64]) -> f64,
+    ) {
+        let h = 1e-6;
+        for i in 0..analytic.len() {
+            let mut plus = vec![0.0; analytic.len()];
+            let mut minus = vec![0.0; analytic.len()];
+            plus[i] = h;
+            minus[i] = -h;
+            let numeric = (meta_loss_after(&plus) - meta_loss_after(&minus)) / (2.0 * h);
+            assert!(
+                (numeric - analytic[i]).abs() < 1e-6,
+                "example {i}: numeric {numeric}, closed form {}",
+                analytic[i]
+            );
+        }
+    }
+
+    #[test]
+    fn meta_gradient_matches_finite_differences() {
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let (dim, classes, lr) = (4, 3, 0.5);
+        let head = random_head(&mut rng, dim, classes);
         let train = random_set(&mut rng, 5, dim, classes);
         let meta = random_set(&mut rng, 4, dim, classes);
         let meta_loss =
@@ -177,21 +202,7 @@ mod tests {
         let train_ex: Vec<HeadExample> = train.iter().map(|(x, y)| head.example(x, y)).collect();
         let meta_ex: Vec<HeadExample> = meta.iter().map(|(x, y)| head.example(x, y)).collect();
         let analytic = meta_gradient(&train_ex, &meta_ex, lr);
-        let h = 1e-6;
-        for i in 0..train.len() {
-            let mut plus = vec![0.0; train.len()];
-            let mut minus = vec![0.0; train.len()];
-            plus[i] = h;
-            minus[i] = -h;
-            let numeric = (meta_loss(&head.step(&train, &plus, lr))
-                - meta_loss(&head.step(&train, &minus, lr)))
-                / (2.0 * h);
-            assert!(
-                (numeric - analytic[i]).abs() < 1e-6,
-                "example {i}: numeric {numeric}, closed form {}",
-                analytic[i]
-            );
-        }
+        assert_matches_finite_differences(&analytic, |eps| meta_loss(&head.step(&train, eps, lr)));
     }
 
     /// A sentence: its words' features and one-hot tags.
@@ -201,12 +212,7 @@ mod tests {
     fn tagged_meta_gradient_matches_finite_differences() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let (dim, tags, lr) = (3, 4, 0.3);
-        let head = Head {
-            w: (0..tags)
-                .map(|_| (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect())
-                .collect(),
-            b: (0..tags).map(|_| rng.random_range(-0.5..0.5)).collect(),
-        };
+        let head = random_head(&mut rng, dim, tags);
         // Sentences of 1 to 4 words: the mean over words must weigh them correctly.
         let mut sentences = |n: usize| -> Vec<Sentence> {
             (0..n)
@@ -238,19 +244,7 @@ mod tests {
         let train_ex: Vec<TaggedExample> = train.iter().map(as_tagged).collect();
         let meta_ex: Vec<TaggedExample> = meta.iter().map(as_tagged).collect();
         let analytic = meta_gradient(&train_ex, &meta_ex, lr);
-        let h = 1e-6;
-        for i in 0..train.len() {
-            let mut plus = vec![0.0; train.len()];
-            let mut minus = vec![0.0; train.len()];
-            plus[i] = h;
-            minus[i] = -h;
-            let numeric = (meta_loss(&step(&plus)) - meta_loss(&step(&minus))) / (2.0 * h);
-            assert!(
-                (numeric - analytic[i]).abs() < 1e-6,
-                "sentence {i}: numeric {numeric}, closed form {}",
-                analytic[i]
-            );
-        }
+        assert_matches_finite_differences(&analytic, |eps| meta_loss(&step(eps)));
         // A sentence truncation emptied carries no gradient, so no weight.
         let empty = TaggedExample::default();
         assert_eq!(empty.gradient_dot(&meta_ex[0]), 0.0);

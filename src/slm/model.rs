@@ -335,20 +335,33 @@ impl Slm {
                 "no training example has a label",
             ));
         }
+        self.train_epochs(encoded, &usable, "train", progress, |step| {
+            let target = step.rows_tensor(targets);
+            let w = step.vector(weights);
+            let w_sum = step.rows.iter().map(|&r| weights[r]).sum::<f32>();
+            let (_, logits) = step.model.forward(&step.batch);
+            let per_example = soft_cross_entropy(logits, target);
+            Ok((per_example * w).sum() / w_sum.max(1e-12))
+        })
+    }
+
+    /// `slm.epochs` epochs of [`Slm::train_epoch`] over `rows` under one warm-up/decay
+    /// schedule, the progress phases named `{name} epoch i/n`.
+    pub fn train_epochs(
+        &mut self,
+        encoded: &[Encoded],
+        rows: &[usize],
+        name: &str,
+        progress: &Progress,
+        mut loss: impl FnMut(&Step) -> Result<Tensor<1>>,
+    ) -> Result<FitReport> {
         let epochs = self.spec.epochs;
-        let mut trainer = self.trainer(self.steps_per_epoch(usable.len()) * epochs as u64);
+        let mut trainer = self.trainer(self.steps_per_epoch(rows.len()) * epochs as u64);
         let mut report = FitReport::default();
         for epoch in 0..epochs {
-            let label = format!("train epoch {}/{epochs}", epoch + 1);
+            let label = format!("{name} epoch {}/{epochs}", epoch + 1);
             let epoch_report =
-                self.train_epoch(&mut trainer, encoded, &usable, &label, progress, |step| {
-                    let target = step.rows_tensor(targets);
-                    let w = step.vector(weights);
-                    let w_sum = step.rows.iter().map(|&r| weights[r]).sum::<f32>();
-                    let (_, logits) = step.model.forward(&step.batch);
-                    let per_example = soft_cross_entropy(logits, target);
-                    Ok((per_example * w).sum() / w_sum.max(1e-12))
-                })?;
+                self.train_epoch(&mut trainer, encoded, rows, &label, progress, &mut loss)?;
             report.steps += epoch_report.steps;
             report.tokens += epoch_report.tokens;
             report.last_epoch_loss = epoch_report.last_epoch_loss;

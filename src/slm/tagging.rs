@@ -193,32 +193,20 @@ pub fn fit_tags(
     if usable.is_empty() {
         return Err(Error::model("tagger", "no training sentence has tags"));
     }
-    let ids = ids_of(words);
-    let epochs = slm.epochs();
-    let mut trainer = slm.trainer(slm.steps_per_epoch(usable.len()) * epochs as u64);
-    let mut report = FitReport::default();
-    for epoch in 0..epochs {
-        let label = format!("train epoch {}/{epochs}", epoch + 1);
-        let epoch_report =
-            slm.train_epoch(&mut trainer, &ids, &usable, &label, progress, |step| {
-                let (_, logits) = step.model.token_logits(&step.batch);
-                let seq = logits.dims()[1];
-                let (positions, tags) = labelled_positions(words, labels, step.rows, seq, |_| true);
-                if positions.is_empty() {
-                    // Every word of the batch was cut off by truncation: nothing to learn.
-                    return Ok(logits.sum() * 0.0);
-                }
-                Ok(tag_cross_entropy(
-                    gather(logits, &positions, step),
-                    &tags,
-                    step,
-                ))
-            })?;
-        report.steps += epoch_report.steps;
-        report.tokens += epoch_report.tokens;
-        report.last_epoch_loss = epoch_report.last_epoch_loss;
-    }
-    Ok(report)
+    slm.train_epochs(&ids_of(words), &usable, "train", progress, |step| {
+        let (_, logits) = step.model.token_logits(&step.batch);
+        let seq = logits.dims()[1];
+        let (positions, tags) = labelled_positions(words, labels, step.rows, seq, |_| true);
+        if positions.is_empty() {
+            // Every word of the batch was cut off by truncation: nothing to learn.
+            return Ok(logits.sum() * 0.0);
+        }
+        Ok(tag_cross_entropy(
+            gather(logits, &positions, step),
+            &tags,
+            step,
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::methods::CellContext;
 use crate::methods::active_learning::{ActiveLearning, Oracle, al_rng};
 use crate::methods::reweighted_fit::fit_tags_reweighted;
 use crate::run::records::RoundOutcome;
-use crate::select::acquisition::{PoolProbs, PoolView};
+use crate::select::acquisition::PoolProbs;
 use crate::slm::tagging::{fit_tags, infer_tags};
 use crate::slm::tokenize::WordEncoded;
 
@@ -202,21 +202,18 @@ pub fn run(al: &ActiveLearning, ctx: &CellContext) -> Result<Vec<RoundOutcome>> 
         if let Some(&next) = start.schedule.get(round + 1) {
             let pool = infer_tags(&slm, &words, ctx.progress)?;
             let embeddings = unit_embeddings(pool.pooled);
-            let candidates = start.candidates(&acquired);
-            let view = PoolView {
-                probs: PoolProbs::Words {
-                    probs: &pool.probs,
-                    reduction: spec.token_reduction,
-                },
-                embeddings: &embeddings,
-                candidates: &candidates,
-                labeled: &acquired,
+            let probs = PoolProbs::Words {
+                probs: &pool.probs,
+                reduction: spec.token_reduction,
             };
-            newly = spec
-                .acquisition
-                .select(&view, next - acquired.len(), &mut rng);
-            acquired.extend(newly.iter().copied());
-            acquired.sort_unstable();
+            newly = start.acquire(
+                spec.acquisition,
+                probs,
+                &embeddings,
+                &mut acquired,
+                next,
+                &mut rng,
+            );
         }
         outcomes.push(RoundOutcome {
             round: round as u32,
