@@ -9,6 +9,7 @@ use crate::llm::client::Price;
 use crate::llm::demos::DemoChoice;
 use crate::llm::openai::Endpoint;
 use crate::llm::replay::ReplaySpec;
+use crate::llm::spans::AnswerGrammar;
 use crate::methods::active_learning::{AlSpec, Oracle};
 use crate::methods::freeal::config::FreealSpec;
 
@@ -250,18 +251,9 @@ pub struct LlmSpec {
     pub replay: Option<ReplaySpec>,
     /// Simulated: the noise.
     pub simulated: SimulatedSpec,
-    /// NER: decode extraction answers under the JSON grammar (embedded, llama.cpp server);
-    /// `false` sends free text through the same parser, unparsable answers masked.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
-    pub grammar: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_true(value: &bool) -> bool {
-    *value
+    /// NER: how extraction answers are constrained (embedded, llama.cpp server).
+    #[serde(default, skip_serializing_if = "AnswerGrammar::is_compact")]
+    pub grammar: AnswerGrammar,
 }
 
 /// Noise of the simulated annotator.

@@ -22,21 +22,55 @@ struct Wire {
     kind: String,
 }
 
-/// The GBNF grammar of an answer: `[]` or a JSON list of `{"span": "...", "type": "<T>"}`
-/// objects with `T` one of `types`, nothing else. Span strings exclude quotes, backslashes and
-/// newlines (entity mentions in these corpora have none).
-pub fn grammar(types: &[String]) -> String {
-    let alternatives: Vec<String> = types
-        .iter()
-        .map(|t| format!("\"\\\"{}\\\"\"", t.replace('\\', "\\\\").replace('"', "")))
-        .collect();
-    format!(
-        "root ::= \"[\" ( entity ( \", \" entity )* )? \"]\"\n\
-         entity ::= \"{{\\\"span\\\": \\\"\" chars \"\\\", \\\"type\\\": \" kind \"}}\"\n\
-         kind ::= {}\n\
-         chars ::= [^\"\\\\\\n]+\n",
-        alternatives.join(" | ")
-    )
+/// How an extraction answer is constrained (`llm.grammar`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerGrammar {
+    /// Exactly the demonstrations' compact JSON: `[{"span": "...", "type": "T"}, ...]`.
+    #[default]
+    Compact,
+    /// The same JSON with up to 8 whitespace characters (newlines, indentation) between its
+    /// tokens and an optional Markdown code fence around it: the layout small chat models
+    /// prefer, which the compact grammar forbids.
+    Json,
+    /// Free text through the same parser (unparsable answers masked).
+    None,
+}
+
+impl AnswerGrammar {
+    /// Whether this is the default (kept out of serialised configs so cell ids stay stable).
+    pub fn is_compact(&self) -> bool {
+        *self == AnswerGrammar::Compact
+    }
+
+    /// The GBNF grammar of an answer over `types`; `None` for free text. Answers are `[]` or a
+    /// JSON list of `{"span": "...", "type": "<T>"}` objects with `T` one of `types`. Span
+    /// strings exclude quotes, backslashes and newlines (entity mentions in these corpora have
+    /// none).
+    pub fn gbnf(&self, types: &[String]) -> Option<String> {
+        let kinds: Vec<String> = types
+            .iter()
+            .map(|t| format!("\"\\\"{}\\\"\"", t.replace('\\', "\\\\").replace('"', "")))
+            .collect();
+        let kinds = kinds.join(" | ");
+        let chars = "chars ::= [^\"\\\\\\n]+\n";
+        match self {
+            AnswerGrammar::None => None,
+            AnswerGrammar::Compact => Some(format!(
+                "root ::= \"[\" ( entity ( \", \" entity )* )? \"]\"\n\
+                 entity ::= \"{{\\\"span\\\": \\\"\" chars \"\\\", \\\"type\\\": \" kind \"}}\"\n\
+                 kind ::= {kinds}\n{chars}"
+            )),
+            AnswerGrammar::Json => Some(format!(
+                "root ::= ( fence ws )? \"[\" ws ( entity ( ws \",\" ws entity )* )? ws \"]\" ( ws \"```\" )?\n\
+                 fence ::= \"```json\" | \"```\"\n\
+                 entity ::= \"{{\" ws \"\\\"span\\\"\" ws \":\" ws \"\\\"\" chars \"\\\"\" ws \",\" ws \
+                 \"\\\"type\\\"\" ws \":\" ws kind ws \"}}\"\n\
+                 kind ::= {kinds}\n\
+                 ws ::= [ \\t\\n]{{0,8}}\n{chars}"
+            )),
+        }
+    }
 }
 
 /// The answer a demonstration shows for `tokens` tagged with BIO `tags` (names).
@@ -65,12 +99,15 @@ pub struct Parsed {
 /// Reads an answer: the whole JSON list when it parses, else every complete `{...}` object in
 /// it (a generation cut off by the token limit keeps the entities it finished).
 pub fn parse_answer(text: &str, types: &[String]) -> Parsed {
-    let text = text.trim();
-    let objects: Vec<Wire> = match serde_json::from_str::<Vec<Wire>>(text) {
-        Ok(all) => all,
-        Err(_) => salvage(text),
+    let text = without_fence(text.trim());
+    let (objects, unparsable) = match serde_json::from_str::<Vec<Wire>>(text) {
+        Ok(all) => (all, false),
+        Err(_) => {
+            let found = salvage(text);
+            let nothing = found.is_empty();
+            (found, nothing)
+        }
     };
-    let unparsable = objects.is_empty() && text != "[]";
     let mut parsed = Parsed {
         unparsable,
         ..Parsed::default()
@@ -92,6 +129,15 @@ pub fn parse_answer(text: &str, types: &[String]) -> Parsed {
         }
     }
     parsed
+}
+
+/// `text` without a Markdown code fence around it (```` ```json ... ``` ````).
+fn without_fence(text: &str) -> &str {
+    let Some(rest) = text.strip_prefix("```") else {
+        return text;
+    };
+    let rest = rest.strip_prefix("json").unwrap_or(rest);
+    rest.strip_suffix("```").unwrap_or(rest).trim()
 }
 
 /// Every balanced `{...}` object (outside strings) that parses as an entity.
@@ -284,6 +330,13 @@ mod tests {
         assert!(!p.unparsable);
         assert!(!parse_answer("[]", &types()).unparsable);
         assert!(parse_answer("no entities here", &types()).unparsable);
+        // The layout chat models like: a fenced, pretty-printed list, empty or not.
+        assert!(!parse_answer("```json\n[\n]\n```", &types()).unparsable);
+        let p = parse_answer(
+            "```json\n[\n  {\"span\": \"Ann\", \"type\": \"PER\"}\n]\n```",
+            &types(),
+        );
+        assert_eq!((p.entities.len(), p.unparsable), (1, false));
     }
 
     #[test]
@@ -334,10 +387,15 @@ mod tests {
 
     #[test]
     fn grammar_names_every_type_and_the_json_shape() {
-        let g = grammar(&types());
+        let g = AnswerGrammar::Compact.gbnf(&types()).unwrap();
         assert!(g.starts_with("root ::= \"[\""));
         assert!(g.contains(r#"kind ::= "\"PER\"" | "\"LOC\"""#), "{g}");
         assert!(g.contains(r#"entity ::= "{\"span\": \"" chars "\", \"type\": " kind "}""#));
+        let json = AnswerGrammar::Json.gbnf(&types()).unwrap();
+        assert!(json.contains(r#"fence ::= "```json" | "```""#), "{json}");
+        assert!(json.contains(r#"ws ::= [ \t\n]{0,8}"#), "{json}");
+        assert!(json.contains(r#"kind ::= "\"PER\"" | "\"LOC\"""#), "{json}");
+        assert_eq!(AnswerGrammar::None.gbnf(&types()), None);
         assert_eq!(
             describe_types(&types(), &["person".into()]),
             "PER (person), LOC"

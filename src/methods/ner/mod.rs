@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::llm::annotator::GenerateRequest;
 use crate::llm::client::LlmClient;
 use crate::llm::prompt::PromptTemplate;
-use crate::llm::spans::{MatchStats, describe_types, grammar, parse_answer, tag_tokens};
+use crate::llm::spans::{MatchStats, describe_types, parse_answer, tag_tokens};
 use crate::metrics::spans::span_scores;
 use crate::plan::{Cell, LlmCell};
 use crate::run::records::{RoundOutcome, write_atomic};
@@ -99,7 +99,7 @@ pub struct Extractor<'a> {
     prompt: &'a PromptTemplate,
     dataset: &'a Dataset,
     types: String,
-    /// The answer grammar; `None` when `llm.grammar = false`.
+    /// The answer grammar; `None` for free text (`llm.grammar = "none"`).
     grammar: Option<String>,
 }
 
@@ -110,7 +110,7 @@ impl<'a> Extractor<'a> {
             prompt: &llm.prompt,
             dataset,
             types: describe_types(&dataset.label_names, &dataset.descriptions),
-            grammar: llm.spec.grammar.then(|| grammar(&dataset.label_names)),
+            grammar: llm.spec.grammar.gbnf(&dataset.label_names),
         }
     }
 
