@@ -178,7 +178,10 @@ fn grammar_constrained_extraction_always_parses() {
         // The 135M test model left alone rarely writes this JSON; under the grammar it must.
         for (sentence, answer) in sentences.iter().zip(model.generate(&requests, &|_| {})) {
             let text = answer.unwrap().text;
-            assert!(text.trim_start().starts_with(['[', '`']), "{style:?} {sentence}: {text}");
+            assert!(
+                text.trim_start().starts_with(['[', '`']),
+                "{style:?} {sentence}: {text}"
+            );
             let parsed = parse_answer(&text, &types);
             assert!(!parsed.unparsable, "{style:?} {sentence}: {text}");
             assert_eq!(parsed.out_of_set, 0, "{text}");
