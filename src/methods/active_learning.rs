@@ -19,7 +19,7 @@ use super::{
     CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification, target_rows,
 };
 use crate::data::{Dataset, Example, Task};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::llm::annotator::{ClassifyRequest, one_hot};
 use crate::llm::client::LlmClient;
 use crate::llm::demos::{DemoSet, normalize_rows};
@@ -232,10 +232,7 @@ impl ActiveLearning {
         gold: &[usize],
     ) -> Result<Vec<Option<usize>>> {
         let dataset = ctx.dataset;
-        let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-            cell: ctx.cell.name.clone(),
-            message: "oracle = \"llm\" needs [llm] settings".into(),
-        })?;
+        let llm = ctx.llm("oracle = \"llm\"")?;
         let demos = DemoSet {
             members: reserved.demos.clone(),
             labels: reserved.demos.iter().map(|&i| gold[i]).collect(),

@@ -13,7 +13,7 @@ use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
 };
 use crate::data::{Dataset, Example, Task};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::llm::annotator::{Annotation, ChatMessage, ClassifyRequest};
 use crate::llm::demos::{DemoChoice, DemoSet, knn, random_demos};
 use crate::llm::prompt::PromptTemplate;
@@ -205,10 +205,7 @@ impl Method for Icl {
             return super::ner::icl(ctx, self);
         }
         require_classification(ctx, "icl")?;
-        let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-            cell: ctx.cell.name.clone(),
-            message: "icl needs [llm] settings".into(),
-        })?;
+        let llm = ctx.llm("icl")?;
         let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
         let pool = self.demo_pool(ctx)?;
         let num_labels = dataset.num_labels();

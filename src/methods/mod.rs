@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::llm::annotator::{ChatMessage, one_hot};
 use crate::llm::demos::normalize_rows;
 use crate::llm::prompt::PromptTemplate;
-use crate::plan::Cell;
+use crate::plan::{Cell, LlmCell};
 use crate::progress::Progress;
 use crate::run::records::RoundOutcome;
 use crate::slm::Slm;
@@ -40,7 +40,16 @@ pub struct CellContext<'a> {
     pub out_dir: &'a Path,
 }
 
-impl CellContext<'_> {
+impl<'a> CellContext<'a> {
+    /// The cell's annotator settings; an error naming `who` (the method or setting that needs
+    /// them) when the spec has no [llm].
+    pub fn llm(&self, who: &str) -> Result<&'a LlmCell> {
+        self.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
+            cell: self.cell.name.clone(),
+            message: format!("{who} needs [llm] settings"),
+        })
+    }
+
     /// The cell's SLM, freshly loaded from its pretrained weights with a new head (one output
     /// per class, or per BIO tag for NER) seeded by the cell's seed.
     pub fn load_slm(&self) -> Result<Slm> {

@@ -475,10 +475,7 @@ impl Method for Freeal {
         require_classification(ctx, "freeal")?;
         let dataset = ctx.dataset;
         let seed = ctx.cell.config.seed;
-        let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-            cell: ctx.cell.name.clone(),
-            message: "freeal needs [llm] settings".into(),
-        })?;
+        let llm = ctx.llm("freeal")?;
         let prompt = &llm.prompt;
         let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
         let gold = gold_classes(&dataset.train, &ctx.cell.name)?;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::{Extracted, Extractor, evaluate_tagger, gold_tags, score_spans, sentence_words};
 use crate::data::Example;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::llm::client::LlmClient;
 use crate::llm::demos::{knn, normalize_rows};
 use crate::methods::CellContext;
@@ -96,10 +96,7 @@ pub fn run(al: &ActiveLearning, ctx: &CellContext) -> Result<Vec<RoundOutcome>> 
     let mut oracle = match spec.oracle {
         Oracle::Gold => None,
         Oracle::Llm => {
-            let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-                cell: ctx.cell.name.clone(),
-                message: "oracle = \"llm\" needs [llm] settings".into(),
-            })?;
+            let llm = ctx.llm("oracle = \"llm\"")?;
             // Demonstrations are retrieved in the pretrained encoder's space, as for
             // classification: the acquired tagger changes every round, the demo pool does not.
             let embeddings = if spec.k > 0 {

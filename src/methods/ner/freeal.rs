@@ -195,10 +195,7 @@ pub fn tag_demo_pool(
 /// Runs FreeAL on an NER cell.
 pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
     let dataset = ctx.dataset;
-    let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-        cell: ctx.cell.name.clone(),
-        message: "freeal needs [llm] settings".into(),
-    })?;
+    let llm = ctx.llm("freeal")?;
     let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
     let extractor = Extractor::new(llm, dataset);
     let gold = gold_tags(&dataset.train, &ctx.cell.name)?;

@@ -254,10 +254,7 @@ pub fn icl_requests(
     salt: u64,
 ) -> Result<Vec<GenerateRequest>> {
     let dataset = ctx.dataset;
-    let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-        cell: ctx.cell.name.clone(),
-        message: "icl needs [llm] settings".into(),
-    })?;
+    let llm = ctx.llm("icl")?;
     let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
     let extractor = Extractor::new(llm, dataset);
     let chosen = icl.choose(ctx, pool, queries, train_index, salt)?;
@@ -282,10 +279,7 @@ pub fn icl_requests(
 pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
     let start = Instant::now();
     let dataset = ctx.dataset;
-    let llm = ctx.cell.config.llm.as_ref().ok_or_else(|| Error::Cell {
-        cell: ctx.cell.name.clone(),
-        message: "icl needs [llm] settings".into(),
-    })?;
+    let llm = ctx.llm("icl")?;
     let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
     let extractor = Extractor::new(llm, dataset);
     let pool = icl.demo_pool(ctx)?;
