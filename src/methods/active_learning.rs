@@ -167,7 +167,7 @@ impl SeedSet {
     }
 
     /// Open pool indices not yet in `acquired` (sorted).
-    pub fn candidates(&self, acquired: &[usize]) -> Vec<usize> {
+    fn candidates(&self, acquired: &[usize]) -> Vec<usize> {
         self.open
             .iter()
             .copied()

@@ -288,16 +288,16 @@ pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
     let test: Vec<&Example> = dataset.test.iter().collect();
     let test_index = vec![None; test.len()];
     let train_index: Vec<Option<usize>> = (0..train.len()).map(Some).collect();
-    let mut splits = vec![("test", &dataset.test, test, test_index, 1)];
+    // (split name in files and progress, metric prefix, sentences, pool indices, demo salt)
+    let mut splits = vec![("test", "test", &dataset.test, test, test_index, 1)];
     if icl.label_pool {
-        splits.push(("pool_label", &dataset.train, train, train_index, 2));
+        splits.push(("pool", "pool_label", &dataset.train, train, train_index, 2));
     }
-    for (prefix, examples, queries, index, salt) in splits {
+    for (file, prefix, examples, queries, index, salt) in splits {
         let requests = icl_requests(ctx, icl, &pool, &queries, &index, salt)?;
-        let phase = format!("LLM extracts {}", prefix.trim_end_matches("_label"));
+        let phase = format!("LLM extracts {file}");
         let got = extractor.run(ctx, &mut client, &queries, &requests, &phase)?;
         let gold = gold_tags(examples, &ctx.cell.name)?;
-        let file = if prefix == "test" { "test" } else { "pool" };
         write_tags(
             &ctx.out_dir.join(format!("labels_{file}.csv")),
             dataset,
