@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use freeal_bench::config::{BackendChoice, Pooling, SlmSpec};
+use freeal_bench::config::{BackendChoice, GradClipScope, Pooling, SlmSpec};
 use freeal_bench::progress::Progress;
 use freeal_bench::slm::Slm;
 use freeal_bench::slm::model::default_models_dir;
@@ -30,6 +30,8 @@ fn spec(max_len: usize) -> SlmSpec {
         weight_decay: 0.01,
         warmup_ratio: 0.0,
         grad_clip: 1.0,
+        // As scripts/bench_slm_torch.py clips (clip_grad_norm_).
+        grad_clip_scope: GradClipScope::Global,
         dropout: 0.1,
         pooling: Pooling::Mean,
     }
@@ -61,6 +63,8 @@ fn alternating_targets(n: usize) -> Vec<Vec<f32>> {
 }
 
 fn main() {
+    // As the binary does: without it every step pays page faults for freed tensor buffers.
+    freeal_bench::slm::allocator::keep_freed_memory();
     let backend = match std::env::var("FREEAL_BENCH_BACKEND").as_deref() {
         Ok("wgpu") => BackendChoice::Wgpu,
         _ => BackendChoice::Cpu,

@@ -359,6 +359,7 @@ struct ReportOpts {
 }
 
 fn main() -> ExitCode {
+    freeal_bench::slm::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let result = match (cli.command, cli.spec) {
         (Some(Cmd::Run { spec, opts }), _) => cmd_run(&spec, &opts),

@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::sync::Mutex;
+
 use burn::tensor::Device;
-use freeal_bench::config::{Pooling, RandomInit, SlmSpec};
+use freeal_bench::config::{GradClipScope, Pooling, RandomInit, SlmSpec};
 use freeal_bench::metrics::argmax;
 use freeal_bench::progress::Progress;
 use freeal_bench::slm::Slm;
@@ -26,6 +28,7 @@ fn spec() -> SlmSpec {
         weight_decay: 0.0,
         warmup_ratio: 0.0,
         grad_clip: 0.0,
+        grad_clip_scope: GradClipScope::Tensor,
         dropout: 0.0,
         pooling: Pooling::Mean,
     }
@@ -50,15 +53,19 @@ fn toy() -> (Vec<String>, Vec<usize>) {
 }
 
 fn train_and_score(device: &Device, seed: u64) -> (f64, Vec<f32>) {
+    train_with(&spec(), device, seed)
+}
+
+/// burn seeds its random draws per device for the whole process, so two trainings on parallel
+/// test threads would interleave them: one training at a time keeps "same seed, same numbers".
+static ONE_TRAINING: Mutex<()> = Mutex::new(());
+
+fn train_with(spec: &SlmSpec, device: &Device, seed: u64) -> (f64, Vec<f32>) {
+    let _one = ONE_TRAINING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (texts, labels) = toy();
-    let mut slm = Slm::load(
-        &spec(),
-        std::path::Path::new("/nonexistent"),
-        2,
-        device,
-        seed,
-    )
-    .unwrap();
+    let mut slm = Slm::load(spec, std::path::Path::new("/nonexistent"), 2, device, seed).unwrap();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encoded = slm.tokenize(&refs).unwrap();
     let targets: Vec<Vec<f32>> = labels
@@ -94,6 +101,27 @@ fn tiny_encoder_fits_toy_task_on_cpu_reproducibly() {
         (again, first_again),
         "same seed, same numbers"
     );
+}
+
+#[test]
+fn global_clipping_acts_only_above_the_joint_norm() {
+    let device = Device::flex();
+    let clipped = |grad_clip, grad_clip_scope| {
+        let spec = SlmSpec {
+            grad_clip,
+            grad_clip_scope,
+            ..spec()
+        };
+        train_with(&spec, &device, 5)
+    };
+    let unclipped = clipped(0.0, GradClipScope::Global);
+    // A threshold no gradient of this toy reaches: training is bit-identical to no clipping.
+    assert_eq!(clipped(1e6, GradClipScope::Global), unclipped);
+    // A threshold below every step's norm: every update is scaled, so the run differs.
+    let tight = clipped(1e-3, GradClipScope::Global);
+    assert_ne!(tight.1, unclipped.1);
+    // Per-tensor at the same threshold bounds each of ~40 tensors separately: another run.
+    assert_ne!(clipped(1e-3, GradClipScope::Tensor).1, tight.1);
 }
 
 #[test]

@@ -153,6 +153,25 @@ impl Duplicates {
     }
 }
 
+/// What the gradient-clipping threshold bounds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GradClipScope {
+    /// Each parameter tensor's own norm (burn's `GradientClippingConfig::Norm`); the default,
+    /// and what every result recorded before this option existed used, so their cell ids stay.
+    #[default]
+    Tensor,
+    /// The norm of all gradients together, one factor for all (PyTorch's `clip_grad_norm_`, as
+    /// the official FreeAL and LLMaAA code and Hugging Face's Trainer clip).
+    Global,
+}
+
+impl GradClipScope {
+    fn is_tensor(&self) -> bool {
+        *self == GradClipScope::Tensor
+    }
+}
+
 /// Pooling of token states into one sentence vector.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -204,6 +223,9 @@ pub struct SlmSpec {
     pub warmup_ratio: f64,
     /// Gradient-norm clipping threshold (0 = off).
     pub grad_clip: f64,
+    /// What one clipping norm covers.
+    #[serde(default, skip_serializing_if = "GradClipScope::is_tensor")]
+    pub grad_clip_scope: GradClipScope,
     /// Hidden and attention dropout during training, in [0, 1).
     pub dropout: f64,
     /// Sentence pooling for the classification head and embeddings.

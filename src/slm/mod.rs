@@ -1,6 +1,8 @@
 //! The small language model: BERT-family encoder on burn, tokenizer, weights, training.
 
+pub mod allocator;
 pub mod classifier;
+pub mod clipping;
 pub mod device;
 pub mod encoder;
 pub mod losses;

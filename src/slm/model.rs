@@ -12,11 +12,12 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::classifier::{ClassifierModel, DeviceBatch};
+use super::clipping::clip_global_norm;
 use super::encoder::{Encoder, EncoderConfig};
 use super::losses::soft_cross_entropy;
 use super::tokenize::{Encoded, TextTokenizer, WordEncoded, length_buckets, pad_batch};
 use super::weights::load_weights;
-use crate::config::SlmSpec;
+use crate::config::{GradClipScope, SlmSpec};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -250,7 +251,7 @@ impl Slm {
         let mut config = AdamWConfig::new()
             .with_weight_decay(self.spec.weight_decay as f32)
             .with_epsilon(1e-8);
-        if self.spec.grad_clip > 0.0 {
+        if self.spec.grad_clip > 0.0 && self.spec.grad_clip_scope == GradClipScope::Tensor {
             config = config.with_grad_clipping(Some(GradientClippingConfig::Norm(
                 self.spec.grad_clip as f32,
             )));
@@ -305,7 +306,10 @@ impl Slm {
             };
             let value = loss(&step)?;
             total_loss += f64::from(value.clone().into_scalar::<f32>());
-            let grads = GradientsParams::from_grads(value.backward(), &model);
+            let mut grads = GradientsParams::from_grads(value.backward(), &model);
+            if self.spec.grad_clip > 0.0 && self.spec.grad_clip_scope == GradClipScope::Global {
+                clip_global_norm(&model, &mut grads, self.spec.grad_clip);
+            }
             let lr = linear_schedule(self.spec.lr, trainer.steps, trainer.warmup, trainer.total);
             model = trainer.optim.step(lr, model, grads);
             trainer.steps += 1;
