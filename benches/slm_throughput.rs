@@ -1,5 +1,6 @@
 //! Training and inference throughput of the default encoder on the CPU backend (or wgpu with
-//! `FREEAL_BENCH_BACKEND=wgpu`): examples/s and tokens/s for batch 32 at max_len 64 and 128.
+//! `FREEAL_BENCH_BACKEND=wgpu`, or burn's ndarray backend with `FREEAL_BENCH_BACKEND=ndarray` and
+//! `--features ndarray`): examples/s and tokens/s for batch 32 at max_len 64 and 128.
 //! Every text is exactly max_len tokens, as in scripts/bench_slm_torch.py, so both sides do the
 //! same work.
 //!
@@ -65,11 +66,17 @@ fn alternating_targets(n: usize) -> Vec<Vec<f32>> {
 fn main() {
     // As the binary does: without it every step pays page faults for freed tensor buffers.
     freeal_bench::slm::allocator::keep_freed_memory();
-    let backend = match std::env::var("FREEAL_BENCH_BACKEND").as_deref() {
-        Ok("wgpu") => BackendChoice::Wgpu,
-        _ => BackendChoice::Cpu,
+    let (device, name) = match std::env::var("FREEAL_BENCH_BACKEND").as_deref() {
+        // burn 0.22 deprecates ndarray in favour of flex: measured here to show that choice.
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        Ok("ndarray") => (
+            burn::tensor::Device::ndarray(),
+            "cpu (burn ndarray)".to_string(),
+        ),
+        Ok("wgpu") => freeal_bench::slm::device::select(BackendChoice::Wgpu).expect("device"),
+        _ => freeal_bench::slm::device::select(BackendChoice::Cpu).expect("device"),
     };
-    let (device, name) = freeal_bench::slm::device::select(backend).expect("device");
     let models: PathBuf = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(default_models_dir);
