@@ -100,6 +100,9 @@ pub struct FitReport {
 /// Optimiser state and learning-rate schedule carried across epochs.
 pub struct Trainer {
     optim: ModuleOptimizer,
+    /// `slm.grad_clip` when it bounds all gradients together (per-tensor clipping is the
+    /// optimiser's own).
+    global_clip: Option<f64>,
     steps: u64,
     epochs_done: usize,
     warmup: u64,
@@ -251,13 +254,18 @@ impl Slm {
         let mut config = AdamWConfig::new()
             .with_weight_decay(self.spec.weight_decay as f32)
             .with_epsilon(1e-8);
-        if self.spec.grad_clip > 0.0 && self.spec.grad_clip_scope == GradClipScope::Tensor {
-            config = config.with_grad_clipping(Some(GradientClippingConfig::Norm(
-                self.spec.grad_clip as f32,
-            )));
+        let clip = Some(self.spec.grad_clip).filter(|&c| c > 0.0);
+        let mut global_clip = None;
+        match self.spec.grad_clip_scope {
+            GradClipScope::Tensor => {
+                config =
+                    config.with_grad_clipping(clip.map(|c| GradientClippingConfig::Norm(c as f32)));
+            }
+            GradClipScope::Global => global_clip = clip,
         }
         Trainer {
             optim: config.init(),
+            global_clip,
             steps: 0,
             epochs_done: 0,
             warmup: (self.spec.warmup_ratio * total_steps as f64) as u64,
@@ -307,8 +315,8 @@ impl Slm {
             let value = loss(&step)?;
             total_loss += f64::from(value.clone().into_scalar::<f32>());
             let mut grads = GradientsParams::from_grads(value.backward(), &model);
-            if self.spec.grad_clip > 0.0 && self.spec.grad_clip_scope == GradClipScope::Global {
-                clip_global_norm(&model, &mut grads, self.spec.grad_clip);
+            if let Some(max_norm) = trainer.global_clip {
+                clip_global_norm(&model, &mut grads, max_norm);
             }
             let lr = linear_schedule(self.spec.lr, trainer.steps, trainer.warmup, trainer.total);
             model = trainer.optim.step(lr, model, grads);
