@@ -263,10 +263,11 @@ fn the_api_key_reaches_the_server_and_no_file() {
 
 #[test]
 fn an_unreadable_key_file_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
     let run: freeal_bench::config::spec::LlmRunSpec = {
         let layered = freeal_bench::config::layer(
             &common::write(
-                tempfile::tempdir().unwrap().keep().as_path(),
+                dir.path(),
                 "s.toml",
                 "[experiment]\nname = \"k\"\n[run.llm]\napi_key_env = \"FREEAL_TEST_UNSET_KEY\"\n\
                  api_key_file = \"/nonexistent/key.txt\"\n",
