@@ -1,6 +1,7 @@
 //! Training and inference throughput of the default encoder on the CPU backend (or wgpu with
-//! `FREEAL_BENCH_BACKEND=wgpu`, or burn's ndarray backend with `FREEAL_BENCH_BACKEND=ndarray` and
-//! `--features ndarray`): examples/s and tokens/s for batch 32 at max_len 64 and 128.
+//! `FREEAL_BENCH_BACKEND=wgpu`, burn's ndarray backend with `FREEAL_BENCH_BACKEND=ndarray` and
+//! `--features ndarray`, libtorch with `FREEAL_BENCH_BACKEND=libtorch` and `--features tch`):
+//! examples/s and tokens/s for batch 32 at max_len 64 and 128.
 //! Every text is exactly max_len tokens, as in scripts/bench_slm_torch.py, so both sides do the
 //! same work.
 //!
@@ -74,6 +75,9 @@ fn main() {
             burn::tensor::Device::ndarray(),
             "cpu (burn ndarray)".to_string(),
         ),
+        Ok("libtorch") => {
+            freeal_bench::slm::device::select(BackendChoice::Libtorch).expect("device")
+        }
         Ok("wgpu") => freeal_bench::slm::device::select(BackendChoice::Wgpu).expect("device"),
         _ => freeal_bench::slm::device::select(BackendChoice::Cpu).expect("device"),
     };

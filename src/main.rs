@@ -117,6 +117,7 @@ impl SpecOpts {
                 BackendChoice::Auto => "auto",
                 BackendChoice::Cpu => "cpu",
                 BackendChoice::Wgpu => "wgpu",
+                BackendChoice::Libtorch => "libtorch",
             };
             sets.push(format!("run.backend=\"{name}\""));
         }

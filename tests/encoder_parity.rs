@@ -71,3 +71,11 @@ fn check_on(device: Device) {
 fn hidden_states_match_pytorch_on_cpu() {
     check_on(Device::flex());
 }
+
+#[cfg(feature = "tch")]
+#[test]
+fn hidden_states_match_pytorch_on_libtorch() {
+    let (device, _) =
+        freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Libtorch).unwrap();
+    check_on(device);
+}

@@ -138,3 +138,17 @@ fn tiny_encoder_fits_toy_task_on_wgpu() {
     let (accuracy, _) = train_and_score(&device, 5);
     assert!(accuracy >= 0.95, "training accuracy on wgpu {accuracy}");
 }
+
+#[cfg(feature = "tch")]
+#[test]
+fn tiny_encoder_fits_toy_task_on_libtorch_reproducibly() {
+    let (device, _) =
+        freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Libtorch).unwrap();
+    let (accuracy, first) = train_and_score(&device, 5);
+    assert!(accuracy >= 0.95, "training accuracy on libtorch {accuracy}");
+    assert_eq!(
+        (accuracy, first),
+        train_and_score(&device, 5),
+        "same seed, same numbers"
+    );
+}

@@ -332,6 +332,8 @@ pub enum BackendChoice {
     Cpu,
     /// burn's wgpu backend (Vulkan, Metal, DX12; lavapipe in software).
     Wgpu,
+    /// burn's tch backend on the CPU: libtorch's kernels (needs the `tch` cargo feature).
+    Libtorch,
 }
 
 /// Execution settings: they never change a cell's numbers, so they are not part of its id.

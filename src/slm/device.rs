@@ -1,5 +1,6 @@
-//! Picks the tensor device: burn's flex CPU backend or wgpu, probing for an adapter first
-//! (burn-wgpu panics on a worker thread when none exists).
+//! Picks the tensor device: burn's flex CPU backend, wgpu (probing for an adapter first:
+//! burn-wgpu panics on a worker thread when none exists) or, when built with the `tch` feature,
+//! libtorch on the CPU.
 
 use burn::tensor::{Device, DeviceKind};
 
@@ -36,6 +37,7 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
                     .into(),
             }),
         },
+        BackendChoice::Libtorch => libtorch(),
         BackendChoice::Auto => match wgpu_adapter() {
             Some(name) if !name.to_lowercase().contains("llvmpipe") => Ok((
                 Device::wgpu(DeviceKind::DefaultDevice),
@@ -44,5 +46,38 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
             // Software Vulkan is ~15x slower than flex: auto only picks a real GPU.
             _ => Ok((Device::flex(), "cpu (burn flex)".into())),
         },
+    }
+}
+
+/// libtorch's CPU kernels under burn's autodiff; burn 0.22 deprecates its tch backend, but on a
+/// CPU it trains ~1.4x faster than flex (BENCHMARKS.md).
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn libtorch() -> Result<(Device, String)> {
+    Ok((Device::libtorch(), "cpu (burn tch, libtorch)".into()))
+}
+
+#[cfg(not(feature = "tch"))]
+fn libtorch() -> Result<(Device, String)> {
+    Err(Error::Config {
+        location: "--backend / run.backend".into(),
+        key: "run.backend".into(),
+        message: "libtorch was asked for but this build has no libtorch backend; run \
+                  `scripts/fetch-libtorch.sh` and build with the command it prints \
+                  (`--features tch`), or use --backend cpu"
+            .into(),
+    })
+}
+
+#[cfg(all(test, not(feature = "tch")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtorch_without_the_feature_names_the_key_and_the_fix() {
+        let message = select(BackendChoice::Libtorch).unwrap_err().to_string();
+        assert!(message.contains("run.backend"), "{message}");
+        assert!(message.contains("scripts/fetch-libtorch.sh"), "{message}");
+        assert!(message.contains("--features tch"), "{message}");
     }
 }
