@@ -38,14 +38,8 @@ if [ -f "$DEST/.complete" ]; then
   exit 0
 fi
 
-check_sha() { # file expected
-  local got
-  got=$(sha256sum "$1" | cut -d' ' -f1)
-  if [ "$got" != "$2" ]; then
-    echo "checksum mismatch for $1: got $got, expected $2" >&2
-    return 1
-  fi
-}
+# shellcheck source=scripts/check-sha.sh
+. "$(dirname "$0")/check-sha.sh"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

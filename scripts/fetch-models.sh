@@ -14,14 +14,8 @@ PYTHON="${PYTHON:-python3}"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-check_sha() { # file expected
-  local got
-  got=$(sha256sum "$1" | cut -d' ' -f1)
-  if [ "$got" != "$2" ]; then
-    echo "checksum mismatch for $1: got $got, expected $2" >&2
-    return 1
-  fi
-}
+# shellcheck source=scripts/check-sha.sh
+. "$(dirname "$0")/check-sha.sh"
 
 fetch_minilm() {
   local dest="$DEST_ROOT/all-MiniLM-L6-v2"
