@@ -2,7 +2,7 @@
 # Fetches a CPU libtorch 2.9.0 for burn's tch backend (`--backend libtorch`, cargo feature `tch`)
 # through PyPI: `pip download` of three pinned wheels (nothing installed or run), sha256-checked.
 #
-#   scripts/fetch-libtorch.sh          (~910 MB download, ~450 MB kept)
+#   scripts/fetch-libtorch.sh          (~910 MB download, ~490 MB kept)
 #
 # Why it is assembled by hand: tch 0.22 binds exactly libtorch 2.9.0, and PyPI's only Linux
 # x86_64 torch 2.9.0 wheel is the CUDA build (CPU-only libtorch lives on pytorch.org, out of reach

@@ -50,7 +50,7 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
 }
 
 /// libtorch's CPU kernels under burn's autodiff; burn 0.22 deprecates its tch backend, but on a
-/// CPU it trains ~1.4x faster than flex (BENCHMARKS.md).
+/// CPU it trains 1.4-2x faster than flex (BENCHMARKS.md).
 #[cfg(feature = "tch")]
 #[allow(deprecated)]
 fn libtorch() -> Result<(Device, String)> {
