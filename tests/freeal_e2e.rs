@@ -78,6 +78,28 @@ fn freeal_learns_past_its_noisy_labels() {
     assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), 400.0 - clean);
     assert!(m(1, "demo_pool_size") > 0.0);
     assert_eq!(m(0, "gold_labels_used"), 0.0);
+    assert_eq!(
+        m(0, "clean_count[negative]") + m(0, "clean_count[positive]"),
+        clean
+    );
+    // The split trace has one row per epoch after the 2 warm-up epochs (8 epochs in all), each
+    // clean set as large as its per-label counts say.
+    let cell = common::only_cell(&dir.path().join("results/freeal_toy"));
+    let trace = std::fs::read_to_string(cell.join("split_trace_round0.csv")).unwrap();
+    let mut lines = trace.lines();
+    assert_eq!(
+        lines.next(),
+        Some("epoch,clean,clean[negative],clean[positive],clean_precision")
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let epochs: Vec<f64> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(epochs, vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    assert!(
+        rows.iter().all(|r| r[1] == r[2] + r[3] && r[1] > 0.0),
+        "{trace}"
+    );
     // `report --round` summarises any round from the records.
     let results = dir.path().join("results/freeal_toy");
     let jsonl = std::fs::read_to_string(results.join("records.jsonl")).unwrap();

@@ -57,22 +57,26 @@ fn e_step(xs: &[f64], g: &Gmm2) -> (Vec<[f64; 2]>, f64) {
 }
 
 impl Gmm2 {
-    /// Fits the mixture to `xs`, starting from the lower and upper quartiles as means
-    /// (deterministic: no random restarts). `None` for fewer than two points.
+    /// Fits the mixture to `xs`, starting from the best split of `xs` into a lower and an upper
+    /// group (exact one-dimensional 2-means: the official code's scikit-learn mixture starts
+    /// from k-means too, but a randomly seeded one). `None` for fewer than two distinct values:
+    /// there is no mixture to fit.
     pub fn fit(xs: &[f64], options: GmmOptions) -> Option<Gmm2> {
-        if xs.len() < 2 {
-            return None;
-        }
         let mut sorted = xs.to_vec();
         sorted.sort_by(f64::total_cmp);
-        let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p).round() as usize];
+        let lower = two_means(&sorted)?;
         let n = xs.len() as f64;
-        let mean = xs.iter().sum::<f64>() / n;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n + options.reg_covar;
+        let moments = |group: &[f64]| {
+            let m = group.iter().sum::<f64>() / group.len() as f64;
+            let v = group.iter().map(|x| (x - m).powi(2)).sum::<f64>() / group.len() as f64;
+            (group.len() as f64 / n, m, v + options.reg_covar)
+        };
+        let (w0, m0, v0) = moments(&sorted[..lower]);
+        let (w1, m1, v1) = moments(&sorted[lower..]);
         let mut g = Gmm2 {
-            weights: [0.5, 0.5],
-            means: [q(0.25), q(0.75)],
-            variances: [var, var],
+            weights: [w0, w1],
+            means: [m0, m1],
+            variances: [v0, v1],
             iterations: 0,
         };
         let mut previous = f64::NEG_INFINITY;
@@ -109,6 +113,26 @@ impl Gmm2 {
     pub fn low_posterior(&self, xs: &[f64]) -> Vec<f64> {
         e_step(xs, self).0.into_iter().map(|r| r[0]).collect()
     }
+}
+
+/// How many of the ascending `sorted` values form the lower group of the split with the least
+/// within-group squared error; never splits equal values. `None` when all values are equal.
+fn two_means(sorted: &[f64]) -> Option<usize> {
+    let n = sorted.len();
+    let mut prefix = vec![(0.0, 0.0); n + 1];
+    for (i, x) in sorted.iter().enumerate() {
+        prefix[i + 1] = (prefix[i].0 + x, prefix[i].1 + x * x);
+    }
+    // Sum of squared deviations from the mean of sorted[a..b].
+    let sse = |a: usize, b: usize| {
+        let (s, q) = (prefix[b].0 - prefix[a].0, prefix[b].1 - prefix[a].1);
+        q - s * s / (b - a) as f64
+    };
+    (1..n)
+        .filter(|&k| sorted[k - 1] < sorted[k])
+        .map(|k| (k, sse(0, k) + sse(k, n)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(k, _)| k)
 }
 
 /// Scales values to [0, 1] by their minimum and maximum (all zeros when they are all equal), as
@@ -176,5 +200,25 @@ mod tests {
         assert_eq!(min_max_normalize(&[3.0, 3.0]), vec![0.0, 0.0]);
         assert_eq!(min_max_normalize(&[1.0, 3.0, 2.0]), vec![0.0, 1.0, 0.5]);
         assert!(Gmm2::fit(&[1.0], GmmOptions::default()).is_none());
+        assert!(Gmm2::fit(&[0.4; 5], GmmOptions::default()).is_none());
+    }
+
+    #[test]
+    fn starts_from_the_best_two_group_split_even_when_most_values_tie() {
+        // Quartile starting means would both be 0 here and EM could never tell them apart.
+        let mut xs = vec![0.0; 8];
+        xs.extend([1.0, 1.0]);
+        let g = Gmm2::fit(&xs, GmmOptions::default()).unwrap();
+        assert!((g.weights[0] - 0.8).abs() < 1e-9, "{g:?}");
+        assert!(
+            g.means[0].abs() < 1e-9 && (g.means[1] - 1.0).abs() < 1e-9,
+            "{g:?}"
+        );
+        let post = g.low_posterior(&xs);
+        assert!(post[..8].iter().all(|p| *p > 0.99) && post[8..].iter().all(|p| *p < 0.01));
+        // Hand-checked: {1, 2, 3} | {10, 11} has SSE 2 + 0.5, every other split more.
+        assert_eq!(two_means(&[1.0, 2.0, 3.0, 10.0, 11.0]), Some(3));
+        assert_eq!(two_means(&[0.0, 0.0, 1.0]), Some(2));
+        assert_eq!(two_means(&[2.0, 2.0]), None);
     }
 }

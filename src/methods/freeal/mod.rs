@@ -15,7 +15,7 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
 use self::augment::{Augmentation, views};
-use self::config::{FreealSpec, InitialLabels};
+use self::config::{CleanSplit, FreealSpec, InitialLabels};
 use self::self_train::{Trained, View, self_train};
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, record_precision,
@@ -453,6 +453,11 @@ fn score_round(
         .filter(|&i| trained.split.clean[i])
         .collect();
     metrics.insert("clean_count".into(), clean.len() as f64);
+    // Per LLM label, so a report shows when the split starves one class (it did on MR).
+    for (class, name) in label_names.iter().enumerate() {
+        let of_class = clean.iter().filter(|&&i| labels[i] == Some(class)).count();
+        metrics.insert(format!("clean_count[{name}]"), of_class as f64);
+    }
     record_precision(metrics, "clean_precision", &clean, |i| {
         labels[i] == Some(gold[i])
     });
@@ -465,6 +470,46 @@ fn score_round(
         macro_f1(&predicted, test_gold, num_labels),
     );
     metrics.insert("gold_labels_used".into(), 0.0);
+}
+
+/// One row per robust epoch: the clean set it trained with, its size per LLM label and its
+/// precision against gold. Nothing for plain CE, which has no split during training.
+fn write_split_trace(
+    ctx: &CellContext,
+    round: usize,
+    labels: &[Option<usize>],
+    gold: &[usize],
+    trained: &Trained,
+    label_names: &[String],
+) -> Result<()> {
+    if trained.epoch_splits.is_empty() {
+        return Ok(());
+    }
+    let per_class: Vec<String> = label_names.iter().map(|n| format!("clean[{n}]")).collect();
+    let mut out = format!("epoch,clean,{},clean_precision\n", per_class.join(","));
+    for (epoch, clean) in &trained.epoch_splits {
+        let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
+        let counts: Vec<String> = (0..label_names.len())
+            .map(|c| {
+                let n = chosen.iter().filter(|&&i| labels[i] == Some(c)).count();
+                n.to_string()
+            })
+            .collect();
+        let right = chosen
+            .iter()
+            .filter(|&&i| labels[i] == Some(gold[i]))
+            .count();
+        let precision = right as f64 / chosen.len().max(1) as f64;
+        out.push_str(&format!(
+            "{epoch},{},{},{precision:.4}\n",
+            chosen.len(),
+            counts.join(",")
+        ));
+    }
+    write_atomic(
+        &ctx.out_dir.join(format!("split_trace_round{round}.csv")),
+        out.as_bytes(),
+    )
 }
 
 impl Method for Freeal {
@@ -585,6 +630,14 @@ impl Method for Freeal {
                 );
             }
             write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
+            write_split_trace(
+                ctx,
+                round,
+                &state.labels,
+                &gold,
+                &trained,
+                &dataset.label_names,
+            )?;
             outcomes.push(RoundOutcome {
                 round: round as u32,
                 metrics,
@@ -622,6 +675,11 @@ impl Method for Freeal {
                 self.spec.initial != InitialLabels::ZeroShot,
                 "initial",
                 "round 0 on NER is zero-shot extraction: set initial = \"zero_shot\"",
+            ),
+            (
+                self.spec.clean_split != CleanSplit::Global,
+                "clean_split",
+                "a NER label is a whole tag sequence, not a class: set clean_split = \"global\"",
             ),
             (
                 self.spec.label_fraction < 1.0,

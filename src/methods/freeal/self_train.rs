@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::augment::Augmentation;
-use super::config::{FreealSpec, SelfTraining};
+use super::config::{CleanSplit, FreealSpec, SelfTraining};
 use crate::error::{Error, Result};
 use crate::llm::annotator::one_hot;
 use crate::methods::target_rows;
@@ -30,8 +30,13 @@ pub struct Split {
 }
 
 /// Splits labeled examples by their loss under `probs`: cross-entropy against the label, then
-/// [`split_losses`].
-pub fn split_clean(probs: &[Vec<f32>], labels: &[Option<usize>], threshold: f64) -> Split {
+/// [`split_losses`] over all labels at once or per label class.
+pub fn split_clean(
+    probs: &[Vec<f32>],
+    labels: &[Option<usize>],
+    threshold: f64,
+    mode: CleanSplit,
+) -> Split {
     let n = probs.first().map_or(0, Vec::len);
     let losses: Vec<Option<f64>> = probs
         .iter()
@@ -42,12 +47,33 @@ pub fn split_clean(probs: &[Vec<f32>], labels: &[Option<usize>], threshold: f64)
             l.map(|_| f64::from(loss))
         })
         .collect();
-    split_losses(&losses, threshold)
+    match mode {
+        CleanSplit::Global => split_losses(&losses, threshold),
+        CleanSplit::PerClass => {
+            let mut split = Split {
+                clean: vec![false; labels.len()],
+                posterior: vec![0.0; labels.len()],
+            };
+            for class in 0..n {
+                let of_class: Vec<Option<f64>> = losses
+                    .iter()
+                    .zip(labels)
+                    .map(|(loss, l)| loss.filter(|_| *l == Some(class)))
+                    .collect();
+                let part = split_losses(&of_class, threshold);
+                for i in (0..labels.len()).filter(|&i| labels[i] == Some(class)) {
+                    split.clean[i] = part.clean[i];
+                    split.posterior[i] = part.posterior[i];
+                }
+            }
+            split
+        }
+    }
 }
 
 /// Splits labeled examples (`Some` loss) by their loss: min-max normalised, two-component GMM,
-/// clean when the low-loss posterior exceeds `threshold`. With fewer than two labeled examples
-/// (no mixture to fit) every labeled example is clean.
+/// clean when the low-loss posterior exceeds `threshold`. With fewer than two distinct losses
+/// (no mixture to fit, nothing to tell apart) every labeled example is clean.
 pub fn split_losses(losses: &[Option<f64>], threshold: f64) -> Split {
     let labeled: Vec<usize> = (0..losses.len()).filter(|&i| losses[i].is_some()).collect();
     let values: Vec<f64> = labeled.iter().filter_map(|&i| losses[i]).collect();
@@ -112,6 +138,9 @@ pub struct Trained {
     pub split: Split,
     /// Optimiser steps taken.
     pub steps: u64,
+    /// The clean flags each robust epoch trained with, by 1-based epoch (empty for plain CE):
+    /// shows when and how the split drifts.
+    pub epoch_splits: Vec<(usize, Vec<bool>)>,
 }
 
 fn index(positions: &[usize], step: &Step) -> Tensor<1, Int> {
@@ -224,10 +253,12 @@ pub fn self_train(
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3172_a11d);
     let mut clean: Vec<bool> = labels.iter().map(Option::is_some).collect();
     let mut steps = 0;
+    let mut epoch_splits = Vec::new();
     for epoch in 0..epochs {
         if epoch >= spec.warmup_epochs && steps >= spec.warmup_steps {
             let probs = slm.infer(encoded, progress)?.probs;
-            clean = split_clean(&probs, labels, spec.clean_threshold).clean;
+            clean = split_clean(&probs, labels, spec.clean_threshold, spec.clean_split).clean;
+            epoch_splits.push((epoch + 1, clean.clone()));
         }
         let epoch_rows: Vec<usize> = match view {
             View::None => rows.iter().copied().filter(|&i| clean[i]).collect(),
@@ -243,25 +274,27 @@ pub fn self_train(
             })?;
         steps += report.steps;
     }
-    finish(slm, encoded, labels, spec, steps, progress)
+    finish(slm, encoded, labels, spec, (steps, epoch_splits), progress)
 }
 
-/// The trained SLM's outputs on the pool and its clean/noisy split.
+/// The trained SLM's outputs on the pool and its clean/noisy split; `history` is the steps taken
+/// and the per-epoch splits.
 fn finish(
     slm: Slm,
     encoded: &[Encoded],
     labels: &[Option<usize>],
     spec: &FreealSpec,
-    steps: u64,
+    (steps, epoch_splits): (u64, Vec<(usize, Vec<bool>)>),
     progress: &Progress,
 ) -> Result<Trained> {
     let pool = slm.infer(encoded, progress)?;
-    let split = split_clean(&pool.probs, labels, spec.clean_threshold);
+    let split = split_clean(&pool.probs, labels, spec.clean_threshold, spec.clean_split);
     Ok(Trained {
         slm,
         pool,
         split,
         steps,
+        epoch_splits,
     })
 }
 
@@ -280,7 +313,14 @@ fn plain(
         .map(|l| f32::from(u8::from(l.is_some())))
         .collect();
     let report = slm.fit(encoded, &targets, &weights, progress)?;
-    finish(slm, encoded, labels, spec, report.steps, progress)
+    finish(
+        slm,
+        encoded,
+        labels,
+        spec,
+        (report.steps, Vec::new()),
+        progress,
+    )
 }
 
 #[cfg(test)]
@@ -296,11 +336,31 @@ mod tests {
         let mut labels = vec![Some(0); 10];
         labels.extend(vec![Some(1); 4]);
         labels.push(None);
-        let split = split_clean(&probs, &labels, 0.7);
+        let split = split_clean(&probs, &labels, 0.7, CleanSplit::Global);
         assert_eq!(&split.clean[..10], &[true; 10]);
         assert_eq!(&split.clean[10..], &[false; 5]);
         assert!(split.posterior[..10].iter().all(|p| *p > 0.99));
         assert_eq!(split.posterior[14], 0.0);
+    }
+
+    #[test]
+    fn per_class_split_keeps_a_class_the_model_leans_against() {
+        // The model leans towards class 0: every class-1 label has a higher loss than every
+        // class-0 label, so one global GMM calls all of class 1 noisy; per class, each class's
+        // own low-loss labels stay clean and only its two outliers go.
+        let mut probs = vec![vec![0.97f32, 0.03]; 8];
+        probs.extend(vec![vec![0.8f32, 0.2]; 8]);
+        probs.extend(vec![vec![0.6f32, 0.4]; 2]);
+        probs.extend(vec![vec![0.9f32, 0.1]; 2]);
+        let mut labels = vec![Some(0); 8];
+        labels.extend(vec![Some(1); 8]);
+        labels.extend(vec![Some(0); 2]);
+        labels.extend(vec![Some(1); 2]);
+        let global = split_clean(&probs, &labels, 0.7, CleanSplit::Global);
+        assert_eq!(&global.clean[8..16], &[false; 8]);
+        let per_class = split_clean(&probs, &labels, 0.7, CleanSplit::PerClass);
+        assert_eq!(&per_class.clean[..16], &[true; 16]);
+        assert_eq!(&per_class.clean[16..], &[false; 4]);
     }
 
     #[test]
