@@ -454,9 +454,11 @@ fn score_round(
         .collect();
     metrics.insert("clean_count".into(), clean.len() as f64);
     // Per LLM label, so a report shows when the split starves one class (it did on MR).
-    for (class, name) in label_names.iter().enumerate() {
-        let of_class = clean.iter().filter(|&&i| labels[i] == Some(class)).count();
-        metrics.insert(format!("clean_count[{name}]"), of_class as f64);
+    for (name, count) in label_names
+        .iter()
+        .zip(clean_per_label(&clean, labels, num_labels))
+    {
+        metrics.insert(format!("clean_count[{name}]"), count as f64);
     }
     record_precision(metrics, "clean_precision", &clean, |i| {
         labels[i] == Some(gold[i])
@@ -470,6 +472,15 @@ fn score_round(
         macro_f1(&predicted, test_gold, num_labels),
     );
     metrics.insert("gold_labels_used".into(), 0.0);
+}
+
+/// How many of the `clean` examples carry each LLM label.
+fn clean_per_label(clean: &[usize], labels: &[Option<usize>], num_labels: usize) -> Vec<usize> {
+    let mut counts = vec![0; num_labels];
+    for label in clean.iter().filter_map(|&i| labels[i]) {
+        counts[label] += 1;
+    }
+    counts
 }
 
 /// One row per robust epoch: the clean set it trained with, its size per LLM label and its
@@ -489,11 +500,9 @@ fn write_split_trace(
     let mut out = format!("epoch,clean,{},clean_precision\n", per_class.join(","));
     for (epoch, clean) in &trained.epoch_splits {
         let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
-        let counts: Vec<String> = (0..label_names.len())
-            .map(|c| {
-                let n = chosen.iter().filter(|&&i| labels[i] == Some(c)).count();
-                n.to_string()
-            })
+        let counts: Vec<String> = clean_per_label(&chosen, labels, label_names.len())
+            .iter()
+            .map(usize::to_string)
             .collect();
         let right = chosen
             .iter()

@@ -274,17 +274,17 @@ pub fn self_train(
             })?;
         steps += report.steps;
     }
-    finish(slm, encoded, labels, spec, (steps, epoch_splits), progress)
+    finish(slm, encoded, labels, spec, steps, epoch_splits, progress)
 }
 
-/// The trained SLM's outputs on the pool and its clean/noisy split; `history` is the steps taken
-/// and the per-epoch splits.
+/// The trained SLM's outputs on the pool and its clean/noisy split.
 fn finish(
     slm: Slm,
     encoded: &[Encoded],
     labels: &[Option<usize>],
     spec: &FreealSpec,
-    (steps, epoch_splits): (u64, Vec<(usize, Vec<bool>)>),
+    steps: u64,
+    epoch_splits: Vec<(usize, Vec<bool>)>,
     progress: &Progress,
 ) -> Result<Trained> {
     let pool = slm.infer(encoded, progress)?;
@@ -318,7 +318,8 @@ fn plain(
         encoded,
         labels,
         spec,
-        (report.steps, Vec::new()),
+        report.steps,
+        Vec::new(),
         progress,
     )
 }
