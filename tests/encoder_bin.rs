@@ -9,7 +9,7 @@ use freeal_bench::config::Pooling;
 use freeal_bench::slm::classifier::ClassifierModel;
 use freeal_bench::slm::encoder::Encoder;
 use freeal_bench::slm::model::read_config;
-use freeal_bench::slm::tokenize::{Encoded, pad_batch};
+use freeal_bench::slm::tokenize::{Encoded, Padding, pad_batch};
 use freeal_bench::slm::weights::load_weights;
 use serde::Deserialize;
 
@@ -43,7 +43,7 @@ fn pytorch_bin_weights_give_the_reference_hidden_states() {
         .iter()
         .map(|r| Encoded { ids: r.ids.clone() })
         .collect();
-    let host = pad_batch(&encoded, &[0, 1], 0);
+    let host = pad_batch(&encoded, &[0, 1], Padding::longest(0));
     let states = model.hidden_states(&model.batch_to_device(&host, &device));
     let [_, seq, hidden] = states.dims();
     let flat = states.into_data().try_into_vec::<f32>().unwrap();

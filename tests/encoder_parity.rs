@@ -8,7 +8,7 @@ use freeal_bench::config::Pooling;
 use freeal_bench::slm::classifier::ClassifierModel;
 use freeal_bench::slm::encoder::Encoder;
 use freeal_bench::slm::model::read_config;
-use freeal_bench::slm::tokenize::{TextTokenizer, pad_batch};
+use freeal_bench::slm::tokenize::{Batch, Padding, TextTokenizer, pad_batch};
 use freeal_bench::slm::weights::load_weights;
 use serde::Deserialize;
 
@@ -43,10 +43,29 @@ fn check_on(device: Device) {
     for (e, row) in encoded.iter().zip(&fixture.rows) {
         assert_eq!(e.ids, row.ids, "token ids of {:?}", row.text);
     }
-    // One padded batch, so that the padding mask is exercised too.
+    // One padded batch, so that the padding mask is exercised too; then the same batch padded
+    // further, as on wgpu (lengths rounded up to 16), which must not change any state.
     let rows: Vec<usize> = (0..encoded.len()).collect();
-    let host = pad_batch(&encoded, &rows, tokenizer.pad_id());
-    let batch = model.batch_to_device(&host, &device);
+    for padding in [Padding::longest(tokenizer.pad_id()), tokenizer.padding(16)] {
+        let host = pad_batch(&encoded, &rows, padding);
+        let worst = worst_difference(&model, &host, &device, &fixture);
+        assert!(
+            worst < 1e-4,
+            "max abs difference {worst} exceeds 1e-4 (padded to {})",
+            host.seq
+        );
+    }
+}
+
+/// Largest absolute difference between the model's hidden states and mean-pooled outputs for
+/// `host` and the fixture's.
+fn worst_difference(
+    model: &ClassifierModel,
+    host: &Batch,
+    device: &Device,
+    fixture: &Fixture,
+) -> f32 {
+    let batch = model.batch_to_device(host, device);
     let states = model.hidden_states(&batch);
     let [n, seq, hidden] = states.dims();
     let flat = states.into_data().try_into_vec::<f32>().unwrap();
@@ -64,12 +83,27 @@ fn check_on(device: Device) {
             worst = worst.max((pooled[b * hidden + h] - want).abs());
         }
     }
-    assert!(worst < 1e-4, "max abs difference {worst} exceeds 1e-4");
+    worst
 }
 
 #[test]
 fn hidden_states_match_pytorch_on_cpu() {
     check_on(Device::flex());
+}
+
+// CI runs this on lavapipe (software Vulkan); on a GPU it checks the driver's shader compiler too.
+#[test]
+fn hidden_states_match_pytorch_on_wgpu() {
+    let Some(adapter) = freeal_bench::slm::device::wgpu_adapter() else {
+        panic!(
+            "no wgpu adapter: install mesa-vulkan-drivers and libvulkan1 (software Vulkan), as \
+             .ci/run does"
+        );
+    };
+    eprintln!("wgpu adapter: {adapter}");
+    let (device, _) =
+        freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Wgpu).unwrap();
+    check_on(device);
 }
 
 #[cfg(feature = "tch")]

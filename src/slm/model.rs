@@ -15,7 +15,7 @@ use super::classifier::{ClassifierModel, DeviceBatch};
 use super::clipping::clip_global_norm;
 use super::encoder::{Encoder, EncoderConfig};
 use super::losses::soft_cross_entropy;
-use super::tokenize::{Encoded, TextTokenizer, WordEncoded, length_buckets, pad_batch};
+use super::tokenize::{Encoded, Padding, TextTokenizer, WordEncoded, length_buckets, pad_batch};
 use super::weights::load_weights;
 use crate::config::{GradClipScope, SlmSpec};
 use crate::error::{Error, Result};
@@ -120,7 +120,7 @@ pub struct Step<'a> {
     /// Training progress in epochs since the trainer started (2.5 = halfway through the third).
     pub epoch_pos: f64,
     device: &'a Device,
-    pad_id: u32,
+    padding: Padding,
     num_labels: usize,
 }
 
@@ -132,7 +132,7 @@ impl Step<'_> {
 
     /// Any `rows` of a tokenisation as a padded batch on the device (e.g. a meta batch).
     pub fn batch_of(&self, encoded: &[Encoded], rows: &[usize]) -> DeviceBatch {
-        let host = pad_batch(encoded, rows, self.pad_id);
+        let host = pad_batch(encoded, rows, self.padding);
         self.model.batch_to_device(&host, self.device)
     }
 
@@ -165,6 +165,7 @@ impl Step<'_> {
 pub struct Slm {
     model: ClassifierModel,
     tokenizer: TextTokenizer,
+    padding: Padding,
     spec: SlmSpec,
     device: Device,
     num_labels: usize,
@@ -225,6 +226,7 @@ impl Slm {
         );
         Ok(Self {
             model,
+            padding: tokenizer.padding(super::device::pad_multiple(device)),
             tokenizer,
             spec: spec.clone(),
             device: device.clone(),
@@ -301,7 +303,7 @@ impl Slm {
         let mut report = FitReport::default();
         let mut total_loss = 0.0;
         for batch_rows in &batches {
-            let host = pad_batch(encoded, batch_rows, self.tokenizer.pad_id());
+            let host = pad_batch(encoded, batch_rows, self.padding);
             let step = Step {
                 model: &model,
                 rows: batch_rows,
@@ -309,7 +311,7 @@ impl Slm {
                 epoch_pos: (trainer.steps - first_step) as f64 / per_epoch
                     + trainer.epochs_done as f64,
                 device: &train_device,
-                pad_id: self.tokenizer.pad_id(),
+                padding: self.padding,
                 num_labels: self.num_labels,
             };
             let value = loss(&step)?;
@@ -399,7 +401,7 @@ impl Slm {
         let batches = length_buckets(encoded, &order, self.spec.eval_batch_size);
         progress.phase("inference", batches.len() as u64);
         for rows in &batches {
-            let host = pad_batch(encoded, rows, self.tokenizer.pad_id());
+            let host = pad_batch(encoded, rows, self.padding);
             let batch: DeviceBatch = model.batch_to_device(&host, &self.device);
             each(&model, &batch, rows)?;
             progress.inc(1);

@@ -18,6 +18,7 @@ pub struct Encoded {
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_id: u32,
+    max_len: usize,
 }
 
 impl TextTokenizer {
@@ -35,12 +36,26 @@ impl TextTokenizer {
                 ..Default::default()
             }))
             .map_err(|e| Error::model(&name, e.to_string()))?;
-        Ok(Self { inner, pad_id })
+        Ok(Self {
+            inner,
+            pad_id,
+            max_len,
+        })
     }
 
     /// Padding token id.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// Padding to this tokenizer's pad id, lengths rounded up to `multiple` within its
+    /// truncation length.
+    pub fn padding(&self, multiple: usize) -> Padding {
+        Padding {
+            pad_id: self.pad_id,
+            multiple,
+            max_len: self.max_len,
+        }
     }
 
     /// Tokenises texts (special tokens added, truncated).
@@ -117,14 +132,41 @@ pub struct Batch {
     pub seq: usize,
 }
 
-/// Pads the chosen rows to the longest among them.
-pub fn pad_batch(encoded: &[Encoded], rows: &[usize], pad_id: u32) -> Batch {
-    let seq = rows
+/// How a batch is padded: to its longest row, rounded up to a multiple, never past a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padding {
+    /// Token id that fills the padding.
+    pub pad_id: u32,
+    /// Padded lengths are multiples of this (1: exactly the longest row).
+    pub multiple: usize,
+    /// No rounding goes past this length (the tokenizer's truncation length).
+    pub max_len: usize,
+}
+
+impl Padding {
+    /// Pads to exactly the longest row of each batch.
+    pub fn longest(pad_id: u32) -> Self {
+        Self {
+            pad_id,
+            multiple: 1,
+            max_len: usize::MAX,
+        }
+    }
+}
+
+/// Pads the chosen rows to the longest among them, rounded up as `padding` says.
+pub fn pad_batch(encoded: &[Encoded], rows: &[usize], padding: Padding) -> Batch {
+    let longest = rows
         .iter()
         .map(|&r| encoded[r].ids.len())
         .max()
         .unwrap_or(1)
         .max(1);
+    let seq = longest
+        .next_multiple_of(padding.multiple.max(1))
+        .min(padding.max_len)
+        .max(longest);
+    let pad_id = padding.pad_id;
     let mut ids = Vec::with_capacity(rows.len() * seq);
     let mut lengths = Vec::with_capacity(rows.len());
     for &r in rows {
@@ -171,10 +213,27 @@ mod tests {
     #[test]
     fn pads_to_longest_in_batch_only() {
         let e = enc(&[2, 5, 3]);
-        let b = pad_batch(&e, &[0, 2], 0);
+        let b = pad_batch(&e, &[0, 2], Padding::longest(0));
         assert_eq!(b.seq, 3);
         assert_eq!(b.ids, vec![1, 2, 0, 1, 2, 3]);
         assert_eq!(b.lengths, vec![2, 3]);
+    }
+
+    #[test]
+    fn rounds_the_padded_length_up_but_not_past_the_cap() {
+        let e = enc(&[2, 5, 3]);
+        let padding = |multiple, max_len| Padding {
+            pad_id: 0,
+            multiple,
+            max_len,
+        };
+        let b = pad_batch(&e, &[0, 2], padding(4, 128));
+        assert_eq!(b.seq, 4);
+        assert_eq!(b.ids, vec![1, 2, 0, 0, 1, 2, 3, 0]);
+        assert_eq!(b.lengths, vec![2, 3]);
+        // 5 rounds to 8, capped at 6; a multiple that already fits adds nothing.
+        assert_eq!(pad_batch(&e, &[1], padding(4, 6)).seq, 6);
+        assert_eq!(pad_batch(&e, &[1], padding(5, 6)).seq, 5);
     }
 
     #[test]
