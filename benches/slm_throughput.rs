@@ -17,8 +17,17 @@ use freeal_bench::slm::model::default_models_dir;
 use freeal_bench::slm::tokenize::Encoded;
 
 const BATCH: usize = 32;
-const TRAIN_STEPS: usize = 6;
 const WARMUP_STEPS: usize = 2;
+
+/// Timed training steps: `FREEAL_BENCH_TRAIN_STEPS`, default 6 (a GPU finishes 6 steps in a
+/// fraction of a second, so timings there want more); scripts/bench_slm_torch.py reads the same.
+fn train_steps() -> usize {
+    std::env::var("FREEAL_BENCH_TRAIN_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(6)
+}
 
 fn spec(max_len: usize) -> SlmSpec {
     SlmSpec {
@@ -92,7 +101,7 @@ fn main() {
         let targets = alternating_targets(warm.len());
         slm.fit(&warm, &targets, &vec![1.0; warm.len()], &progress)
             .expect("warm-up");
-        let data = sequences(BATCH * TRAIN_STEPS, max_len);
+        let data = sequences(BATCH * train_steps(), max_len);
         let targets = alternating_targets(data.len());
         let start = Instant::now();
         slm.fit(&data, &targets, &vec![1.0; data.len()], &progress)

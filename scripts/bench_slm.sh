@@ -4,10 +4,37 @@
 # /tmp/refvenv/bin/python, made with `python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip
 # install torch transformers`). With a libtorch from scripts/fetch-libtorch.sh, burn's libtorch
 # backend is measured as well.
+#
+#   scripts/bench_slm.sh          CPU: burn flex (and libtorch) against PyTorch on the CPU
+#   scripts/bench_slm.sh --gpu    GPU: burn wgpu against PyTorch on CUDA, 40 timed steps
+#
+# MODEL_DIR (default: the fetched all-MiniLM-L6-v2) is read by both sides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-/tmp/refvenv/bin/python}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/freeal-bench/target}"
+MODELS_DIR="${FREEAL_BENCH_RUN__MODELS_DIR:-$HOME/.cache/freeal-bench/models}"
+export FREEAL_BENCH_RUN__MODELS_DIR="$MODELS_DIR"
+MODEL_DIR="$MODELS_DIR/all-MiniLM-L6-v2"
+
+ratio() { # burn-output torch-output
+  paste <(grep -E '^(train|embed)' "$1") <(grep -E '^(train|embed)' "$2") \
+    | awk -F'\t' '{split($1,a,":"); split(a[2],b," "); split($2,c,":"); split(c[2],d," "); printf "%s: %.2fx\n", a[1], b[1]/d[1]}'
+}
+
+if [ "${1:-}" = "--gpu" ]; then
+  # Six steps take a fraction of a second on a GPU: too short to time.
+  export FREEAL_BENCH_TRAIN_STEPS=40
+  echo "== burn, wgpu backend (freeal-bench)"
+  FREEAL_BENCH_BACKEND=wgpu cargo bench --bench slm_throughput 2>/dev/null | tee /tmp/bench_burn_wgpu.txt
+  echo "== PyTorch, CUDA"
+  FREEAL_BENCH_TORCH_DEVICE=cuda "$PYTHON" scripts/bench_slm_torch.py "$MODEL_DIR" \
+    | tee /tmp/bench_torch_cuda.txt
+  echo "== ratio burn (wgpu) / PyTorch (CUDA) (examples/s)"
+  ratio /tmp/bench_burn_wgpu.txt /tmp/bench_torch_cuda.txt
+  exit 0
+fi
+
 echo "== burn (freeal-bench)"
 cargo bench --bench slm_throughput 2>/dev/null | tee /tmp/bench_burn.txt
 # burn's libtorch backend too, where scripts/fetch-libtorch.sh has put a libtorch.
@@ -19,14 +46,10 @@ if [ -f "$LIBTORCH_DIR/.complete" ]; then
     | tee /tmp/bench_burn_libtorch.txt
 fi
 echo "== PyTorch"
-"$PYTHON" scripts/bench_slm_torch.py | tee /tmp/bench_torch.txt
-ratio() { # burn-output
-  paste <(grep -E '^(train|embed)' "$1") <(grep -E '^(train|embed)' /tmp/bench_torch.txt) \
-    | awk -F'\t' '{split($1,a,":"); split(a[2],b," "); split($2,c,":"); split(c[2],d," "); printf "%s: %.2fx\n", a[1], b[1]/d[1]}'
-}
+"$PYTHON" scripts/bench_slm_torch.py "$MODEL_DIR" | tee /tmp/bench_torch.txt
 echo "== ratio burn (flex) / PyTorch (examples/s)"
-ratio /tmp/bench_burn.txt
+ratio /tmp/bench_burn.txt /tmp/bench_torch.txt
 if [ -f "$LIBTORCH_DIR/.complete" ]; then
   echo "== ratio burn (libtorch) / PyTorch (examples/s)"
-  ratio /tmp/bench_burn_libtorch.txt
+  ratio /tmp/bench_burn_libtorch.txt /tmp/bench_torch.txt
 fi
