@@ -16,16 +16,37 @@ pub fn pad_multiple(device: &Device) -> usize {
     if device.identity().is_some() { 16 } else { 1 }
 }
 
-/// Name of the first wgpu adapter, if any (software Vulkan such as lavapipe counts).
-pub fn wgpu_adapter() -> Option<String> {
+/// The adapter burn's default wgpu device opens (a high-performance request: a discrete GPU
+/// before an integrated one, software Vulkan such as lavapipe last), if any exists.
+fn best_adapter() -> Option<wgpu::AdapterInfo> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapters =
         futures_lite::future::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    adapters.first().map(|a| {
-        let info = a.get_info();
-        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
-    })
+    adapters
+        .iter()
+        .map(wgpu::Adapter::get_info)
+        .min_by_key(|info| preference(info.device_type))
+}
+
+/// Rank of an adapter type in a high-performance request (lower first).
+fn preference(kind: wgpu::DeviceType) -> u8 {
+    match kind {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::Other => 2,
+        wgpu::DeviceType::VirtualGpu => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// Name of the wgpu adapter burn would use, if any (software Vulkan such as lavapipe counts).
+pub fn wgpu_adapter() -> Option<String> {
+    best_adapter().as_ref().map(describe)
 }
 
 /// The device for a backend choice and a description of it for logs and records.
@@ -47,12 +68,12 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
             }),
         },
         BackendChoice::Libtorch => libtorch(),
-        BackendChoice::Auto => match wgpu_adapter() {
-            Some(name) if !name.to_lowercase().contains("llvmpipe") => Ok((
-                Device::wgpu(DeviceKind::DefaultDevice),
-                format!("wgpu: {name}"),
-            )),
+        BackendChoice::Auto => match best_adapter() {
             // Software Vulkan is ~15x slower than flex: auto only picks a real GPU.
+            Some(info) if info.device_type != wgpu::DeviceType::Cpu => Ok((
+                Device::wgpu(DeviceKind::DefaultDevice),
+                format!("wgpu: {}", describe(&info)),
+            )),
             _ => Ok((Device::flex(), "cpu (burn flex)".into())),
         },
     }
@@ -78,10 +99,19 @@ fn libtorch() -> Result<(Device, String)> {
     })
 }
 
-#[cfg(all(test, not(feature = "tch")))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_gpu_is_preferred_to_software_vulkan() {
+        use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu, Other, VirtualGpu};
+        let mut kinds = [Cpu, VirtualGpu, IntegratedGpu, Other, DiscreteGpu];
+        kinds.sort_by_key(|&k| preference(k));
+        assert_eq!(kinds, [DiscreteGpu, IntegratedGpu, Other, VirtualGpu, Cpu]);
+    }
+
+    #[cfg(not(feature = "tch"))]
     #[test]
     fn libtorch_without_the_feature_names_the_key_and_the_fix() {
         let message = select(BackendChoice::Libtorch).unwrap_err().to_string();
