@@ -94,16 +94,7 @@ fn hidden_states_match_pytorch_on_cpu() {
 // CI runs this on lavapipe (software Vulkan); on a GPU it checks the driver's shader compiler too.
 #[test]
 fn hidden_states_match_pytorch_on_wgpu() {
-    let Some(adapter) = freeal_bench::slm::device::wgpu_adapter() else {
-        panic!(
-            "no wgpu adapter: install mesa-vulkan-drivers and libvulkan1 (software Vulkan), as \
-             .ci/run does"
-        );
-    };
-    eprintln!("wgpu adapter: {adapter}");
-    let (device, _) =
-        freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Wgpu).unwrap();
-    check_on(device);
+    check_on(common::wgpu_device());
 }
 
 #[cfg(feature = "tch")]

@@ -126,16 +126,7 @@ fn global_clipping_acts_only_above_the_joint_norm() {
 
 #[test]
 fn tiny_encoder_fits_toy_task_on_wgpu() {
-    let Some(adapter) = freeal_bench::slm::device::wgpu_adapter() else {
-        panic!(
-            "no wgpu adapter: install mesa-vulkan-drivers and libvulkan1 (software Vulkan), as \
-             .ci/run does"
-        );
-    };
-    eprintln!("wgpu adapter: {adapter}");
-    let (device, _) =
-        freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Wgpu).unwrap();
-    let (accuracy, _) = train_and_score(&device, 5);
+    let (accuracy, _) = train_and_score(&common::wgpu_device(), 5);
     assert!(accuracy >= 0.95, "training accuracy on wgpu {accuracy}");
 }
 

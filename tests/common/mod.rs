@@ -29,6 +29,21 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The wgpu device, or a panic that says how to get an adapter (CI installs lavapipe, so a
+/// missing adapter there is a failure, not a skip).
+pub fn wgpu_device() -> burn::tensor::Device {
+    let Some(adapter) = freeal_bench::slm::device::wgpu_adapter() else {
+        panic!(
+            "no wgpu adapter: install mesa-vulkan-drivers and libvulkan1 (software Vulkan), as \
+             .ci/run does"
+        );
+    };
+    eprintln!("wgpu adapter: {adapter}");
+    freeal_bench::slm::device::select(freeal_bench::config::BackendChoice::Wgpu)
+        .unwrap()
+        .0
+}
+
 /// Runs the binary with arguments, from the repository root.
 pub fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
