@@ -51,30 +51,32 @@ pub fn wgpu_adapter() -> Option<String> {
 
 /// The device for a backend choice and a description of it for logs and records.
 pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
+    let on_flex = || (Device::flex(), "cpu (burn flex)".to_string());
+    let on_wgpu = |info: &wgpu::AdapterInfo| {
+        (
+            Device::wgpu(DeviceKind::DefaultDevice),
+            format!("wgpu: {}", describe(info)),
+        )
+    };
     match choice {
-        BackendChoice::Cpu => Ok((Device::flex(), "cpu (burn flex)".into())),
-        BackendChoice::Wgpu => match wgpu_adapter() {
-            Some(name) => Ok((
-                Device::wgpu(DeviceKind::DefaultDevice),
-                format!("wgpu: {name}"),
-            )),
-            None => Err(Error::Config {
-                location: "--backend / run.backend".into(),
-                key: "run.backend".into(),
-                message: "wgpu was asked for but no adapter exists; install GPU drivers (or \
+        BackendChoice::Cpu => Ok(on_flex()),
+        BackendChoice::Wgpu => {
+            best_adapter()
+                .map(|info| on_wgpu(&info))
+                .ok_or_else(|| Error::Config {
+                    location: "--backend / run.backend".into(),
+                    key: "run.backend".into(),
+                    message: "wgpu was asked for but no adapter exists; install GPU drivers (or \
                           `apt-get install mesa-vulkan-drivers libvulkan1` for software Vulkan), \
                           or use --backend cpu"
-                    .into(),
-            }),
-        },
+                        .into(),
+                })
+        }
         BackendChoice::Libtorch => libtorch(),
         BackendChoice::Auto => match best_adapter() {
             // Software Vulkan is ~15x slower than flex: auto only picks a real GPU.
-            Some(info) if info.device_type != wgpu::DeviceType::Cpu => Ok((
-                Device::wgpu(DeviceKind::DefaultDevice),
-                format!("wgpu: {}", describe(&info)),
-            )),
-            _ => Ok((Device::flex(), "cpu (burn flex)".into())),
+            Some(info) if info.device_type != wgpu::DeviceType::Cpu => Ok(on_wgpu(&info)),
+            _ => Ok(on_flex()),
         },
     }
 }
