@@ -6,9 +6,10 @@ mod common;
 use burn::tensor::Device;
 use freeal_bench::config::Pooling;
 use freeal_bench::slm::classifier::ClassifierModel;
+use freeal_bench::slm::device::CUBECL_PAD_MULTIPLE;
 use freeal_bench::slm::encoder::Encoder;
 use freeal_bench::slm::model::read_config;
-use freeal_bench::slm::tokenize::{Batch, Padding, TextTokenizer, pad_batch};
+use freeal_bench::slm::tokenize::{Batch, TextTokenizer, pad_batch};
 use freeal_bench::slm::weights::load_weights;
 use serde::Deserialize;
 
@@ -44,9 +45,9 @@ fn check_on(device: Device) {
         assert_eq!(e.ids, row.ids, "token ids of {:?}", row.text);
     }
     // One padded batch, so that the padding mask is exercised too; then the same batch padded
-    // further, as on wgpu (lengths rounded up to 16), which must not change any state.
+    // further, as on wgpu (lengths rounded up to a multiple), which must not change any state.
     let rows: Vec<usize> = (0..encoded.len()).collect();
-    for padding in [Padding::longest(tokenizer.pad_id()), tokenizer.padding(16)] {
+    for padding in [tokenizer.padding(1), tokenizer.padding(CUBECL_PAD_MULTIPLE)] {
         let host = pad_batch(&encoded, &rows, padding);
         let worst = worst_difference(&model, &host, &device, &fixture);
         assert!(

@@ -7,13 +7,20 @@ use burn::tensor::{Device, DeviceKind};
 use crate::config::BackendChoice;
 use crate::error::{Error, Result};
 
+/// The padding multiple on cubecl devices (see `pad_multiple`).
+pub const CUBECL_PAD_MULTIPLE: usize = 16;
+
 /// Padded batch lengths on `device` are multiples of this. burn's cubecl backends (wgpu; the
 /// devices that report an identity) compile and autotune kernels per tensor shape: with one
 /// shape per sentence length, a full SST-2 fine-tune on an H100 ran at a quarter of the
 /// fixed-shape rate of `cargo bench --bench slm_throughput`. Sixteen leaves at most eight lengths
 /// at max_len 128. Eager CPU backends pad to the longest row: there padding is only extra work.
 pub fn pad_multiple(device: &Device) -> usize {
-    if device.identity().is_some() { 16 } else { 1 }
+    if device.identity().is_some() {
+        CUBECL_PAD_MULTIPLE
+    } else {
+        1
+    }
 }
 
 /// The adapter burn's default wgpu device opens (a high-performance request: a discrete GPU

@@ -43,11 +43,6 @@ impl TextTokenizer {
         })
     }
 
-    /// Padding token id.
-    pub fn pad_id(&self) -> u32 {
-        self.pad_id
-    }
-
     /// Padding to this tokenizer's pad id, lengths rounded up to `multiple` within its
     /// truncation length.
     pub fn padding(&self, multiple: usize) -> Padding {
