@@ -361,6 +361,8 @@ struct ReportOpts {
 
 fn main() -> ExitCode {
     freeal_bench::slm::allocator::keep_freed_memory();
+    // SAFETY: first thing in main, before any thread exists.
+    unsafe { freeal_bench::slm::device::quiet_headless_vulkan() };
     let cli = Cli::parse();
     let result = match (cli.command, cli.spec) {
         (Some(Cmd::Run { spec, opts }), _) => cmd_run(&spec, &opts),

@@ -23,6 +23,25 @@ pub fn pad_multiple(device: &Device) -> usize {
     }
 }
 
+/// Turns off Mesa's Vulkan device-select layer on a machine with no desktop session, so that
+/// probing for an adapter does not print libwayland's "error: XDG_RUNTIME_DIR is invalid or not
+/// set" twice per run. The layer only orders adapters by the session's display, which such a
+/// machine does not have; a user's `NODEVICE_SELECT` or `MESA_VK_DEVICE_SELECT` is left alone.
+///
+/// # Safety
+/// It sets an environment variable: no other thread may be running.
+pub unsafe fn quiet_headless_vulkan() {
+    let has_session = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_some_and(|dir| std::path::Path::new(&dir).is_absolute());
+    let user_chose = ["NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    if !has_session && !user_chose {
+        // SAFETY: the caller guarantees that no other thread reads the environment meanwhile.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// The adapter burn's default wgpu device opens (a high-performance request: a discrete GPU
 /// before an integrated one, software Vulkan such as lavapipe last), if any exists.
 fn best_adapter() -> Option<wgpu::AdapterInfo> {
