@@ -1,0 +1,42 @@
+//! The binary's default backend (`auto`) end to end: it probes for a GPU adapter and, on a
+//! machine without one (CI: only Mesa's software Vulkan), runs on the CPU without printing
+//! errors it did not have.
+
+mod common;
+
+use std::process::Command;
+
+use common::root;
+
+#[test]
+fn auto_backend_probes_quietly_on_a_headless_machine() {
+    let _ = common::minilm_dir();
+    let results = tempfile::tempdir().unwrap();
+    let set = format!("run.results_dir=\"{}\"", results.path().display());
+    // No desktop session, as on CI and servers: Mesa's device-select layer would ask libwayland
+    // for a display and print "error: XDG_RUNTIME_DIR is invalid" on every run.
+    let out = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
+        .args(["run", "tests/fixtures/specs/tiny.toml", "--set", &set])
+        .args(["--only", "sst2-supervised-s1"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT")
+        .current_dir(root())
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+    assert!(
+        !stderr.lines().any(|line| line.starts_with("error")),
+        "{stderr}"
+    );
+    // The device the run reports is the one the cell records.
+    let cells = results.path().join("tiny/cells");
+    let cell = std::fs::read_dir(&cells).unwrap().next().unwrap().unwrap();
+    let device = std::fs::read_to_string(cell.path().join("device.txt")).unwrap();
+    assert!(
+        stderr.contains(&format!("device: {device}")),
+        "{device}: {stderr}"
+    );
+}
