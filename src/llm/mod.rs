@@ -32,6 +32,10 @@ pub const FETCHABLE_GGUF: &[(&str, &str)] = &[
         "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
     ),
     ("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    (
+        "qwen2.5-coder-1.5b-instruct",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    ),
 ];
 
 /// Resolves `llm.model` for the embedded backend: a `.gguf` path, or a fetched model's file.
