@@ -171,7 +171,7 @@ fn tables_and_plots_match_the_records_and_regenerate_identically() {
     );
 
     // The Markdown table: freeal's final round, mean ± std over its two seeds, in percent; the
-    // paper's number beside it; the best row in bold.
+    // paper's number beside it; the best row in bold; the one-seed AL row says it has one.
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     let (mean, std) = mean_std(&[FREEAL[0].1[2], FREEAL[1].1[2]]);
     let freeal_row = md.lines().find(|l| l.starts_with("| freeal |")).unwrap();
@@ -184,7 +184,7 @@ fn tables_and_plots_match_the_records_and_regenerate_identically() {
         )
     );
     let al_row = md.lines().find(|l| l.starts_with("| al |")).unwrap();
-    assert_eq!(al_row, format!("| al | {:.2} | – |", AL[2].1 * 100.0));
+    assert_eq!(al_row, format!("| al | {:.2} (n=1) | – |", AL[2].1 * 100.0));
 
     // Figures as data: per-round means, the learning curve, per-class noise.
     let loaded = report::load(dir.path()).unwrap();

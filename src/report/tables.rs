@@ -227,7 +227,9 @@ impl Summary {
             .map_err(|e| Error::results("summary", e.to_string()))
     }
 
-    /// Markdown table; the best mean per column is in bold.
+    /// Markdown table; the best mean per column is in bold, and where entries aggregate different
+    /// numbers of seeds (a sweep still running, or rows run with fewer seeds) each entry below
+    /// the most says how many it has, `(n=2)`, so a partial mean is not read as a full one.
     pub fn markdown(&self) -> String {
         let scale = percent(&self.metric);
         let mut header = vec!["method".to_string()];
@@ -259,17 +261,21 @@ impl Summary {
                 (d, max)
             })
             .collect();
+        let most_seeds = self.entries.values().map(|e| e.n).max().unwrap_or(0);
         for row in &self.rows {
             let mut cells = vec![row.clone()];
             for d in &self.datasets {
                 let cell = match self.entries.get(&(row.clone(), d.clone())) {
                     None => "–".to_string(),
                     Some(e) => {
-                        let text = if e.n > 1 {
+                        let mut text = if e.n > 1 {
                             format!("{:.2} ± {:.2}", e.mean * scale, e.std * scale)
                         } else {
                             format!("{:.2}", e.mean * scale)
                         };
+                        if e.n < most_seeds {
+                            text.push_str(&format!(" (n={})", e.n));
+                        }
                         if e.mean == best[d] && self.rows.len() > 1 {
                             format!("**{text}**")
                         } else {
