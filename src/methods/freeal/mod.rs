@@ -203,9 +203,6 @@ impl Freeal {
         Ok(answer_labels(&answers))
     }
 
-    /// The label refinery: builds the demonstration pool from the previous round's SLM, then
-    /// relabels the noisy examples (and `fresh` unseen ones) with class-balanced nearest pool
-    /// demonstrations. Clean examples keep their labels.
     /// FreeAL's demonstration pool from a trained SLM: per class, the top R% of examples whose
     /// label the SLM agrees with, then k-medoids on the SLM's embeddings.
     fn demo_pool(
@@ -265,6 +262,9 @@ impl Freeal {
         self.ask(ctx, client, &requests, "LLM labels test (pool demos)")
     }
 
+    /// The label refinery: builds the demonstration pool from the previous round's SLM, then
+    /// relabels the noisy examples (and `fresh` unseen ones) with class-balanced nearest pool
+    /// demonstrations. Clean examples keep their labels.
     #[allow(clippy::too_many_arguments)]
     fn refine(
         &self,
