@@ -421,6 +421,57 @@ mod tests {
     }
 
     #[test]
+    fn hybrid_takes_the_centre_of_each_uncertain_cluster() {
+        // Budget 2, so the 8 most uncertain rows go to k-means with k = 2. Uncertain rows (p =
+        // 0.5) sit in two 1-D clusters, {0, 0.1, 0.2, 0.6} (mean 0.225, nearest 0.2) and
+        // {10, 10.1, 10.2, 10.6} (nearest 10.2); a confident cluster at 5 is never considered,
+        // although k-means over every row would take a point there.
+        let xs = [
+            0.0, 0.1, 0.2, 0.6, 5.0, 5.1, 5.2, 5.3, 10.0, 10.1, 10.2, 10.6,
+        ];
+        let emb: Vec<Vec<f32>> = xs.iter().map(|x| vec![*x]).collect();
+        let probs: Vec<Vec<f32>> = xs
+            .iter()
+            .map(|x| {
+                if (4.0..6.0).contains(x) {
+                    vec![0.99, 0.01]
+                } else {
+                    vec![0.5, 0.5]
+                }
+            })
+            .collect();
+        let candidates: Vec<usize> = (0..xs.len()).collect();
+        let v = view(&probs, &emb, &candidates, &[]);
+        for seed in 0..5 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut got = Acquisition::Hybrid.select(&v, 2, &mut rng);
+            got.sort_unstable();
+            assert_eq!(got, vec![2, 10], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn random_draws_every_candidate_equally_often() {
+        // 3 of 6 candidates per draw: each is picked with probability 1/2, so ~1,000 of 2,000
+        // draws (binomial sd 22); rows outside the candidates never.
+        let probs = vec![vec![0.5, 0.5]; 8];
+        let emb = vec![vec![0.0]; 8];
+        let candidates = [1, 2, 3, 5, 6, 7];
+        let v = view(&probs, &emb, &candidates, &[]);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut counts = [0usize; 8];
+        for _ in 0..2000 {
+            for i in Acquisition::Random.select(&v, 3, &mut rng) {
+                counts[i] += 1;
+            }
+        }
+        assert_eq!(counts[0] + counts[4], 0);
+        for &i in &candidates {
+            assert!((900..=1100).contains(&counts[i]), "{counts:?}");
+        }
+    }
+
+    #[test]
     fn random_and_hybrid_return_distinct_candidates() {
         let probs: Vec<Vec<f32>> = (0..20)
             .map(|i| vec![i as f32 / 20.0, 1.0 - i as f32 / 20.0])
