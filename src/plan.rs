@@ -10,8 +10,8 @@ use crate::config::sweep::{axes, expand};
 use crate::config::{
     DataSpec, ExperimentSpec, Layered, LlmSpec, MethodSpec, RunSpec, SlmSpec, Spec,
 };
-use crate::data::DatasetDef;
 use crate::data::def::resolve;
+use crate::data::{DatasetDef, Task};
 use crate::error::{Error, Result};
 use crate::llm::client::Price;
 use crate::llm::prompt::{PromptTemplate, default_prompt_path};
@@ -173,7 +173,7 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
     for assignments in expand(&sweep_axes) {
         let spec: Spec = layered.spec_with(&assignments)?;
         let def_path = resolve(&layered.project_root, &spec_dir, &spec.dataset)?;
-        let dataset = DatasetDef::from_file(&def_path)?;
+        let mut dataset = DatasetDef::from_file(&def_path)?;
         let method = spec.methods[&spec.method].clone();
         let llm = if method.uses_llm() {
             let prompt_path = if spec.llm.prompts.trim().is_empty() {
@@ -181,9 +181,24 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
             } else {
                 layered.project_root.join("configs").join(&spec.llm.prompts)
             };
+            let mut prompt = PromptTemplate::load(&prompt_path)?;
+            if spec.llm.label_descriptions {
+                if dataset.task != Task::Classification {
+                    return Err(layered_sweep_error(
+                        layered,
+                        "llm.label_descriptions",
+                        format!(
+                            "applies to classification; dataset `{}` is NER, whose extraction \
+                             prompts describe every entity type already",
+                            dataset.name
+                        ),
+                    ));
+                }
+                prompt = prompt.describing_labels(&dataset, &def_path, &prompt_path)?;
+            }
             Some(LlmCell {
                 spec: spec.llm.clone(),
-                prompt: PromptTemplate::load(&prompt_path)?,
+                prompt,
                 price: spec
                     .prices
                     .get(&spec.llm.model)
@@ -193,6 +208,12 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
         } else {
             None
         };
+        // A classification cell sees label descriptions only through its described prompt:
+        // without it they would re-key cells they cannot change.
+        let described = llm.as_ref().is_some_and(|l| l.spec.label_descriptions);
+        if dataset.task == Task::Classification && !described {
+            dataset.labels.descriptions.clear();
+        }
         let config = CellConfig {
             llm,
             method,

@@ -155,6 +155,49 @@ fn llm_settings_change_only_the_ids_of_cells_that_call_the_llm() {
 }
 
 #[test]
+fn label_descriptions_reach_the_prompt_and_rekey_only_the_cells_that_show_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        "[experiment]\nname = \"x\"\n[sweep]\nmethod = [\"supervised\", \"zero_shot\"]\n",
+    );
+    let cells = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        plan(&layer(&spec, &sets).unwrap()).unwrap().cells
+    };
+    let plain = cells(&[]);
+    let described = cells(&["llm.label_descriptions=true"]);
+    assert_eq!(plain[0].id, described[0].id, "supervised cell unchanged");
+    assert_ne!(plain[1].id, described[1].id, "zero-shot cell re-keyed");
+    // Without the switch a classification cell's config holds no description, so describing a
+    // dataset's labels leaves its existing cells' ids alone.
+    assert!(plain[1].config.dataset.labels.descriptions.is_empty());
+    let instruction =
+        |c: &freeal_bench::plan::Cell| c.config.llm.as_ref().unwrap().prompt.instruction.clone();
+    assert!(
+        instruction(&described[1]).contains("negative (the text finds fault with the movie"),
+        "{}",
+        instruction(&described[1])
+    );
+    assert!(!instruction(&plain[1]).contains("finds fault"));
+
+    let ner = write(
+        dir.path(),
+        "ner.toml",
+        "[experiment]\nname = \"x\"\n[llm]\nlabel_descriptions = true\n[sweep]\ndataset = [\"conll03\"]\nmethod = [\"zero_shot\"]\n",
+    );
+    let err = layer(&ner, &[])
+        .and_then(|l| plan(&l))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("{}:4", ner.display())) && err.contains("llm.label_descriptions"),
+        "{err}"
+    );
+}
+
+#[test]
 fn include_files_layer_below_the_spec() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write(

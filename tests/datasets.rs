@@ -281,4 +281,14 @@ fn bad_rows_are_reported_with_file_and_line() {
         bad_def.contains("dataset.toml:3") && bad_def.contains("labelz"),
         "{bad_def}"
     );
+    let typo = custom(
+        dir.path(),
+        &format!("{def}[labels.descriptions]\nn = \"bad\"\npp = \"good\"\n"),
+        &[("a.txt", "0 fine\n1 ok\n")],
+    )
+    .unwrap_err();
+    assert!(
+        typo.contains("dataset.toml:12") && typo.contains("labels.descriptions.pp"),
+        "{typo}"
+    );
 }

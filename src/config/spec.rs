@@ -276,6 +276,10 @@ pub struct LlmSpec {
     /// NER: how extraction answers are constrained (embedded, llama.cpp server).
     #[serde(default, skip_serializing_if = "AnswerGrammar::is_compact")]
     pub grammar: AnswerGrammar,
+    /// Classification: the instruction lists each label with its description from the
+    /// dataset's `[labels.descriptions]` (LLMaAA's label verbalisation), not the words alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub label_descriptions: bool,
 }
 
 /// Noise of the simulated annotator.

@@ -267,6 +267,17 @@ impl DatasetDef {
                 ));
             }
         }
+        if let Some(label) = self
+            .labels
+            .descriptions
+            .keys()
+            .find(|label| !names.contains(label))
+        {
+            return Err((
+                format!("labels.descriptions.{label}"),
+                format!("`{label}` is not in labels.names {names:?}"),
+            ));
+        }
         let tabular = matches!(
             self.format.kind,
             FormatKind::Csv | FormatKind::Tsv | FormatKind::Jsonl

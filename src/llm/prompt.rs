@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::locate::line_of;
+use crate::data::def::DatasetDef;
 use crate::error::{Error, Result};
 use crate::llm::annotator::{ChatMessage, ClassifyRequest, GenerateRequest, Role};
 
@@ -136,6 +137,57 @@ impl PromptTemplate {
             }
         }
         Ok(template)
+    }
+
+    /// The same prompt with the instruction's `{labels}` written out as each label's first
+    /// verbalizer and its description from `dataset`'s `[labels.descriptions]` (LLMaAA's label
+    /// verbalisation). `dataset_path` and `prompt_path` name the files in errors.
+    pub fn describing_labels(
+        mut self,
+        dataset: &DatasetDef,
+        dataset_path: &Path,
+        prompt_path: &Path,
+    ) -> Result<Self> {
+        let error = |location: String, key: &str, message: String| Error::Config {
+            location,
+            key: key.into(),
+            message,
+        };
+        if !self.instruction.contains("{labels}") {
+            return Err(error(
+                prompt_path.display().to_string(),
+                "instruction",
+                "label_descriptions = true needs the placeholder {labels} in the instruction, \
+                 where the described labels go"
+                    .into(),
+            ));
+        }
+        let verbalizers = dataset.verbalizers();
+        let mut described = Vec::with_capacity(verbalizers.len());
+        for (label, name) in dataset.labels.names.iter().enumerate() {
+            let description = dataset
+                .labels
+                .descriptions
+                .get(name)
+                .map(|d| d.trim())
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| {
+                    error(
+                        dataset_path.display().to_string(),
+                        "labels.descriptions",
+                        format!(
+                            "llm.label_descriptions = true needs a description of every label; \
+                             `{name}` has none"
+                        ),
+                    )
+                })?;
+            described.push(format!(
+                "{} ({description})",
+                first_word(&verbalizers, label)
+            ));
+        }
+        self.instruction = self.instruction.replace("{labels}", &described.join("; "));
+        Ok(self)
     }
 
     fn system(&self, verbalizers: &[Vec<String>]) -> ChatMessage {
@@ -313,6 +365,52 @@ mod tests {
             },
             paraphrase: default_paraphrase(),
         }
+    }
+
+    #[test]
+    fn described_labels_replace_the_label_list_and_a_missing_one_is_named() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/sst2/dataset.toml");
+        let mut def = DatasetDef::from_file(&path).unwrap();
+        def.labels.descriptions = [("negative", " bad "), ("positive", "good")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        def.labels
+            .verbalizers
+            .insert("positive".into(), vec!["great".into(), "good".into()]);
+        let prompt_path = Path::new("p.toml");
+        let t = template(DemoStyle::Turns)
+            .describing_labels(&def, &path, prompt_path)
+            .unwrap();
+        // The first verbalizer names the label, as in the undescribed list.
+        assert_eq!(t.instruction, "Classify as negative (bad); great (good).");
+        let r = t.classify("a film", &[], &def.verbalizers());
+        assert_eq!(r.messages[0].content, t.instruction);
+
+        def.labels.descriptions.remove("positive");
+        let err = template(DemoStyle::Turns)
+            .describing_labels(&def, &path, prompt_path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(
+            err.contains("labels.descriptions") && err.contains("`positive`"),
+            "{err}"
+        );
+
+        let mut no_list = template(DemoStyle::Turns);
+        no_list.instruction = "Classify.".into();
+        def.labels
+            .descriptions
+            .insert("positive".into(), "good".into());
+        let err = no_list
+            .describing_labels(&def, &path, prompt_path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml") && err.contains("`instruction`") && err.contains("{labels}"),
+            "{err}"
+        );
     }
 
     #[test]
