@@ -291,4 +291,26 @@ fn bad_rows_are_reported_with_file_and_line() {
         typo.contains("dataset.toml:12") && typo.contains("labels.descriptions.pp"),
         "{typo}"
     );
+    let verbalizer_typo = custom(
+        dir.path(),
+        &format!("{def}[labels.verbalizers]\nn = [\"bad\"]\npp = [\"good\"]\n"),
+        &[("a.txt", "0 fine\n1 ok\n")],
+    )
+    .unwrap_err();
+    assert!(
+        verbalizer_typo.contains("dataset.toml:12")
+            && verbalizer_typo.contains("labels.verbalizers.pp")
+            && verbalizer_typo.contains("not in labels.names"),
+        "{verbalizer_typo}"
+    );
+    let blank_word = custom(
+        dir.path(),
+        &format!("{def}[labels.verbalizers]\nn = [\"bad\", \" \"]\n"),
+        &[("a.txt", "0 fine\n1 ok\n")],
+    )
+    .unwrap_err();
+    assert!(
+        blank_word.contains("labels.verbalizers.n") && blank_word.contains("non-empty word"),
+        "{blank_word}"
+    );
 }

@@ -253,29 +253,28 @@ impl DatasetDef {
                 ),
             ));
         }
-        for (label, words) in &self.labels.verbalizers {
-            if !names.contains(label) {
-                return Err((
-                    format!("labels.verbalizers.{label}"),
-                    format!("`{label}` is not in labels.names {names:?}"),
-                ));
-            }
-            if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
-                return Err((
-                    format!("labels.verbalizers.{label}"),
-                    "needs at least one non-empty word".into(),
-                ));
-            }
+        // Both tables are keyed by label name, so a typo in either is the same mistake.
+        let verbalized = self.labels.verbalizers.keys().map(|l| ("verbalizers", l));
+        let described = self.labels.descriptions.keys().map(|l| ("descriptions", l));
+        if let Some((table, label)) = verbalized
+            .chain(described)
+            .find(|(_, label)| !names.contains(label))
+        {
+            return Err((
+                format!("labels.{table}.{label}"),
+                format!("`{label}` is not in labels.names {names:?}"),
+            ));
         }
         if let Some(label) = self
             .labels
-            .descriptions
-            .keys()
-            .find(|label| !names.contains(label))
+            .verbalizers
+            .iter()
+            .find(|(_, words)| words.is_empty() || words.iter().any(|w| w.trim().is_empty()))
+            .map(|(label, _)| label)
         {
             return Err((
-                format!("labels.descriptions.{label}"),
-                format!("`{label}` is not in labels.names {names:?}"),
+                format!("labels.verbalizers.{label}"),
+                "needs at least one non-empty word".into(),
             ));
         }
         let tabular = matches!(
