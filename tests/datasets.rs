@@ -281,36 +281,36 @@ fn bad_rows_are_reported_with_file_and_line() {
         bad_def.contains("dataset.toml:3") && bad_def.contains("labelz"),
         "{bad_def}"
     );
-    let typo = custom(
-        dir.path(),
-        &format!("{def}[labels.descriptions]\nn = \"bad\"\npp = \"good\"\n"),
-        &[("a.txt", "0 fine\n1 ok\n")],
-    )
-    .unwrap_err();
-    assert!(
-        typo.contains("dataset.toml:12") && typo.contains("labels.descriptions.pp"),
-        "{typo}"
-    );
-    let verbalizer_typo = custom(
-        dir.path(),
-        &format!("{def}[labels.verbalizers]\nn = [\"bad\"]\npp = [\"good\"]\n"),
-        &[("a.txt", "0 fine\n1 ok\n")],
-    )
-    .unwrap_err();
-    assert!(
-        verbalizer_typo.contains("dataset.toml:12")
-            && verbalizer_typo.contains("labels.verbalizers.pp")
-            && verbalizer_typo.contains("not in labels.names"),
-        "{verbalizer_typo}"
-    );
-    let blank_word = custom(
-        dir.path(),
-        &format!("{def}[labels.verbalizers]\nn = [\"bad\", \" \"]\n"),
-        &[("a.txt", "0 fine\n1 ok\n")],
-    )
-    .unwrap_err();
-    assert!(
-        blank_word.contains("labels.verbalizers.n") && blank_word.contains("non-empty word"),
-        "{blank_word}"
-    );
+    // Label tables keyed by a name that is not a label, or with an empty word.
+    let label_tables = [
+        (
+            "[labels.descriptions]\nn = \"bad\"\npp = \"good\"\n",
+            [
+                "dataset.toml:12",
+                "labels.descriptions.pp",
+                "not in labels.names",
+            ],
+        ),
+        (
+            "[labels.verbalizers]\nn = [\"bad\"]\npp = [\"good\"]\n",
+            [
+                "dataset.toml:12",
+                "labels.verbalizers.pp",
+                "not in labels.names",
+            ],
+        ),
+        (
+            "[labels.verbalizers]\nn = [\"bad\", \" \"]\n",
+            ["dataset.toml:11", "labels.verbalizers.n", "non-empty word"],
+        ),
+    ];
+    for (table, expected) in label_tables {
+        let err = custom(
+            dir.path(),
+            &format!("{def}{table}"),
+            &[("a.txt", "0 fine\n1 ok\n")],
+        )
+        .unwrap_err();
+        assert!(expected.iter().all(|e| err.contains(e)), "{table}: {err}");
+    }
 }
