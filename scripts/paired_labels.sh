@@ -22,7 +22,8 @@ awk -F, -v label="${3:-1}" '
   ($1 in a) {
     if (gold[$1] != $2) {
       printf "index %s: gold %s in one file, %s in the other (not the same split)\n", $1, gold[$1], $2 > "/dev/stderr"
-      exit 1
+      mismatch = 1
+      exit 1                      # END still runs: it must not print a summary
     }
     n++
     right_a += (a[$1] == $2)
@@ -37,6 +38,7 @@ awk -F, -v label="${3:-1}" '
     label_gold += ($2 == label)
   }
   END {
+    if (mismatch) exit 1
     if (n == 0) { print "no sentence in both files" > "/dev/stderr"; exit 1 }
     printf "paired %d  acc_a %.2f  acc_b %.2f  changed %d  fixed %d  broken %d  label_%s a/b/gold %d/%d/%d\n",
       n, 100 * right_a / n, 100 * right_b / n, changed, fixed, broken, label, label_a, label_b, label_gold
