@@ -1,4 +1,5 @@
-//! Training and inference throughput of the default encoder on the CPU backend (or wgpu with
+//! Training and inference throughput of the default encoder on the CPU backend (burn's own ops
+//! without the fused kernels with `FREEAL_BENCH_BACKEND=cpu_unfused`, wgpu with
 //! `FREEAL_BENCH_BACKEND=wgpu`, burn's ndarray backend with `FREEAL_BENCH_BACKEND=ndarray` and
 //! `--features ndarray`, libtorch with `FREEAL_BENCH_BACKEND=libtorch` and `--features tch`):
 //! examples/s and tokens/s for batch 32 at max_len 64 and 128.
@@ -88,6 +89,9 @@ fn main() {
             freeal_bench::slm::device::select(BackendChoice::Libtorch).expect("device")
         }
         Ok("wgpu") => freeal_bench::slm::device::select(BackendChoice::Wgpu).expect("device"),
+        Ok("cpu_unfused") => {
+            freeal_bench::slm::device::select(BackendChoice::CpuUnfused).expect("device")
+        }
         _ => freeal_bench::slm::device::select(BackendChoice::Cpu).expect("device"),
     };
     let models: PathBuf = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")

@@ -5,7 +5,8 @@
 # install torch transformers`). With a libtorch from scripts/fetch-libtorch.sh, burn's libtorch
 # backend is measured as well.
 #
-#   scripts/bench_slm.sh          CPU: burn flex (and libtorch) against PyTorch on the CPU
+#   scripts/bench_slm.sh          CPU: burn flex with and without the fused kernels (and
+#                                 libtorch) against PyTorch on the CPU
 #   scripts/bench_slm.sh --gpu    GPU: burn wgpu against PyTorch on CUDA, 40 timed steps
 #
 # MODEL_DIR (default: the fetched all-MiniLM-L6-v2) is read by both sides.
@@ -35,8 +36,11 @@ if [ "${1:-}" = "--gpu" ]; then
   exit 0
 fi
 
-echo "== burn (freeal-bench)"
+echo "== burn (freeal-bench), flex with the fused kernels"
 cargo bench --bench slm_throughput 2>/dev/null | tee /tmp/bench_burn.txt
+echo "== burn (freeal-bench), flex with burn's own ops (--backend cpu_unfused)"
+FREEAL_BENCH_BACKEND=cpu_unfused cargo bench --bench slm_throughput 2>/dev/null \
+  | tee /tmp/bench_burn_unfused.txt
 # burn's libtorch backend too, where scripts/fetch-libtorch.sh has put a libtorch.
 LIBTORCH_DIR="${FREEAL_BENCH_LIBTORCH:-$HOME/.cache/freeal-bench/libtorch-2.9.0}"
 if [ -f "$LIBTORCH_DIR/.complete" ]; then
@@ -47,8 +51,10 @@ if [ -f "$LIBTORCH_DIR/.complete" ]; then
 fi
 echo "== PyTorch"
 "$PYTHON" scripts/bench_slm_torch.py "$MODEL_DIR" | tee /tmp/bench_torch.txt
-echo "== ratio burn (flex) / PyTorch (examples/s)"
+echo "== ratio burn (flex, fused kernels) / PyTorch (examples/s)"
 ratio /tmp/bench_burn.txt /tmp/bench_torch.txt
+echo "== ratio burn (flex, burn's own ops) / PyTorch (examples/s)"
+ratio /tmp/bench_burn_unfused.txt /tmp/bench_torch.txt
 if [ -f "$LIBTORCH_DIR/.complete" ]; then
   echo "== ratio burn (libtorch) / PyTorch (examples/s)"
   ratio /tmp/bench_burn_libtorch.txt /tmp/bench_torch.txt

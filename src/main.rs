@@ -116,6 +116,7 @@ impl SpecOpts {
             let name = match backend {
                 BackendChoice::Auto => "auto",
                 BackendChoice::Cpu => "cpu",
+                BackendChoice::CpuUnfused => "cpu_unfused",
                 BackendChoice::Wgpu => "wgpu",
                 BackendChoice::Libtorch => "libtorch",
             };

@@ -104,6 +104,24 @@ fn tiny_encoder_fits_toy_task_on_cpu_reproducibly() {
 }
 
 #[test]
+fn dropout_follows_the_seed() {
+    let device = Device::flex();
+    let spec = SlmSpec {
+        dropout: 0.1,
+        ..spec()
+    };
+    let run = train_with(&spec, &device, 5);
+    assert_eq!(train_with(&spec, &device, 5), run, "same seed, same masks");
+    assert_ne!(
+        train_with(&spec, &device, 6).1,
+        run.1,
+        "another seed, other masks"
+    );
+    // Dropout is on: without it the same seed trains to other numbers.
+    assert_ne!(train_with(&self::spec(), &device, 5).1, run.1);
+}
+
+#[test]
 fn global_clipping_acts_only_above_the_joint_norm() {
     let device = Device::flex();
     let clipped = |grad_clip, grad_clip_scope| {

@@ -332,8 +332,12 @@ pub struct LlmRunSpec {
 pub enum BackendChoice {
     /// wgpu when an adapter exists, else the CPU.
     Auto,
-    /// burn's flex CPU backend.
+    /// burn's flex CPU backend with this crate's fused kernels (layer norm, softmax, GELU,
+    /// dropout: `slm::fused`).
     Cpu,
+    /// burn's flex CPU backend with burn's own ops only: slower, and the numbers of runs made
+    /// before the fused kernels existed.
+    CpuUnfused,
     /// burn's wgpu backend (Vulkan, Metal, DX12; lavapipe in software).
     Wgpu,
     /// burn's tch backend on the CPU: libtorch's kernels (needs the `tch` cargo feature).

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::encoder::Encoder;
+use super::fused;
 use super::tokenize::Batch;
 use crate::config::Pooling;
 
@@ -86,7 +87,7 @@ impl ClassifierModel {
 
     /// Logits [batch, labels] from pooled vectors.
     pub fn head(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.head.forward(self.dropout.forward(pooled))
+        self.head.forward(fused::dropout(pooled, &self.dropout))
     }
 
     /// Pooled vectors and logits of a batch.
@@ -107,7 +108,9 @@ impl ClassifierModel {
     /// and the head on every token, [batch, seq, labels].
     pub fn token_states_logits(&self, batch: &DeviceBatch) -> (Tensor<3>, Tensor<3>) {
         let states = self.hidden_states(batch);
-        let logits = self.head.forward(self.dropout.forward(states.clone()));
+        let logits = self
+            .head
+            .forward(fused::dropout(states.clone(), &self.dropout));
         (states, logits)
     }
 

@@ -77,7 +77,9 @@ pub fn wgpu_adapter() -> Option<String> {
 
 /// The device for a backend choice and a description of it for logs and records.
 pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
-    let on_flex = || (Device::flex(), "cpu (burn flex)".to_string());
+    // The fused kernels only ever run on flex, so every other choice may leave them on.
+    super::fused::set_enabled(choice != BackendChoice::CpuUnfused);
+    let on_flex = || (Device::flex(), "cpu (burn flex, fused kernels)".to_string());
     let on_wgpu = |info: &wgpu::AdapterInfo| {
         (
             Device::wgpu(DeviceKind::DefaultDevice),
@@ -86,6 +88,7 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
     };
     match choice {
         BackendChoice::Cpu => Ok(on_flex()),
+        BackendChoice::CpuUnfused => Ok((Device::flex(), "cpu (burn flex)".to_string())),
         BackendChoice::Wgpu => {
             best_adapter()
                 .map(|info| on_wgpu(&info))

@@ -6,9 +6,10 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::Deserialize;
+
+use super::fused;
 
 /// The fields of a Hugging Face `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -104,6 +105,8 @@ pub struct Embeddings {
     token_type: Embedding,
     norm: LayerNorm,
     dropout: Dropout,
+    /// The layer norms' epsilon (burn's `LayerNorm` keeps its own private).
+    eps: f64,
 }
 
 /// One post-norm transformer layer, as in BERT.
@@ -120,6 +123,8 @@ pub struct Layer {
     attn_dropout: Dropout,
     hidden_dropout: Dropout,
     heads: usize,
+    /// The layer norms' epsilon.
+    eps: f64,
 }
 
 impl Layer {
@@ -148,6 +153,7 @@ impl Layer {
             attn_dropout: DropoutConfig::new(attn_dropout).init(),
             hidden_dropout: DropoutConfig::new(hidden_dropout).init(),
             heads: config.num_attention_heads,
+            eps: config.layer_norm_eps,
         }
     }
 
@@ -162,21 +168,20 @@ impl Layer {
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-        let mask = pad
-            .reshape([batch, 1, 1, seq])
-            .expand([batch, self.heads, seq, seq]);
-        let scores = scores.mask_fill(mask, f32::MIN);
-        let probs = self.attn_dropout.forward(softmax(scores, 3));
+        let scores = q.matmul(k.swap_dims(2, 3));
+        let probs = fused::dropout(
+            fused::attention_probs(scores, pad, head_dim),
+            &self.attn_dropout,
+        );
         let context = probs
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
-        let attended = self.hidden_dropout.forward(self.attn_out.forward(context));
-        let x = self.attn_norm.forward(attended + x);
-        let inner = gelu(self.inter.forward(x.clone()));
-        let out = self.hidden_dropout.forward(self.out.forward(inner));
-        self.out_norm.forward(out + x)
+        let attended = fused::dropout(self.attn_out.forward(context), &self.hidden_dropout);
+        let x = fused::layer_norm(attended + x, &self.attn_norm, self.eps);
+        let inner = fused::gelu(self.inter.forward(x.clone()));
+        let out = fused::dropout(self.out.forward(inner), &self.hidden_dropout);
+        fused::layer_norm(out + x, &self.out_norm, self.eps)
     }
 }
 
@@ -204,6 +209,7 @@ impl Encoder {
                     .with_epsilon(config.layer_norm_eps)
                     .init(device),
                 dropout: DropoutConfig::new(hidden_dropout).init(),
+                eps: config.layer_norm_eps,
             },
             layers: (0..config.num_hidden_layers)
                 .map(|_| Layer::new(config, hidden_dropout, attn_dropout, device))
@@ -236,7 +242,7 @@ impl Encoder {
         let e = &self.embeddings;
         let types = ids.zeros_like();
         let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(types);
-        e.dropout.forward(e.norm.forward(x))
+        fused::dropout(fused::layer_norm(x, &e.norm, e.eps), &e.dropout)
     }
 
     /// Runs the layers over embedded tokens.

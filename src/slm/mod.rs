@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod clipping;
 pub mod device;
 pub mod encoder;
+pub mod fused;
 pub mod losses;
 pub mod model;
 pub mod tagging;

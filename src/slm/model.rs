@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::classifier::{ClassifierModel, DeviceBatch};
 use super::clipping::clip_global_norm;
 use super::encoder::{Encoder, EncoderConfig};
+use super::fused;
 use super::losses::soft_cross_entropy;
 use super::tokenize::{Encoded, Padding, TextTokenizer, WordEncoded, length_buckets, pad_batch};
 use super::weights::load_weights;
@@ -253,20 +254,24 @@ impl Slm {
     /// An optimiser (AdamW, FreeAL's settings from the spec) whose learning rate warms up and
     /// decays linearly over `total_steps`, shared by consecutive [`Slm::train_epoch`] calls.
     pub fn trainer(&self, total_steps: u64) -> Trainer {
-        let mut config = AdamWConfig::new()
-            .with_weight_decay(self.spec.weight_decay as f32)
-            .with_epsilon(1e-8);
+        let weight_decay = self.spec.weight_decay as f32;
+        let epsilon = 1e-8;
         let clip = Some(self.spec.grad_clip).filter(|&c| c > 0.0);
-        let mut global_clip = None;
-        match self.spec.grad_clip_scope {
-            GradClipScope::Tensor => {
-                config =
-                    config.with_grad_clipping(clip.map(|c| GradientClippingConfig::Norm(c as f32)));
-            }
-            GradClipScope::Global => global_clip = clip,
-        }
+        let (tensor_clip, global_clip) = match self.spec.grad_clip_scope {
+            GradClipScope::Tensor => (clip.map(|c| GradientClippingConfig::Norm(c as f32)), None),
+            GradClipScope::Global => (None, clip),
+        };
+        let optim = if fused::applies_to(&self.device) {
+            fused::adamw(weight_decay, epsilon, tensor_clip)
+        } else {
+            AdamWConfig::new()
+                .with_weight_decay(weight_decay)
+                .with_epsilon(epsilon)
+                .with_grad_clipping(tensor_clip)
+                .init()
+        };
         Trainer {
-            optim: config.init(),
+            optim,
             global_clip,
             steps: 0,
             epochs_done: 0,
