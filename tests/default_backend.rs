@@ -40,3 +40,40 @@ fn auto_backend_probes_quietly_on_a_headless_machine() {
         "{device}: {stderr}"
     );
 }
+
+/// Runs the tiny spec's supervised cell with `backend` (as `--backend` spells it) and returns
+/// the device its cell records.
+fn recorded_device(backend: &str) -> String {
+    let results = tempfile::tempdir().unwrap();
+    let set = format!("run.results_dir=\"{}\"", results.path().display());
+    let out = common::bench(&[
+        "run",
+        "tests/fixtures/specs/tiny.toml",
+        "--set",
+        &set,
+        "--only",
+        "sst2-supervised-s1",
+        "--backend",
+        backend,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cell = std::fs::read_dir(results.path().join("tiny/cells"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::read_to_string(cell.path().join("device.txt")).unwrap()
+}
+
+#[test]
+fn the_cpu_backends_record_whether_the_fused_kernels_ran() {
+    let _ = common::minilm_dir();
+    assert_eq!(recorded_device("cpu"), "cpu (burn flex, fused kernels)");
+    // Spelled as in TOML (`run.backend = "cpu_unfused"`), or as clap would.
+    assert_eq!(recorded_device("cpu_unfused"), "cpu (burn flex)");
+    assert_eq!(recorded_device("cpu-unfused"), "cpu (burn flex)");
+}

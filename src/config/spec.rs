@@ -337,6 +337,7 @@ pub enum BackendChoice {
     Cpu,
     /// burn's flex CPU backend with burn's own ops only: slower, and the numbers of runs made
     /// before the fused kernels existed.
+    #[value(name = "cpu_unfused", alias = "cpu-unfused")]
     CpuUnfused,
     /// burn's wgpu backend (Vulkan, Metal, DX12; lavapipe in software).
     Wgpu,
