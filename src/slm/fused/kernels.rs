@@ -189,29 +189,28 @@ pub fn layer_norm_backward(
     let row = gamma.len();
     let chunk = ROWS_PER_TASK * row;
     let mut dx = vec![0.0f32; x.len()];
-    let (dgamma, dbeta) = dx
+    // One partial sum per fixed block of rows, added up in block order: rayon's fold/reduce
+    // would split where work stealing happens to, and float sums in another order give other
+    // bits, so the same seed would not give the same run.
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk).zip(grad.par_chunks(chunk)))
-        .fold(
-            || (vec![0.0f32; row], vec![0.0f32; row]),
-            |(mut dgamma, mut dbeta), (dx, (x, g))| {
-                let rows = dx
-                    .chunks_exact_mut(row)
-                    .zip(x.chunks_exact(row).zip(g.chunks_exact(row)));
-                for (dx, (x, g)) in rows {
-                    layer_norm_row_backward(x, gamma, g, eps, dx, &mut dgamma, &mut dbeta);
-                }
-                (dgamma, dbeta)
-            },
-        )
-        .reduce(
-            || (vec![0.0f32; row], vec![0.0f32; row]),
-            |(mut ga, mut ba), (gb, bb)| {
-                ga.iter_mut().zip(&gb).for_each(|(a, b)| *a += b);
-                ba.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
-                (ga, ba)
-            },
-        );
+        .map(|(dx, (x, g))| {
+            let (mut dgamma, mut dbeta) = (vec![0.0f32; row], vec![0.0f32; row]);
+            let rows = dx
+                .chunks_exact_mut(row)
+                .zip(x.chunks_exact(row).zip(g.chunks_exact(row)));
+            for (dx, (x, g)) in rows {
+                layer_norm_row_backward(x, gamma, g, eps, dx, &mut dgamma, &mut dbeta);
+            }
+            (dgamma, dbeta)
+        })
+        .collect();
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; row], vec![0.0f32; row]);
+    for (pg, pb) in &partials {
+        dgamma.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+        dbeta.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
     (dx, dgamma, dbeta)
 }
 
@@ -562,5 +561,22 @@ mod tests {
         // The padded key's large score (50) neither leaks nor overflows.
         assert_eq!(out[8], 0.0);
         assert!(out.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn layer_norm_parameter_gradients_add_up_in_a_fixed_order() {
+        // Enough rows for many parallel blocks; every run must give the same bits.
+        let (rows, width) = (4096, 64);
+        let x: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3)
+            .collect();
+        let g: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 104_729 % 997) as f32 - 498.0) * 1e-3)
+            .collect();
+        let gamma = vec![1.0f32; width];
+        let first = layer_norm_backward(&x, &gamma, &g, 1e-12);
+        for _ in 0..20 {
+            assert_eq!(layer_norm_backward(&x, &gamma, &g, 1e-12), first);
+        }
     }
 }
