@@ -115,7 +115,7 @@ fn dropout_follows_the_seed() {
     assert_ne!(
         train_with(&spec, &device, 6).1,
         run.1,
-        "another seed, other masks"
+        "another seed (other masks and head), another run"
     );
     // Dropout is on: without it the same seed trains to other numbers.
     assert_ne!(train_with(&self::spec(), &device, 5).1, run.1);
