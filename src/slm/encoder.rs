@@ -165,9 +165,9 @@ impl Layer {
             t.reshape([batch, seq, self.heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
+        let q = split(fused::linear(x.clone(), &self.query));
+        let k = split(fused::linear(x.clone(), &self.key));
+        let v = split(fused::linear(x.clone(), &self.value));
         let scores = q.matmul(k.swap_dims(2, 3));
         let probs = fused::dropout(
             fused::attention_probs(scores, pad, head_dim),
@@ -177,10 +177,10 @@ impl Layer {
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
-        let attended = fused::dropout(self.attn_out.forward(context), &self.hidden_dropout);
+        let attended = fused::dropout(fused::linear(context, &self.attn_out), &self.hidden_dropout);
         let x = fused::layer_norm(attended + x, &self.attn_norm, self.eps);
-        let inner = fused::gelu(self.inter.forward(x.clone()));
-        let out = fused::dropout(self.out.forward(inner), &self.hidden_dropout);
+        let inner = fused::gelu(fused::linear(x.clone(), &self.inter));
+        let out = fused::dropout(fused::linear(inner, &self.out), &self.hidden_dropout);
         fused::layer_norm(out + x, &self.out_norm, self.eps)
     }
 }

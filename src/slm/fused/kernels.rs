@@ -9,9 +9,9 @@ use rayon::prelude::*;
 /// machines since 2013), and for the baseline target (SSE2 on x86-64), so that the loops run
 /// 8 lanes wide without a `-C target-cpu` that would tie the binary to the build machine.
 macro_rules! simd_fn {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -26,6 +26,15 @@ macro_rules! simd_fn {
             $body
         }
     };
+}
+
+simd_fn! {
+    /// `sums[i] += values[i]` (the bias gradient's column sums).
+    pub fn add_assign(sums: &mut [f32], values: &[f32]) {
+        for (s, v) in sums.iter_mut().zip(values) {
+            *s += v;
+        }
+    }
 }
 
 /// Elements per parallel task of an elementwise loop: large enough to amortise rayon's

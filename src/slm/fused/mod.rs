@@ -8,6 +8,7 @@
 
 mod adamw;
 mod kernels;
+mod linear;
 
 pub use adamw::adamw;
 
@@ -25,7 +26,7 @@ use burn::backend::{
     Backend, Bytes, DType, Dispatch, Distribution, FloatDType, Shape, TensorMetadata,
     backend_extension,
 };
-use burn::nn::{Dropout, LayerNorm};
+use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::tensor::activation;
 use burn::tensor::{Bool, Device, Tensor};
 
@@ -76,6 +77,18 @@ pub fn attention_probs(scores: Tensor<4>, pad: Tensor<2, Bool>, head_dim: usize)
     ))
 }
 
+/// `layer` applied over the last dimension of `x`.
+pub fn linear<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
+    let Some(bias) = layer.bias.as_ref().filter(|_| fused(&x)) else {
+        return layer.forward(x);
+    };
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+    ))
+}
+
 /// `norm` applied over the last dimension; `eps` must be the one `norm` was built with (burn
 /// keeps it private).
 pub fn layer_norm<const D: usize>(x: Tensor<D>, norm: &LayerNorm, eps: f64) -> Tensor<D> {
@@ -119,6 +132,12 @@ pub trait FusedOps: Backend {
         keep: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self>;
+    /// `x · weight + bias` over the last dimension of `x` (`weight`: [d_in, d_out]).
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// Layer norm over the last dimension with scale `gamma` and shift `beta`.
     fn fused_layer_norm(
         x: FloatTensor<Self>,
@@ -145,6 +164,14 @@ impl FusedOps for Flex {
         let mut out = vec![0.0f32; scores.shape().num_elements()];
         kernels::attention_softmax(f32s(&scores), f32s(&keep), scale as f32, row, &mut out);
         from_vec(out, scores.shape())
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear::forward(x, &weight, &bias)
     }
 
     fn fused_layer_norm(
@@ -238,6 +265,57 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         );
         match prep {
             OpsKind::Tracked(prep) => prep.finish((output.clone(), scale), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LinearBackward;
+
+        impl Backward<Flex, 3> for LinearBackward {
+            // The input and the weight.
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, weight) = ops.state;
+                let wanted = linear::Wanted {
+                    x: node_x.is_some(),
+                    weight: node_weight.is_some(),
+                    bias: node_bias.is_some(),
+                };
+                let (dx, dweight, dbias) = linear::backward(&contiguous(x), &weight, &grad, wanted);
+                for (node, grad) in [(node_x, dx), (node_weight, dweight), (node_bias, dbias)] {
+                    if let (Some(node), Some(grad)) = (node, grad) {
+                        grads.register::<Flex>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        let prep = LinearBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let (x, weight, bias) = (
+            contiguous(x.into_primitive()),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let output = linear::forward(x.clone(), &weight, &bias);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, weight), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }
@@ -393,7 +471,7 @@ fn last_dim(t: &FlexTensor) -> usize {
 #[cfg(test)]
 mod tests {
     use burn::module::Param;
-    use burn::nn::{DropoutConfig, LayerNormConfig};
+    use burn::nn::{DropoutConfig, LayerNormConfig, LinearConfig};
     use burn::tensor::{Distribution, TensorData};
 
     use super::*;
@@ -522,6 +600,33 @@ mod tests {
         let (dgamma_ref, dbeta_ref) = param_grads(false);
         assert_close(&dgamma, &dgamma_ref, 2e-5, "gamma gradient");
         assert_close(&dbeta, &dbeta_ref, 2e-5, "beta gradient");
+    }
+
+    #[test]
+    fn linear_matches_burns_forward_and_backward_including_parameters() {
+        let device = train_device();
+        let layer = LinearConfig::new(24, 24).init(&device);
+        compare(|x| linear(x, &layer), |x| layer.forward(x), 1e-5);
+
+        let x = Tensor::<3>::random([2, 4, 24], Distribution::Normal(0.0, 2.0), &device);
+        let w = Tensor::<3>::random([2, 4, 24], Distribution::Normal(0.0, 1.0), &device);
+        let param_grads = |fused_path: bool| {
+            let y = if fused_path {
+                linear(x.clone(), &layer)
+            } else {
+                layer.forward(x.clone())
+            };
+            let grads = (y * w.clone()).sum().backward();
+            let bias = layer.bias.as_ref().expect("bias");
+            (
+                values(layer.weight.grad(&grads).expect("weight gradient")),
+                values(bias.grad(&grads).expect("bias gradient")),
+            )
+        };
+        let (dweight, dbias) = param_grads(true);
+        let (dweight_ref, dbias_ref) = param_grads(false);
+        assert_close(&dweight, &dweight_ref, 1e-5, "weight gradient");
+        assert_close(&dbias, &dbias_ref, 1e-5, "bias gradient");
     }
 
     #[test]
