@@ -143,23 +143,36 @@ pub fn attention_softmax(scores: &[f32], keep: &[f32], scale: f32, row: usize, o
         });
 }
 
+/// Accumulators of a row reduction: the row is folded into this many lanes, then the lanes in
+/// order, so that the reduction vectorises and its result does not depend on the vector width.
+const LANES: usize = 16;
+
 simd_fn! {
     fn attention_row(s: &[f32], keep: &[f32], scale: f32, out: &mut [f32]) {
-        let max = s
-            .iter()
-            .zip(keep)
-            .map(|(&s, &k)| if k != 0.0 { scale * s } else { f32::NEG_INFINITY })
-            .fold(f32::NEG_INFINITY, f32::max);
+        let masked = |s: f32, k: f32| if k != 0.0 { scale * s } else { f32::NEG_INFINITY };
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        for (s, k) in s.chunks(LANES).zip(keep.chunks(LANES)) {
+            for ((m, &s), &k) in lanes.iter_mut().zip(s).zip(k) {
+                let v = masked(s, k);
+                *m = if v > *m { v } else { *m };
+            }
+        }
+        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
         if max == f32::NEG_INFINITY {
             // No key to attend to: uniform, as a softmax over equally masked scores is.
             out.fill(1.0 / out.len() as f32);
             return;
         }
-        for ((o, &s), &k) in out.iter_mut().zip(s).zip(keep) {
-            // min(0): a padded key's score may exceed the max; its weight is 0 anyway.
-            *o = exp_nonpositive((scale * s - max).min(0.0)) * k;
+        let mut sums = [0.0f32; LANES];
+        let rows = out.chunks_mut(LANES).zip(s.chunks(LANES)).zip(keep.chunks(LANES));
+        for ((o, s), k) in rows {
+            for (((o, &s), &k), sum) in o.iter_mut().zip(s).zip(k).zip(&mut sums) {
+                // min(0): a padded key's score may exceed the max; its weight is 0 anyway.
+                *o = exp_nonpositive((scale * s - max).min(0.0)) * k;
+                *sum += *o;
+            }
         }
-        let inv = 1.0 / out.iter().sum::<f32>();
+        let inv = 1.0 / sums.iter().sum::<f32>();
         out.iter_mut().for_each(|o| *o *= inv);
     }
 }
@@ -179,7 +192,13 @@ pub fn softmax_backward(y: &[f32], grad: &mut [f32], row: usize, scale: f32) {
 
 simd_fn! {
     fn softmax_backward_row(y: &[f32], grad: &mut [f32], scale: f32) {
-        let dot: f32 = grad.iter().zip(y).map(|(g, y)| g * y).sum();
+        let mut lanes = [0.0f32; LANES];
+        for (g, y) in grad.chunks(LANES).zip(y.chunks(LANES)) {
+            for ((lane, g), y) in lanes.iter_mut().zip(g).zip(y) {
+                *lane += g * y;
+            }
+        }
+        let dot: f32 = lanes.iter().sum();
         for (g, &y) in grad.iter_mut().zip(y) {
             *g = scale * y * (*g - dot);
         }
