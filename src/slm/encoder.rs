@@ -168,13 +168,12 @@ impl Layer {
         let q = split(fused::linear(x.clone(), &self.query));
         let k = split(fused::linear(x.clone(), &self.key));
         let v = split(fused::linear(x.clone(), &self.value));
-        let scores = q.matmul(k.swap_dims(2, 3));
+        let scores = fused::matmul(q, k.swap_dims(2, 3));
         let probs = fused::dropout(
             fused::attention_probs(scores, pad, head_dim),
             &self.attn_dropout,
         );
-        let context = probs
-            .matmul(v)
+        let context = fused::matmul(probs, v)
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden]);
         let attended = fused::dropout(fused::linear(context, &self.attn_out), &self.hidden_dropout);

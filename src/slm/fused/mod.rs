@@ -7,6 +7,7 @@
 //! code stays backend-generic: other backends, and `--backend cpu_unfused`, keep burn's own ops.
 
 mod adamw;
+mod batched;
 mod kernels;
 mod linear;
 
@@ -77,6 +78,17 @@ pub fn attention_probs(scores: Tensor<4>, pad: Tensor<2, Bool>, head_dim: usize)
     ))
 }
 
+/// `lhs · rhs` over the last two dimensions of [batch, heads, m, k] and [batch, heads, k, n].
+pub fn matmul(lhs: Tensor<4>, rhs: Tensor<4>) -> Tensor<4> {
+    if !fused(&lhs) {
+        return lhs.matmul(rhs);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_matmul(
+        lhs.into_dispatch(),
+        rhs.into_dispatch(),
+    ))
+}
+
 /// `layer` applied over the last dimension of `x`.
 pub fn linear<const D: usize>(x: Tensor<D>, layer: &Linear) -> Tensor<D> {
     let Some(bias) = layer.bias.as_ref().filter(|_| fused(&x)) else {
@@ -132,6 +144,8 @@ pub trait FusedOps: Backend {
         keep: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self>;
+    /// `lhs · rhs` over the last two dimensions of 4-D tensors with the same leading two.
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `x · weight + bias` over the last dimension of `x` (`weight`: [d_in, d_out]).
     fn fused_linear(
         x: FloatTensor<Self>,
@@ -164,6 +178,10 @@ impl FusedOps for Flex {
         let mut out = vec![0.0f32; scores.shape().num_elements()];
         kernels::attention_softmax(f32s(&scores), f32s(&keep), scale as f32, row, &mut out);
         from_vec(out, scores.shape())
+    }
+
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        batched::forward(&lhs, &rhs)
     }
 
     fn fused_linear(
@@ -265,6 +283,45 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         );
         match prep {
             OpsKind::Tracked(prep) => prep.finish((output.clone(), scale), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn fused_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MatmulBackward;
+
+        impl Backward<Flex, 2> for MatmulBackward {
+            // Both operands, as the (possibly strided) views the product read.
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let [node_lhs, node_rhs] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (lhs, rhs) = ops.state;
+                let wanted = [node_lhs.is_some(), node_rhs.is_some()];
+                let (dlhs, drhs) = batched::backward(&lhs, &rhs, &grad, wanted);
+                for (node, grad) in [(node_lhs, dlhs), (node_rhs, drhs)] {
+                    if let (Some(node), Some(grad)) = (node, grad) {
+                        grads.register::<Flex>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        let prep = MatmulBackward
+            .prepare::<C>([lhs.node(), rhs.node()])
+            .compute_bound()
+            .stateful();
+        let (lhs, rhs) = (lhs.into_primitive(), rhs.into_primitive());
+        let output = batched::forward(&lhs, &rhs);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((lhs, rhs), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }
@@ -627,6 +684,31 @@ mod tests {
         let (dweight_ref, dbias_ref) = param_grads(false);
         assert_close(&dweight, &dweight_ref, 1e-5, "weight gradient");
         assert_close(&dbias, &dbias_ref, 1e-5, "bias gradient");
+    }
+
+    #[test]
+    fn attention_products_match_burns_matmul_on_head_split_views() {
+        let device = train_device();
+        let x = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
+        let y = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<4>::random([2, 3, 5, 5], Distribution::Normal(0.0, 1.0), &device);
+        let split = |t: Tensor<3>| t.reshape([2, 5, 3, 4]).swap_dims(1, 2);
+        let run = |on: bool| {
+            let (x, y) = (x.clone().require_grad(), y.clone().require_grad());
+            let (q, k) = (split(x.clone()), split(y.clone()).swap_dims(2, 3));
+            let scores = if on { matmul(q, k) } else { q.matmul(k) };
+            let grads = (scores.clone() * w.clone()).sum().backward();
+            (
+                values(scores),
+                values(x.grad(&grads).expect("lhs gradient")),
+                values(y.grad(&grads).expect("rhs gradient")),
+            )
+        };
+        let (s, dx, dy) = run(true);
+        let (s_ref, dx_ref, dy_ref) = run(false);
+        assert_close(&s, &s_ref, 1e-5, "products");
+        assert_close(&dx, &dx_ref, 1e-5, "lhs gradient");
+        assert_close(&dy, &dy_ref, 1e-5, "rhs gradient");
     }
 
     #[test]
