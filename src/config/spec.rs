@@ -332,8 +332,8 @@ pub struct LlmRunSpec {
 pub enum BackendChoice {
     /// wgpu when an adapter exists, else the CPU.
     Auto,
-    /// burn's flex CPU backend with this crate's fused kernels (layer norm, the attention
-    /// softmax, GELU, dropout, AdamW: `slm::fused`).
+    /// burn's flex CPU backend with this crate's fused kernels (linear layers, attention's
+    /// products and softmax, layer norm, GELU, dropout, AdamW: `slm::fused`).
     Cpu,
     /// burn's flex CPU backend with burn's own ops only: slower, and the numbers of runs made
     /// before the fused kernels existed.

@@ -5,6 +5,8 @@
 //! one sampler draw per element followed by two multiplications. Here each is one forward and
 //! one backward sweep (`kernels`), registered as a burn backend extension so that the model
 //! code stays backend-generic: other backends, and `--backend cpu_unfused`, keep burn's own ops.
+//! The linear layers (`linear`) and attention's batched products (`batched`) call gemm directly
+//! for the same reason: fewer passes over each output than burn-flex's matmul makes.
 
 mod adamw;
 mod batched;
