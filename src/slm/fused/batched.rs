@@ -10,6 +10,7 @@ use burn::backend::{Shape, TensorMetadata};
 use rayon::prelude::*;
 
 use super::from_vec;
+use super::linear::{self, Operand as Matrix};
 
 /// A [b0, b1, rows, cols] operand: first element (as an address, so tasks can share it) and
 /// strides in elements.
@@ -44,9 +45,13 @@ impl Operand {
     }
 
     /// The matrix of batch `(i, j)`.
-    fn at(self, i: usize, j: usize) -> *const f32 {
+    fn at(self, i: usize, j: usize) -> Matrix {
         let offset = i as isize * self.batch_strides[0] + j as isize * self.batch_strides[1];
-        (self.addr as *const f32).wrapping_offset(offset)
+        Matrix {
+            ptr: (self.addr as *const f32).wrapping_offset(offset),
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
     }
 }
 
@@ -66,29 +71,16 @@ fn products(
         .enumerate()
         .for_each(|(b, dst)| {
             let (i, j) = (b / batch[1], b % batch[1]);
+            // Batches already fill the pool: each product on one thread.
             // SAFETY: `dst` has room for m x n values; the operands address m x k and k x n
             // matrices inside the live tensors they were taken from; gemm writes every output
             // value because it is told not to read them.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
+                linear::product(
+                    (m, n, k),
                     dst.as_mut_ptr().cast::<f32>(),
-                    1,
-                    n as isize,
                     false,
-                    lhs.at(i, j),
-                    lhs.col_stride,
-                    lhs.row_stride,
-                    rhs.at(i, j),
-                    rhs.col_stride,
-                    rhs.row_stride,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (lhs.at(i, j), rhs.at(i, j)),
                     gemm::Parallelism::None,
                 );
             }

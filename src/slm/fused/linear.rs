@@ -18,10 +18,10 @@ const COLUMNS_PER_TASK: usize = 64;
 
 /// A matrix operand: first element and strides, in elements, between rows and columns.
 #[derive(Clone, Copy)]
-struct Operand {
-    ptr: *const f32,
-    row_stride: isize,
-    col_stride: isize,
+pub(super) struct Operand {
+    pub ptr: *const f32,
+    pub row_stride: isize,
+    pub col_stride: isize,
 }
 
 impl Operand {
@@ -34,12 +34,21 @@ impl Operand {
         }
     }
 
-    fn transposed(self) -> Self {
+    pub(super) fn transposed(self) -> Self {
         Self {
             ptr: self.ptr,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
         }
+    }
+}
+
+/// All threads for a product worth splitting, one otherwise.
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m * n * k >= PARALLEL_WORK {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
     }
 }
 
@@ -65,18 +74,13 @@ fn weight_operand(weight: &FlexTensor) -> (usize, usize, Operand) {
 /// # Safety
 /// `out` must have room for m * n values, and the operands must address m x k and k x n
 /// matrices inside live buffers.
-unsafe fn product(
+pub(super) unsafe fn product(
     (m, n, k): (usize, usize, usize),
     out: *mut f32,
     accumulate: bool,
-    lhs: Operand,
-    rhs: Operand,
+    (lhs, rhs): (Operand, Operand),
+    parallelism: gemm::Parallelism,
 ) {
-    let parallelism = if m * n * k >= PARALLEL_WORK {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the caller's contract; gemm writes every output value when it does not read them.
     unsafe {
         gemm::gemm(
@@ -108,7 +112,13 @@ fn product_into_new(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) ->
     let mut out = Vec::with_capacity(m * n);
     // SAFETY: capacity for m * n values; gemm writes all of them before `set_len` exposes them.
     unsafe {
-        product((m, n, k), out.as_mut_ptr(), false, lhs, rhs);
+        product(
+            (m, n, k),
+            out.as_mut_ptr(),
+            false,
+            (lhs, rhs),
+            parallelism(m, n, k),
+        );
         out.set_len(m * n);
     }
     out
@@ -131,8 +141,8 @@ pub fn forward(x: FlexTensor, weight: &FlexTensor, bias: &FlexTensor) -> FlexTen
             (rows, d_out, d_in),
             out.as_mut_ptr(),
             true,
-            Operand::row_major(f32s(&x), d_in),
-            w,
+            (Operand::row_major(f32s(&x), d_in), w),
+            parallelism(rows, d_out, d_in),
         );
     }
     let mut shape = x.shape();
