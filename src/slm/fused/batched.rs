@@ -106,8 +106,8 @@ pub fn forward(lhs: &FlexTensor, rhs: &FlexTensor) -> FlexTensor {
     products([b0, b1], (m, n, k), Operand::of(lhs), Operand::of(rhs))
 }
 
-/// The gradients (lhs, rhs) of `lhs · rhs` for the contiguous upstream gradient `grad`, each
-/// computed only where wanted.
+/// The gradients (lhs, rhs) of `lhs · rhs` for the upstream gradient `grad` (any strides),
+/// each computed only where wanted.
 pub fn backward(
     lhs: &FlexTensor,
     rhs: &FlexTensor,
