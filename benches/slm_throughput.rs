@@ -45,6 +45,7 @@ fn spec(max_len: usize) -> SlmSpec {
         // As scripts/bench_slm_torch.py clips (clip_grad_norm_).
         grad_clip_scope: GradClipScope::Global,
         dropout: 0.1,
+        attention_dropout: None,
         pooling: Pooling::Mean,
     }
 }

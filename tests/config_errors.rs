@@ -294,3 +294,32 @@ fn a_warm_up_that_fills_the_schedule_is_rejected() {
         "{message}"
     );
 }
+
+#[test]
+fn attention_dropout_follows_dropout_unless_set_and_is_range_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        "[experiment]\nname = \"x\"\n[slm]\ndropout = 0.3\n",
+    );
+    let dropouts = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        plan(&layer(&spec, &sets).unwrap()).unwrap().cells[0]
+            .config
+            .slm
+            .dropouts()
+    };
+    let same = dropouts(&[]);
+    assert_eq!((same.hidden, same.attention), (0.3, 0.3));
+    let split = dropouts(&["slm.attention_dropout=0.1"]);
+    assert_eq!((split.hidden, split.attention), (0.3, 0.1));
+    let (message, _) = plan_error(
+        "[experiment]\nname = \"x\"\n[slm]\nattention_dropout = 1.5\n",
+        &[],
+    );
+    assert!(
+        message.contains("slm.attention_dropout") && message.contains("[0, 1)"),
+        "{message}"
+    );
+}

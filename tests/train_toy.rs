@@ -30,6 +30,7 @@ fn spec() -> SlmSpec {
         grad_clip: 0.0,
         grad_clip_scope: GradClipScope::Tensor,
         dropout: 0.0,
+        attention_dropout: None,
         pooling: Pooling::Mean,
     }
 }
@@ -108,6 +109,7 @@ fn dropout_follows_the_seed() {
     let device = Device::flex();
     let spec = SlmSpec {
         dropout: 0.1,
+        attention_dropout: None,
         ..spec()
     };
     let run = train_with(&spec, &device, 5);

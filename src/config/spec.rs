@@ -12,6 +12,7 @@ use crate::llm::replay::ReplaySpec;
 use crate::llm::spans::AnswerGrammar;
 use crate::methods::active_learning::{AlSpec, Oracle};
 use crate::methods::freeal::config::FreealSpec;
+use crate::slm::encoder::Dropouts;
 
 /// A fully layered experiment spec (defaults < includes < spec file < env < `--set`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,8 +229,22 @@ pub struct SlmSpec {
     pub grad_clip_scope: GradClipScope,
     /// Hidden and attention dropout during training, in [0, 1).
     pub dropout: f64,
+    /// Attention-probability dropout when it differs from `dropout` (the official FreeAL script
+    /// raises only the hidden dropout, to 0.3), in [0, 1); unset = `dropout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_dropout: Option<f64>,
     /// Sentence pooling for the classification head and embeddings.
     pub pooling: Pooling,
+}
+
+impl SlmSpec {
+    /// The training dropout rates this spec asks for.
+    pub fn dropouts(&self) -> Dropouts {
+        Dropouts {
+            hidden: self.dropout,
+            attention: self.attention_dropout.unwrap_or(self.dropout),
+        }
+    }
 }
 
 /// Which annotator labels.

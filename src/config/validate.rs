@@ -54,6 +54,13 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
         "slm.dropout",
         format!("must be in [0, 1), got {}", slm.dropout),
     );
+    if let Some(rate) = slm.attention_dropout {
+        check(
+            (0.0..1.0).contains(&rate),
+            "slm.attention_dropout",
+            format!("must be in [0, 1), got {rate}"),
+        );
+    }
     check(
         !slm.model.trim().is_empty(),
         "slm.model",

@@ -184,6 +184,17 @@ impl Layer {
     }
 }
 
+/// Dropout rates while training: on hidden states (embeddings, sublayer outputs) and on
+/// attention probabilities, as Hugging Face's `hidden_dropout_prob` and
+/// `attention_probs_dropout_prob`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropouts {
+    /// Hidden-state dropout.
+    pub hidden: f64,
+    /// Attention-probability dropout.
+    pub attention: f64,
+}
+
 /// The encoder: embeddings and a stack of layers; outputs the last hidden states.
 #[derive(Module, Debug)]
 pub struct Encoder {
@@ -194,10 +205,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// A randomly initialised encoder of the given shape; `dropout` overrides the config's.
-    pub fn new(config: &EncoderConfig, dropout: Option<f64>, device: &Device) -> Self {
-        let hidden_dropout = dropout.unwrap_or(config.hidden_dropout_prob);
-        let attn_dropout = dropout.unwrap_or(config.attention_probs_dropout_prob);
+    /// A randomly initialised encoder of the given shape; `dropout` overrides the config's
+    /// hidden and attention dropout.
+    pub fn new(config: &EncoderConfig, dropout: Option<Dropouts>, device: &Device) -> Self {
+        let hidden_dropout = dropout.map_or(config.hidden_dropout_prob, |d| d.hidden);
+        let attn_dropout = dropout.map_or(config.attention_probs_dropout_prob, |d| d.attention);
         let embedding = |n| EmbeddingConfig::new(n, config.hidden_size).init(device);
         Self {
             embeddings: Embeddings {
@@ -250,5 +262,43 @@ impl Encoder {
             x = layer.forward(x, pad.clone());
         }
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_config() -> EncoderConfig {
+        serde_json::from_str(
+            r#"{"model_type": "bert", "vocab_size": 8, "hidden_size": 4, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "intermediate_size": 8, "max_position_embeddings": 8,
+                "hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.05}"#,
+        )
+        .unwrap()
+    }
+
+    fn rates(encoder: &Encoder) -> Vec<(f64, f64)> {
+        encoder
+            .layers
+            .iter()
+            .map(|l| (l.hidden_dropout.prob, l.attn_dropout.prob))
+            .collect()
+    }
+
+    #[test]
+    fn dropout_rates_come_from_the_override_or_the_config() {
+        let device = Device::flex();
+        let config = tiny_config();
+        let own = Encoder::new(&config, None, &device);
+        assert_eq!(own.embeddings.dropout.prob, 0.2);
+        assert_eq!(rates(&own), vec![(0.2, 0.05); 2]);
+        let split = Dropouts {
+            hidden: 0.3,
+            attention: 0.1,
+        };
+        let overridden = Encoder::new(&config, Some(split), &device);
+        assert_eq!(overridden.embeddings.dropout.prob, 0.3);
+        assert_eq!(rates(&overridden), vec![(0.3, 0.1); 2]);
     }
 }

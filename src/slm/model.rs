@@ -193,10 +193,10 @@ impl Slm {
                 config.hidden_size = init.hidden;
                 config.num_attention_heads = init.heads;
                 config.intermediate_size = init.intermediate;
-                Encoder::new(&config, Some(spec.dropout), &train_device)
+                Encoder::new(&config, Some(spec.dropouts()), &train_device)
             }
             None => {
-                let mut encoder = Encoder::new(&config, Some(spec.dropout), &train_device);
+                let mut encoder = Encoder::new(&config, Some(spec.dropouts()), &train_device);
                 load_weights(&mut encoder, &dir)?;
                 encoder
             }
