@@ -483,6 +483,49 @@ fn clean_per_label(clean: &[usize], labels: &[Option<usize>], num_labels: usize)
     counts
 }
 
+/// A label the clean set keeps less than half as large a share of as the best-kept label:
+/// `(starved, its share, favoured, its share)` by LLM label.
+fn starved_label(
+    clean: &[bool],
+    labels: &[Option<usize>],
+    num_labels: usize,
+) -> Option<(usize, f64, usize, f64)> {
+    let mut total = vec![0usize; num_labels];
+    let mut kept = vec![0usize; num_labels];
+    for (label, is_clean) in labels.iter().zip(clean) {
+        if let Some(label) = *label {
+            total[label] += 1;
+            kept[label] += usize::from(*is_clean);
+        }
+    }
+    let shares: Vec<(usize, f64)> = (0..num_labels)
+        .filter(|&l| total[l] > 0)
+        .map(|l| (l, kept[l] as f64 / total[l] as f64))
+        .collect();
+    let low = shares.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let high = shares.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (low.1 < high.1 / 2.0).then_some((low.0, low.1, high.0, high.1))
+}
+
+/// Says so when the split starves a label: the SLM then learns that label mostly through the
+/// consistency term and leans to the others, which no gold-free metric shows as plainly.
+fn warn_if_starved(ctx: &CellContext, round: usize, clean: &[bool], labels: &[Option<usize>]) {
+    let names = &ctx.dataset.label_names;
+    if let Some((low, low_share, high, high_share)) = starved_label(clean, labels, names.len()) {
+        ctx.progress.println(&format!(
+            "warning: {} round {round}: the clean set keeps {:.0}% of the '{}' labels but {:.0}% \
+             of the '{}' ones, so the SLM will lean away from '{}' (clean_split = \"per_class\" \
+             fits one split per label)",
+            ctx.cell.name,
+            100.0 * low_share,
+            names[low],
+            100.0 * high_share,
+            names[high],
+            names[low],
+        ));
+    }
+}
+
 /// One row per robust epoch: the clean set it trained with, its size per LLM label and its
 /// precision against gold. Nothing for plain CE, which has no split during training.
 fn write_split_trace(
@@ -638,6 +681,9 @@ impl Method for Freeal {
                     macro_f1(&answers, &test_gold, dataset.num_labels()),
                 );
             }
+            if !trained.epoch_splits.is_empty() {
+                warn_if_starved(ctx, round, &trained.split.clean, &state.labels);
+            }
             write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
             write_split_trace(
                 ctx,
@@ -762,5 +808,30 @@ impl Method for Freeal {
             llm_prompt_tokens: (calls * chars / 4) as u64,
             slm_steps: ((self.spec.rounds + 1) * slm.epochs * n.div_ceil(slm.batch_size)) as u64,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_kept_at_under_half_the_best_share_is_starved() {
+        // Label 0: 9 of 10 kept (90%); label 1: 4 of 10 (40%); one unlabeled, never counted.
+        let mut labels = vec![Some(0); 10];
+        labels.extend(vec![Some(1); 10]);
+        labels.push(None);
+        let mut clean = vec![true; 9];
+        clean.push(false);
+        clean.extend([true; 4]);
+        clean.extend([false; 7]);
+        let (low, low_share, high, high_share) = starved_label(&clean, &labels, 2).unwrap();
+        assert_eq!((low, high), (1, 0));
+        assert!((low_share - 0.4).abs() < 1e-12 && (high_share - 0.9).abs() < 1e-12);
+        // 5 of 10 kept (50%) is more than half of 90%: no warning.
+        clean[14] = true;
+        assert_eq!(starved_label(&clean, &labels, 2), None);
+        // A label with no example at all is not starved.
+        assert_eq!(starved_label(&clean, &labels, 3), None);
     }
 }
