@@ -4,7 +4,7 @@ mod common;
 
 use common::{bench, write};
 use freeal_bench::config::layer;
-use freeal_bench::plan::plan;
+use freeal_bench::plan::{Cell, plan};
 
 fn plan_error(spec_text: &str, sets: &[&str]) -> (String, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -162,10 +162,7 @@ fn label_descriptions_reach_the_prompt_and_rekey_only_the_cells_that_show_them()
         "spec.toml",
         "[experiment]\nname = \"x\"\n[sweep]\nmethod = [\"supervised\", \"zero_shot\"]\n",
     );
-    let cells = |sets: &[&str]| {
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        plan(&layer(&spec, &sets).unwrap()).unwrap().cells
-    };
+    let cells = |sets: &[&str]| planned(&spec, sets);
     let plain = cells(&[]);
     let described = cells(&["llm.label_descriptions=true"]);
     assert_eq!(plain[0].id, described[0].id, "supervised cell unchanged");
@@ -209,16 +206,14 @@ fn include_files_layer_below_the_spec() {
     assert!(include.is_file(), "fixture include exists");
     let plan = plan(&layer(&spec, &[]).unwrap()).unwrap();
     assert_eq!(plan.cells[0].config.slm.epochs, 7);
-    let overridden = plan_with(&spec, &["slm.epochs=2"]);
-    assert_eq!(overridden, 2);
+    let overridden = planned(&spec, &["slm.epochs=2"]);
+    assert_eq!(overridden[0].config.slm.epochs, 2);
 }
 
-fn plan_with(spec: &std::path::Path, sets: &[&str]) -> usize {
+/// The cells `spec` plans to with `sets` as `--set` overrides.
+fn planned(spec: &std::path::Path, sets: &[&str]) -> Vec<Cell> {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    plan(&layer(spec, &sets).unwrap()).unwrap().cells[0]
-        .config
-        .slm
-        .epochs
+    plan(&layer(spec, &sets).unwrap()).unwrap().cells
 }
 
 #[test]
@@ -303,13 +298,7 @@ fn attention_dropout_follows_dropout_unless_set_and_is_range_checked() {
         "spec.toml",
         "[experiment]\nname = \"x\"\n[slm]\ndropout = 0.3\n",
     );
-    let dropouts = |sets: &[&str]| {
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        plan(&layer(&spec, &sets).unwrap()).unwrap().cells[0]
-            .config
-            .slm
-            .dropouts()
-    };
+    let dropouts = |sets: &[&str]| planned(&spec, sets)[0].config.slm.dropouts();
     let same = dropouts(&[]);
     assert_eq!((same.hidden, same.attention), (0.3, 0.3));
     let split = dropouts(&["slm.attention_dropout=0.1"]);

@@ -227,7 +227,8 @@ pub struct SlmSpec {
     /// What one clipping norm covers.
     #[serde(default, skip_serializing_if = "GradClipScope::is_tensor")]
     pub grad_clip_scope: GradClipScope,
-    /// Hidden and attention dropout during training, in [0, 1).
+    /// Hidden-state dropout during training (attention dropout too unless `attention_dropout`
+    /// is set), in [0, 1).
     pub dropout: f64,
     /// Attention-probability dropout when it differs from `dropout` (the official FreeAL script
     /// raises only the hidden dropout, to 0.3), in [0, 1); unset = `dropout`.
