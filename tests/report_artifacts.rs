@@ -163,6 +163,12 @@ fn assert_lines_drawn(svg: &str, figure: &Figure) {
 fn tables_and_plots_match_the_records_and_regenerate_identically() {
     let dir = tempfile::tempdir().unwrap();
     experiment(dir.path(), 3, 0.0);
+    // A cell that warned about its own results (as FreeAL does when its split starves a label).
+    std::fs::write(
+        dir.path().join("cells/toy-al-s1/warnings.txt"),
+        "warning: one\nwarning: two\n",
+    )
+    .unwrap();
     let out = common::bench(&["report", dir.path().to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -245,6 +251,8 @@ fn tables_and_plots_match_the_records_and_regenerate_identically() {
         assert!(readme.contains(&format!("(plots/{}.svg)", fig.stem)));
     }
     assert!(readme.contains("| toy-zs-s1 | id-toy-zs-s1 | 0 | not run |"));
+    assert!(readme.contains("| complete; 2 warning(s) in `cells/toy-al-s1/warnings.txt` |"));
+    assert!(readme.contains("| toy-freeal-s1 | id-toy-freeal-s1 | 3 | complete |"));
 
     // Regenerating from the records alone gives byte-identical tables.
     let names = [

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::spec::ExperimentSpec;
 use crate::error::{Error, Result};
 use crate::llm::cache::LlmCache;
-use crate::run::records::{RECORDS_JSON, RoundRecord, write_atomic};
+use crate::run::records::{RECORDS_JSON, RoundRecord, WARNINGS_TXT, write_atomic};
 
 /// The experiment's metadata as `run` resolved it (includes and defaults applied).
 pub const EXPERIMENT_JSON: &str = "experiment.json";
@@ -214,8 +214,17 @@ fn readme(
             .iter()
             .filter(|r| r.cell_id == cell.id)
             .count();
+        let warnings =
+            std::fs::read_to_string(loaded.dir.join("cells").join(&cell.dir).join(WARNINGS_TXT))
+                .map_or(0, |text| {
+                    text.lines().filter(|l| !l.trim().is_empty()).count()
+                });
         let status = match missing.iter().find(|m| m.name == cell.name) {
             Some(m) => m.status.replace('|', "/"),
+            None if warnings > 0 => format!(
+                "complete; {warnings} warning(s) in `cells/{}/{WARNINGS_TXT}`",
+                cell.dir
+            ),
             None => "complete".to_string(),
         };
         let _ = writeln!(

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use burn::tensor::Device;
 
 use super::records::{
-    RoundRecord, read_cell_records, remove_stale_temporaries, write_atomic, write_cell_records,
+    RoundRecord, WARNINGS_TXT, read_cell_records, remove_stale_temporaries, write_atomic,
+    write_cell_records,
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
@@ -127,6 +128,8 @@ fn run_cell_once(
 ) -> Result<Vec<RoundRecord>> {
     let dir = cell_dir(plan, cell);
     remove_stale_temporaries(&dir);
+    // An earlier, interrupted attempt's warnings describe results this run replaces.
+    let _ = std::fs::remove_file(dir.join(WARNINGS_TXT));
     let config_path = dir.join("config.json");
     write_atomic(&config_path, &to_json(cell, &config_path)?)?;
     let dataset = load_dataset(cell)?;

@@ -212,6 +212,17 @@ pub fn write_cell_records(dir: &Path, records: &[RoundRecord]) -> Result<()> {
     write_atomic(&dir.join(RECORDS_JSON), &json)
 }
 
+/// A cell's warnings about its own results (one per line), kept for `report` after the run's
+/// terminal output is gone.
+pub const WARNINGS_TXT: &str = "warnings.txt";
+
+/// Writes every warning a cell has raised so far (the whole list, so a rerun replaces it).
+pub fn write_cell_warnings(dir: &Path, warnings: &[String]) -> Result<()> {
+    let mut text = warnings.join("\n");
+    text.push('\n');
+    write_atomic(&dir.join(WARNINGS_TXT), text.as_bytes())
+}
+
 /// Reads a cell's records; `None` when the cell is not complete (missing or unreadable file, or
 /// records of another cell id).
 pub fn read_cell_records(dir: &Path, cell_id: &str) -> Option<Vec<RoundRecord>> {

@@ -31,7 +31,7 @@ use crate::llm::prompt::PromptTemplate;
 use crate::llm::replay::{ReplayTable, read_replay};
 use crate::metrics::{accuracy, argmax, macro_f1, per_class_accuracy};
 use crate::plan::Cell;
-use crate::run::records::{RoundOutcome, write_atomic};
+use crate::run::records::{RoundOutcome, write_atomic, write_cell_warnings};
 use crate::select::demo_pool::{Confidence, demo_pool, top_agreeing};
 use crate::slm::Slm;
 
@@ -507,23 +507,27 @@ fn starved_label(
     (low.1 < high.1 / 2.0).then_some((low.0, low.1, high.0, high.1))
 }
 
-/// Says so when the split starves a label: the SLM then learns that label mostly through the
-/// consistency term and leans to the others, which no gold-free metric shows as plainly.
-fn warn_if_starved(ctx: &CellContext, round: usize, clean: &[bool], labels: &[Option<usize>]) {
+/// The warning for a split that starves a label: the SLM then learns that label mostly through
+/// the consistency term and leans to the others, which no gold-free metric shows as plainly.
+fn starvation_warning(
+    ctx: &CellContext,
+    round: usize,
+    clean: &[bool],
+    labels: &[Option<usize>],
+) -> Option<String> {
     let names = &ctx.dataset.label_names;
-    if let Some((low, low_share, high, high_share)) = starved_label(clean, labels, names.len()) {
-        ctx.progress.println(&format!(
-            "warning: {} round {round}: the clean set keeps {:.0}% of the '{}' labels but {:.0}% \
-             of the '{}' ones, so the SLM will lean away from '{}' (clean_split = \"per_class\" \
-             fits one split per label)",
-            ctx.cell.name,
-            100.0 * low_share,
-            names[low],
-            100.0 * high_share,
-            names[high],
-            names[low],
-        ));
-    }
+    let (low, low_share, high, high_share) = starved_label(clean, labels, names.len())?;
+    Some(format!(
+        "warning: {} round {round}: the clean set keeps {:.0}% of the '{}' labels but {:.0}% of \
+         the '{}' ones, so the SLM will lean away from '{}' (clean_split = \"per_class\" fits \
+         one split per label)",
+        ctx.cell.name,
+        100.0 * low_share,
+        names[low],
+        100.0 * high_share,
+        names[high],
+        names[low],
+    ))
 }
 
 /// One row per robust epoch: the clean set it trained with, its size per LLM label and its
@@ -579,6 +583,7 @@ impl Method for Freeal {
         let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
         let replay = self.replay_table(ctx)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a100);
+        let mut warnings = Vec::new();
 
         let base = ctx.load_slm()?;
         let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
@@ -681,8 +686,13 @@ impl Method for Freeal {
                     macro_f1(&answers, &test_gold, dataset.num_labels()),
                 );
             }
-            if !trained.epoch_splits.is_empty() {
-                warn_if_starved(ctx, round, &trained.split.clean, &state.labels);
+            let starved = (!trained.epoch_splits.is_empty())
+                .then(|| starvation_warning(ctx, round, &trained.split.clean, &state.labels))
+                .flatten();
+            if let Some(warning) = starved {
+                ctx.progress.println(&warning);
+                warnings.push(warning);
+                write_cell_warnings(ctx.out_dir, &warnings)?;
             }
             write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
             write_split_trace(
