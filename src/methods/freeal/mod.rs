@@ -456,7 +456,7 @@ fn score_round(
     // Per LLM label, so a report shows when the split starves one class (it did on MR).
     for (name, count) in label_names
         .iter()
-        .zip(clean_per_label(&clean, labels, num_labels))
+        .zip(count_per_label(&clean, labels, num_labels))
     {
         metrics.insert(format!("clean_count[{name}]"), count as f64);
     }
@@ -474,10 +474,10 @@ fn score_round(
     metrics.insert("gold_labels_used".into(), 0.0);
 }
 
-/// How many of the `clean` examples carry each LLM label.
-fn clean_per_label(clean: &[usize], labels: &[Option<usize>], num_labels: usize) -> Vec<usize> {
+/// How many of the examples at `indices` carry each LLM label.
+fn count_per_label(indices: &[usize], labels: &[Option<usize>], num_labels: usize) -> Vec<usize> {
     let mut counts = vec![0; num_labels];
-    for label in clean.iter().filter_map(|&i| labels[i]) {
+    for label in indices.iter().filter_map(|&i| labels[i]) {
         counts[label] += 1;
     }
     counts
@@ -490,14 +490,10 @@ fn starved_label(
     labels: &[Option<usize>],
     num_labels: usize,
 ) -> Option<(usize, f64, usize, f64)> {
-    let mut total = vec![0usize; num_labels];
-    let mut kept = vec![0usize; num_labels];
-    for (label, is_clean) in labels.iter().zip(clean) {
-        if let Some(label) = *label {
-            total[label] += 1;
-            kept[label] += usize::from(*is_clean);
-        }
-    }
+    let all: Vec<usize> = (0..labels.len()).collect();
+    let chosen: Vec<usize> = all.iter().copied().filter(|&i| clean[i]).collect();
+    let total = count_per_label(&all, labels, num_labels);
+    let kept = count_per_label(&chosen, labels, num_labels);
     let shares: Vec<(usize, f64)> = (0..num_labels)
         .filter(|&l| total[l] > 0)
         .map(|l| (l, kept[l] as f64 / total[l] as f64))
@@ -547,7 +543,7 @@ fn write_split_trace(
     let mut out = format!("epoch,clean,{},clean_precision\n", per_class.join(","));
     for (epoch, clean) in &trained.epoch_splits {
         let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
-        let counts: Vec<String> = clean_per_label(&chosen, labels, label_names.len())
+        let counts: Vec<String> = count_per_label(&chosen, labels, label_names.len())
             .iter()
             .map(usize::to_string)
             .collect();
