@@ -282,7 +282,8 @@ fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
         eprintln!("{warning}");
     }
     let (dev, name) = device::select(plan.run.backend)?;
-    run_cell(&plan, cell, &dev, &name, &Progress::hidden())?;
+    // A child's stdout is its cell's log.txt, so this writes progress lines there.
+    run_cell(&plan, cell, &dev, &name, &Progress::new())?;
     Ok(())
 }
 

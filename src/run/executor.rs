@@ -326,7 +326,7 @@ pub fn execute(
             let (dev, name) = device()?;
             progress.println(&format!("device: {name}"));
             for cell in &pending {
-                bar.set_message(cell.name.clone());
+                progress.cell(&bar, &cell.name);
                 match run_cell(plan, cell, &dev, &name, progress) {
                     Ok(_) => summary.ran += 1,
                     Err(e) => {
@@ -343,6 +343,7 @@ pub fn execute(
             while !queue.is_empty() || !running.is_empty() {
                 while running.len() < opts.jobs {
                     let Some(cell) = queue.pop_front() else { break };
+                    progress.cell(&bar, &cell.name);
                     let child = spawn_child(plan, &cell, opts)?;
                     running.push((cell, child));
                 }
