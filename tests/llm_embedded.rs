@@ -83,10 +83,17 @@ fn scoring_gives_distributions_and_prefix_reuse_only_saves_work() {
         .collect();
     // The first request has nothing to reuse: the same computation, the same numbers.
     assert_eq!(a[0].probs, b[0].probs);
+    let mut clear_answers = 0;
     for (x, y) in a.iter().zip(&b) {
         let sum: f32 = x.probs.iter().sum();
         assert!((sum - 1.0).abs() < 1e-4, "{:?}", x.probs);
-        assert_eq!(x.label, y.label);
+        // Moving each probability by under the 0.06 allowed below can flip only a margin under
+        // 0.12 (an AVX-512 build of llama.cpp turned 0.4997 / 0.5003 into 0.510 / 0.490); a
+        // clearer answer must not flip.
+        if (y.probs[0] - y.probs[1]).abs() > 0.12 {
+            assert_eq!(x.label, y.label, "{:?} vs {:?}", x.probs, y.probs);
+            clear_answers += 1;
+        }
         // Not bit-identical: with reuse only the suffix goes through the matrix kernels, whose
         // blocking (and so rounding) depends on how many rows a batch has; this 135M 4-bit model
         // amplifies that near a tie (seen here: up to 0.04).
@@ -95,6 +102,10 @@ fn scoring_gives_distributions_and_prefix_reuse_only_saves_work() {
         }
         assert!(x.usage.prompt_tokens > 20);
     }
+    assert!(
+        clear_answers >= 2,
+        "the prompts should mostly give clear answers"
+    );
     // The same prompt again recomputes only its last token, over the same cached entries: the
     // same numbers as when that prompt's suffix was computed.
     let again = reuse.classify(&reqs[2..], &|_| {}).remove(0).unwrap();
