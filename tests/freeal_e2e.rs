@@ -5,6 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn spec(dir: &Path, dataset: &Path, extra: &str) -> PathBuf {
     common::write(
@@ -157,4 +159,80 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     let tests = split["test"].as_f64().unwrap();
     assert!(rounds[1]["llm"]["calls"].as_f64().unwrap() >= m(1, "relabeled") + tests);
     assert!(m(1, "llm_test_demo_pool_size") > 0.0);
+}
+
+#[test]
+fn killed_cell_resumes_from_its_round_checkpoint_with_the_same_records() {
+    // label_fraction < 1 draws each round's new examples from the cell's random stream, so a
+    // resume that lost the stream's position would label other examples.
+    let two_rounds = |dir: &Path, dataset: &Path| {
+        let path = spec(dir, dataset, "label_fraction = 0.3");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("rounds = 1", "rounds = 2")).unwrap();
+        path
+    };
+    let reference = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(reference.path());
+    common::run_spec(&two_rounds(reference.path(), &dataset));
+    let want = common::only_cell_records(&reference.path().join("results/freeal_toy"));
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let spec = two_rounds(interrupted.path(), &dataset);
+    let experiment = interrupted.path().join("results/freeal_toy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
+        .args(["run", spec.to_str().unwrap(), "--backend", "cpu"])
+        .current_dir(common::root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let checkpoint = loop {
+        let found = std::fs::read_dir(experiment.join("cells"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("checkpoint.json"))
+            .find(|p| p.is_file());
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before a checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let cell = checkpoint.parent().unwrap().to_path_buf();
+    assert!(!cell.join("records.json").exists(), "killed mid-cell");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+    let done = saved["outcomes"].as_array().unwrap().len();
+
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resuming after round {}", done - 1)),
+        "{stderr}"
+    );
+    let got = common::only_cell_records(&experiment);
+    let (got, want) = (got.as_array().unwrap(), want.as_array().unwrap());
+    assert_eq!(got.len(), 3);
+    for (round, (g, w)) in got.iter().zip(want).enumerate() {
+        for key in ["metrics", "llm", "slm_steps"] {
+            assert_eq!(g[key], w[key], "round {round}: {key}");
+        }
+        if round < done {
+            // Restored, not trained again.
+            assert_eq!(
+                g["wall_s"], saved["outcomes"][round]["wall_s"],
+                "round {round}"
+            );
+        }
+    }
+    assert!(!checkpoint.exists(), "a complete cell keeps no checkpoint");
 }

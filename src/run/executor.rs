@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use burn::tensor::Device;
 
 use super::records::{
-    RoundRecord, WARNINGS_TXT, read_cell_records, remove_stale_temporaries, write_atomic,
-    write_cell_records,
+    CHECKPOINT_JSON, RoundRecord, WARNINGS_TXT, read_cell_records, remove_stale_temporaries,
+    write_atomic, write_cell_records,
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
@@ -164,6 +164,8 @@ fn run_cell_once(
         })
         .collect();
     write_cell_records(&dir, &records)?;
+    // The records hold everything the checkpoint did; a stale one must not outlive them.
+    let _ = std::fs::remove_file(dir.join(CHECKPOINT_JSON));
     let device_path = dir.join("device.txt");
     write_atomic(&device_path, device_name.as_bytes())?;
     Ok(records)

@@ -212,6 +212,10 @@ pub fn write_cell_records(dir: &Path, records: &[RoundRecord]) -> Result<()> {
     write_atomic(&dir.join(RECORDS_JSON), &json)
 }
 
+/// A method's mid-cell checkpoint (FreeAL: the state after each finished round); removed once
+/// the cell's records are written.
+pub const CHECKPOINT_JSON: &str = "checkpoint.json";
+
 /// A cell's warnings about its own results (one per line), kept for `report` after the run's
 /// terminal output is gone.
 pub const WARNINGS_TXT: &str = "warnings.txt";

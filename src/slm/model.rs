@@ -77,7 +77,7 @@ pub fn read_config(dir: &Path) -> Result<EncoderConfig> {
 }
 
 /// Per-example outputs of inference, in input order.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Inference {
     /// Pooled sentence vectors (the embeddings k-NN and k-medoids use).
     pub pooled: Vec<Vec<f32>>,

@@ -3,6 +3,7 @@
 //! noisy ones, round after round, with no human label (FreeAL, EMNLP 2023).
 
 pub mod augment;
+pub mod checkpoint;
 pub mod config;
 pub mod initial;
 pub mod self_train;
@@ -15,8 +16,9 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
 use self::augment::{Augmentation, views};
+use self::checkpoint::Checkpoint;
 use self::config::{CleanSplit, FreealSpec, InitialLabels};
-use self::self_train::{Trained, View, self_train};
+use self::self_train::{Split, Trained, View, self_train};
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, record_precision,
     require_classification,
@@ -34,6 +36,7 @@ use crate::plan::Cell;
 use crate::run::records::{RoundOutcome, write_atomic, write_cell_warnings};
 use crate::select::demo_pool::{Confidence, demo_pool, top_agreeing};
 use crate::slm::Slm;
+use crate::slm::model::Inference;
 
 /// FreeAL with its settings.
 pub struct Freeal {
@@ -207,19 +210,19 @@ impl Freeal {
     /// label the SLM agrees with, then k-medoids on the SLM's embeddings.
     fn demo_pool(
         &self,
-        previous: &Trained,
+        previous: &Inference,
         labels: &[Option<usize>],
         gold: &[usize],
         rng: &mut ChaCha8Rng,
         metrics: &mut BTreeMap<String, f64>,
     ) -> DemoPool {
-        let num_labels = previous.pool.probs.first().map_or(0, Vec::len);
+        let num_labels = previous.probs.first().map_or(0, Vec::len);
         let scores = match self.spec.confidence {
-            Confidence::Probability => &previous.pool.probs,
-            Confidence::Logit => &previous.pool.logits,
+            Confidence::Probability => &previous.probs,
+            Confidence::Logit => &previous.logits,
         };
         let candidates = top_agreeing(labels, scores, num_labels, self.spec.r_percent / 100.0);
-        let mut embeddings = previous.pool.pooled.clone();
+        let mut embeddings = previous.pooled.clone();
         normalize_rows(&mut embeddings);
         let members = demo_pool(&candidates, &embeddings, self.spec.medoids_per_class, rng);
         let member_labels: Vec<usize> = members.iter().map(|&i| labels[i].unwrap_or(0)).collect();
@@ -271,7 +274,7 @@ impl Freeal {
         ctx: &CellContext,
         client: &mut LlmClient,
         prompt: &PromptTemplate,
-        previous: &Trained,
+        previous: &(Inference, Split),
         state: &mut Labels,
         fresh: &[usize],
         gold: &[usize],
@@ -279,9 +282,10 @@ impl Freeal {
         metrics: &mut BTreeMap<String, f64>,
     ) -> Result<()> {
         let dataset = ctx.dataset;
-        let pool = self.demo_pool(previous, &state.labels, gold, rng, metrics);
+        let (previous_pool, previous_split) = previous;
+        let pool = self.demo_pool(previous_pool, &state.labels, gold, rng, metrics);
         let mut targets: Vec<usize> = (0..state.labels.len())
-            .filter(|&i| state.queried[i] && !previous.split.clean[i])
+            .filter(|&i| state.queried[i] && !previous_split.clean[i])
             .chain(fresh.iter().copied())
             .collect();
         targets.sort_unstable();
@@ -579,7 +583,6 @@ impl Method for Freeal {
         let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
         let replay = self.replay_table(ctx)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a100);
-        let mut warnings = Vec::new();
 
         let base = ctx.load_slm()?;
         let texts: Vec<&str> = dataset.train.iter().map(|e| e.text.as_str()).collect();
@@ -610,8 +613,21 @@ impl Method for Freeal {
             queried: vec![false; texts.len()],
         };
         let mut outcomes = Vec::new();
-        let mut previous: Option<Trained> = None;
-        for round in 0..=self.spec.rounds {
+        let mut warnings = Vec::new();
+        let mut previous: Option<(Inference, Split)> = None;
+        if let Some(resumed) = checkpoint::resume(ctx, texts.len(), self.spec.rounds, &mut rng)? {
+            state = Labels {
+                labels: resumed.labels,
+                queried: resumed.queried,
+            };
+            outcomes = resumed.outcomes;
+            warnings = resumed.warnings;
+            if !warnings.is_empty() {
+                write_cell_warnings(ctx.out_dir, &warnings)?;
+            }
+            previous = Some((resumed.pool, resumed.split));
+        }
+        for round in outcomes.len()..=self.spec.rounds {
             let start = Instant::now();
             let mut metrics = BTreeMap::new();
             let fresh = state.fresh(self.spec.label_fraction, &mut rng);
@@ -670,7 +686,8 @@ impl Method for Freeal {
                 // The final pool's own statistics stay apart from the refinery's (built from
                 // the previous round's SLM) under the same round.
                 let mut scratch = BTreeMap::new();
-                let pool = self.demo_pool(&trained, &state.labels, &gold, &mut rng, &mut scratch);
+                let pool =
+                    self.demo_pool(&trained.pool, &state.labels, &gold, &mut rng, &mut scratch);
                 if let Some(size) = scratch.get("demo_pool_size") {
                     metrics.insert("llm_test_demo_pool_size".into(), *size);
                 }
@@ -706,7 +723,23 @@ impl Method for Freeal {
                 slm_steps: trained.steps,
                 wall_s: start.elapsed().as_secs_f64(),
             });
-            previous = Some(trained);
+            let finished = (trained.pool, trained.split);
+            if round < self.spec.rounds {
+                checkpoint::save(
+                    ctx.out_dir,
+                    &Checkpoint {
+                        cell_id: ctx.cell.id.clone(),
+                        outcomes: outcomes.clone(),
+                        warnings: warnings.clone(),
+                        labels: state.labels.clone(),
+                        queried: state.queried.clone(),
+                        pool: finished.0.clone(),
+                        split: finished.1.clone(),
+                        rng_word_pos: checkpoint::rng_position(&rng),
+                    },
+                )?;
+            }
+            previous = Some(finished);
         }
         Ok(outcomes)
     }

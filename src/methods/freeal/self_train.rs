@@ -20,7 +20,7 @@ use crate::slm::model::{Inference, Step, per_example_loss};
 use crate::slm::tokenize::Encoded;
 
 /// The clean/noisy split of one set of labels.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Split {
     /// True for labeled examples the GMM puts in the low-loss component with posterior above
     /// the threshold.

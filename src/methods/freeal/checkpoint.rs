@@ -1,0 +1,228 @@
+//! A FreeAL cell's state after a finished round, so an interrupted cell resumes at the next round
+//! instead of training the finished ones again. Retraining is not only slow (a full-pool round
+//! is ~25 minutes on a 2-core CPU): the refinery's prompts are built from the previous SLM's
+//! embeddings, and a retrained SLM that differs in the last bits picks other demonstrations,
+//! so the LLM answers cached before the interruption would no longer be asked for.
+
+use std::path::Path;
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::self_train::Split;
+use crate::error::{Error, Result};
+use crate::methods::CellContext;
+use crate::run::records::{CHECKPOINT_JSON, RoundOutcome, write_atomic};
+use crate::slm::model::Inference;
+
+/// What the next round needs from the rounds done, and what they reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The cell it belongs to (its id: a hash of the cell's whole configuration).
+    pub cell_id: String,
+    /// Every finished round's outcome, in order.
+    pub outcomes: Vec<RoundOutcome>,
+    /// Warnings raised so far.
+    pub warnings: Vec<String>,
+    /// The pool's labels after the last finished round (None: not labelled).
+    pub labels: Vec<Option<usize>>,
+    /// Which pool examples the LLM has been asked about.
+    pub queried: Vec<bool>,
+    /// The last round's SLM outputs on the pool: the refinery's demonstrations come from them.
+    pub pool: Inference,
+    /// The last round's clean/noisy split: the refinery relabels its noisy examples.
+    pub split: Split,
+    /// Where the cell's random stream stands (ChaCha8 word position), as decimal text: JSON
+    /// numbers are not exact past 2^53.
+    pub rng_word_pos: String,
+}
+
+impl Checkpoint {
+    /// The cell's random stream, positioned where the checkpoint left it.
+    pub fn restore_rng(&self, rng: &mut ChaCha8Rng) -> Result<()> {
+        let pos = self
+            .rng_word_pos
+            .parse::<u128>()
+            .map_err(|e| Error::Results {
+                path: CHECKPOINT_JSON.into(),
+                message: format!("rng_word_pos {:?}: {e}", self.rng_word_pos),
+            })?;
+        rng.set_word_pos(pos);
+        Ok(())
+    }
+}
+
+/// The checkpoint the cell resumes from (said on the progress output), `rng` positioned where
+/// it left the cell's random stream; `None` to start at round 0: no checkpoint, or (with a
+/// warning) one this cell cannot use.
+pub fn resume(
+    ctx: &CellContext,
+    pool_len: usize,
+    rounds: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Option<Checkpoint>> {
+    if rounds == 0 || !ctx.out_dir.join(CHECKPOINT_JSON).exists() {
+        return Ok(None);
+    }
+    match load(ctx.out_dir, &ctx.cell.id, pool_len, rounds) {
+        Ok(checkpoint) => {
+            checkpoint.restore_rng(rng)?;
+            ctx.progress.println(&format!(
+                "{}: resuming after round {} from its checkpoint",
+                ctx.cell.name,
+                checkpoint.outcomes.len() - 1
+            ));
+            Ok(Some(checkpoint))
+        }
+        Err(why) => {
+            ctx.progress.println(&format!(
+                "warning: not resuming, starting at round 0: {why}"
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The position to store for `rng`.
+pub fn rng_position(rng: &ChaCha8Rng) -> String {
+    rng.get_word_pos().to_string()
+}
+
+/// Writes `checkpoint` into the cell directory `dir` (atomically: a crash leaves the previous
+/// checkpoint or the new one, never half of one).
+pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
+    let path = dir.join(CHECKPOINT_JSON);
+    let bytes = serde_json::to_vec(checkpoint).map_err(|e| Error::Results {
+        path: path.clone(),
+        message: format!("checkpoint: {e}"),
+    })?;
+    write_atomic(&path, &bytes)
+}
+
+/// The checkpoint in `dir` when there is one this cell can resume from: written for `cell_id`,
+/// labelling a pool of `pool_len` examples, with fewer than `rounds + 1` rounds done. Anything
+/// else (no file, another cell's, unreadable, inconsistent) is `Err` with why, for a warning;
+/// the cell then starts from round 0.
+pub fn load(
+    dir: &Path,
+    cell_id: &str,
+    pool_len: usize,
+    rounds: usize,
+) -> std::result::Result<Checkpoint, String> {
+    let path = dir.join(CHECKPOINT_JSON);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a FreeAL checkpoint ({e})", path.display()))?;
+    let done = checkpoint.outcomes.len();
+    let problem = if checkpoint.cell_id != cell_id {
+        Some(format!(
+            "written for cell {}, not {cell_id}",
+            checkpoint.cell_id
+        ))
+    } else if done == 0 || done > rounds {
+        Some(format!(
+            "{done} rounds done, expected 1 to {rounds} of this cell's {} rounds",
+            rounds + 1
+        ))
+    } else if [
+        checkpoint.labels.len(),
+        checkpoint.queried.len(),
+        checkpoint.pool.pooled.len(),
+        checkpoint.pool.probs.len(),
+        checkpoint.pool.logits.len(),
+        checkpoint.split.clean.len(),
+        checkpoint.split.posterior.len(),
+    ]
+    .iter()
+    .any(|&n| n != pool_len)
+    {
+        Some(format!(
+            "its per-example state does not cover the {pool_len}-example pool"
+        ))
+    } else if checkpoint
+        .outcomes
+        .iter()
+        .enumerate()
+        .any(|(i, o)| o.round as usize != i)
+    {
+        Some("its rounds are not 0, 1, ... in order".into())
+    } else {
+        checkpoint
+            .rng_word_pos
+            .parse::<u128>()
+            .err()
+            .map(|e| format!("rng_word_pos: {e}"))
+    };
+    match problem {
+        Some(why) => Err(format!("{}: {why}", path.display())),
+        None => Ok(checkpoint),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn checkpoint(pool_len: usize, rounds_done: u32) -> Checkpoint {
+        Checkpoint {
+            cell_id: "abc".into(),
+            outcomes: (0..rounds_done)
+                .map(|round| RoundOutcome {
+                    round,
+                    ..RoundOutcome::default()
+                })
+                .collect(),
+            warnings: vec!["a warning".into()],
+            labels: (0..pool_len)
+                .map(|i| (i % 3 != 0).then_some(i % 2))
+                .collect(),
+            queried: vec![true; pool_len],
+            pool: Inference {
+                // Values whose decimal forms are long: the round trip must be exact.
+                pooled: vec![vec![0.1f32, -1.0 / 3.0, f32::MIN_POSITIVE]; pool_len],
+                probs: vec![vec![0.7f32, 0.3]; pool_len],
+                logits: vec![vec![2.5f32, -1e-7]; pool_len],
+            },
+            split: Split {
+                clean: vec![true; pool_len],
+                posterior: vec![1.0 / 7.0; pool_len],
+            },
+            rng_word_pos: "0".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_exactly_and_restores_the_random_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let _: [u64; 5] = rng.random();
+        let mut saved = checkpoint(4, 1);
+        saved.rng_word_pos = rng_position(&rng);
+        save(dir.path(), &saved).unwrap();
+        let loaded = load(dir.path(), "abc", 4, 2).unwrap();
+        assert_eq!(loaded, saved);
+        let mut restored = ChaCha8Rng::seed_from_u64(9);
+        loaded.restore_rng(&mut restored).unwrap();
+        assert_eq!(restored.random::<u64>(), rng.random::<u64>());
+    }
+
+    #[test]
+    fn refuses_a_checkpoint_that_does_not_fit_the_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path(), "abc", 4, 1).is_err(), "no file");
+        save(dir.path(), &checkpoint(4, 1)).unwrap();
+        let why = load(dir.path(), "other", 4, 1).unwrap_err();
+        assert!(why.contains("written for cell abc"), "{why}");
+        let why = load(dir.path(), "abc", 5, 1).unwrap_err();
+        assert!(why.contains("5-example pool"), "{why}");
+        let why = load(dir.path(), "abc", 4, 0).unwrap_err();
+        assert!(why.contains("1 rounds done"), "{why}");
+        save(dir.path(), &checkpoint(4, 2)).unwrap();
+        assert!(load(dir.path(), "abc", 4, 1).is_err(), "every round done");
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), b"{\"cell_id\": ").unwrap();
+        let why = load(dir.path(), "abc", 4, 1).unwrap_err();
+        assert!(why.contains("not a FreeAL checkpoint"), "{why}");
+    }
+}
