@@ -158,8 +158,9 @@ impl Duplicates {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum GradClipScope {
-    /// Each parameter tensor's own norm (burn's `GradientClippingConfig::Norm`); the default,
-    /// and what every result recorded before this option existed used, so their cell ids stay.
+    /// Each parameter tensor's own norm (burn's `GradientClippingConfig::Norm` rule, summed in a
+    /// fixed order); the default, and what every result recorded before this option existed
+    /// used, so their cell ids stay.
     #[default]
     Tensor,
     /// The norm of all gradients together, one factor for all (PyTorch's `clip_grad_norm_`, as

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -12,7 +11,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::classifier::{ClassifierModel, DeviceBatch};
-use super::clipping::clip_global_norm;
+use super::clipping::{clip_global_norm, clip_tensor_norms};
 use super::encoder::{Encoder, EncoderConfig};
 use super::fused;
 use super::losses::soft_cross_entropy;
@@ -101,9 +100,8 @@ pub struct FitReport {
 /// Optimiser state and learning-rate schedule carried across epochs.
 pub struct Trainer {
     optim: ModuleOptimizer,
-    /// `slm.grad_clip` when it bounds all gradients together (per-tensor clipping is the
-    /// optimiser's own).
-    global_clip: Option<f64>,
+    /// `slm.grad_clip` and its scope, when clipping is on.
+    clip: Option<(GradClipScope, f64)>,
     steps: u64,
     epochs_done: usize,
     warmup: u64,
@@ -256,23 +254,19 @@ impl Slm {
     pub fn trainer(&self, total_steps: u64) -> Trainer {
         let weight_decay = self.spec.weight_decay as f32;
         let epsilon = 1e-8;
-        let clip = Some(self.spec.grad_clip).filter(|&c| c > 0.0);
-        let (tensor_clip, global_clip) = match self.spec.grad_clip_scope {
-            GradClipScope::Tensor => (clip.map(|c| GradientClippingConfig::Norm(c as f32)), None),
-            GradClipScope::Global => (None, clip),
-        };
+        let clip =
+            (self.spec.grad_clip > 0.0).then_some((self.spec.grad_clip_scope, self.spec.grad_clip));
         let optim = if fused::applies_to(&self.device) {
-            fused::adamw(weight_decay, epsilon, tensor_clip)
+            fused::adamw(weight_decay, epsilon)
         } else {
             AdamWConfig::new()
                 .with_weight_decay(weight_decay)
                 .with_epsilon(epsilon)
-                .with_grad_clipping(tensor_clip)
                 .init()
         };
         Trainer {
             optim,
-            global_clip,
+            clip,
             steps: 0,
             epochs_done: 0,
             warmup: (self.spec.warmup_ratio * total_steps as f64) as u64,
@@ -322,8 +316,14 @@ impl Slm {
             let value = loss(&step)?;
             total_loss += f64::from(value.clone().into_scalar::<f32>());
             let mut grads = GradientsParams::from_grads(value.backward(), &model);
-            if let Some(max_norm) = trainer.global_clip {
-                clip_global_norm(&model, &mut grads, max_norm);
+            match trainer.clip {
+                Some((GradClipScope::Tensor, max_norm)) => {
+                    clip_tensor_norms(&model, &mut grads, max_norm)
+                }
+                Some((GradClipScope::Global, max_norm)) => {
+                    clip_global_norm(&model, &mut grads, max_norm);
+                }
+                None => {}
             }
             let lr = linear_schedule(self.spec.lr, trainer.steps, trainer.warmup, trainer.total);
             model = trainer.optim.step(lr, model, grads);

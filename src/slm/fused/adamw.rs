@@ -6,29 +6,21 @@
 use burn::backend::flex::Flex;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
-use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use super::kernels::{self, AdamWStep};
 use super::{contiguous, f32s};
 
-/// A ModuleOptimizer running fused AdamW with burn's default betas (0.9, 0.999).
-pub fn adamw(
-    weight_decay: f32,
-    epsilon: f32,
-    clipping: Option<GradientClippingConfig>,
-) -> ModuleOptimizer {
-    let optim = ModuleOptimizer::from(FusedAdamW {
+/// A ModuleOptimizer running fused AdamW with burn's default betas (0.9, 0.999); gradients
+/// arrive clipped (`super::super::clipping`).
+pub fn adamw(weight_decay: f32, epsilon: f32) -> ModuleOptimizer {
+    ModuleOptimizer::from(FusedAdamW {
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon,
         weight_decay,
-    });
-    match clipping {
-        Some(clipping) => optim.with_grad_clipping(clipping.init()),
-        None => optim,
-    }
+    })
 }
 
 /// AdamW whose step is one fused kernel; only for parameters on flex.
@@ -147,12 +139,10 @@ mod tests {
         let device = Device::flex().autodiff();
         let start = LinearConfig::new(16, 8).init(&device);
         let x = Tensor::<2>::random([4, 16], Distribution::Normal(0.0, 1.0), &device);
-        let clip = || Some(GradientClippingConfig::Norm(0.5));
-        let mut fused = adamw(0.01, 1e-8, clip());
+        let mut fused = adamw(0.01, 1e-8);
         let mut reference = AdamWConfig::new()
             .with_weight_decay(0.01)
             .with_epsilon(1e-8)
-            .with_grad_clipping(clip())
             .init();
         let (mut a, mut b) = (start.clone(), start.clone());
         for step in 0..5 {
