@@ -626,6 +626,9 @@ impl Method for Freeal {
                 write_cell_warnings(ctx.out_dir, &warnings)?;
             }
             previous = Some((resumed.pool, resumed.split));
+            // Round 0's restored record already counts the calls made before it (LLM
+            // paraphrases); asked again now, they must not land in the next round's.
+            client.take_usage();
         }
         for round in outcomes.len()..=self.spec.rounds {
             let start = Instant::now();
