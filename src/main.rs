@@ -15,7 +15,7 @@ use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
     ExecOptions, cell_dir, execute, load_dataset, models_dir, preflight, run_cell,
 };
-use freeal_bench::run::records::read_cell_records;
+use freeal_bench::run::records::{CHECKPOINT_JSON, read_cell_records};
 use freeal_bench::run::slurm;
 use freeal_bench::slm::device;
 
@@ -173,7 +173,14 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         if let Some(llm) = &cell.config.llm {
             dollars += estimate.llm_prompt_tokens as f64 * llm.price.input_per_mtok / 1e6;
         }
-        let done = read_cell_records(&cell_dir(&plan, cell), &cell.id).is_some();
+        let dir = cell_dir(&plan, cell);
+        let status = if read_cell_records(&dir, &cell.id).is_some() {
+            "complete"
+        } else if dir.join(CHECKPOINT_JSON).exists() {
+            "resumable"
+        } else {
+            "pending"
+        };
         out!(
             "{:<12} {:<44} {:>7} {:>6} {:>9} {:>11} {:>9}  {}",
             cell.id,
@@ -183,7 +190,7 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
             estimate.llm_calls,
             estimate.llm_prompt_tokens,
             estimate.slm_steps,
-            if done { "complete" } else { "pending" }
+            status
         );
     }
     out!(

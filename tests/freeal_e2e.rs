@@ -211,6 +211,9 @@ fn killed_cell_resumes_from_its_round_checkpoint_with_the_same_records() {
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
     let done = saved["outcomes"].as_array().unwrap().len();
+    let plan = common::bench(&["plan", spec.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&plan.stdout);
+    assert!(said.contains("resumable"), "{said}");
 
     let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -279,6 +279,24 @@ fn tables_and_plots_match_the_records_and_regenerate_identically() {
             "{n} differs"
         );
     }
+
+    // A cell interrupted after a finished round says that a rerun resumes it.
+    let zs = dir.path().join("cells/toy-zs-s1");
+    std::fs::create_dir_all(&zs).unwrap();
+    std::fs::write(zs.join("checkpoint.json"), "{}").unwrap();
+    assert!(
+        common::bench(&["report", dir.path().to_str().unwrap()])
+            .status
+            .success()
+    );
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(
+        readme.contains(
+            "| toy-zs-s1 | id-toy-zs-s1 | 0 | interrupted; resumes after its last finished round \
+             (checkpoint.json) |"
+        ),
+        "{readme}"
+    );
 }
 
 #[test]

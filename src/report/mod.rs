@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::config::spec::ExperimentSpec;
 use crate::error::{Error, Result};
 use crate::llm::cache::LlmCache;
-use crate::run::records::{RECORDS_JSON, RoundRecord, WARNINGS_TXT, write_atomic};
+use crate::run::records::{CHECKPOINT_JSON, RECORDS_JSON, RoundRecord, WARNINGS_TXT, write_atomic};
 
 /// The experiment's metadata as `run` resolved it (includes and defaults applied).
 pub const EXPERIMENT_JSON: &str = "experiment.json";
@@ -30,7 +30,8 @@ pub const RERUN_TXT: &str = "rerun.txt";
 pub struct Incomplete {
     /// Cell name.
     pub name: String,
-    /// `failed: <first line of error.txt>` or `not run`.
+    /// `failed: <first line of error.txt>`, `interrupted` or `not run`, and whether a rerun
+    /// resumes from a round checkpoint.
     pub status: String,
     /// The command that runs just this cell.
     pub rerun: String,
@@ -47,10 +48,17 @@ pub fn incomplete(loaded: &Loaded) -> Vec<Incomplete> {
         .iter()
         .filter(|c| !loaded.records.iter().any(|r| r.cell_id == c.id))
         .map(|cell| {
-            let error = loaded.dir.join("cells").join(&cell.dir).join("error.txt");
-            let status = match std::fs::read_to_string(&error) {
+            let cell_dir = loaded.dir.join("cells").join(&cell.dir);
+            let resumable = cell_dir.join(CHECKPOINT_JSON).exists();
+            let status = match std::fs::read_to_string(cell_dir.join("error.txt")) {
                 Ok(text) => format!("failed: {}", text.lines().next().unwrap_or("")),
+                Err(_) if resumable => "interrupted".to_string(),
                 Err(_) => "not run".to_string(),
+            };
+            let status = if resumable {
+                format!("{status}; resumes after its last finished round (checkpoint.json)")
+            } else {
+                status
             };
             let log = loaded
                 .dir
