@@ -14,7 +14,9 @@ use serde::Deserialize;
 use crate::config::spec::ExperimentSpec;
 use crate::error::{Error, Result};
 use crate::llm::cache::LlmCache;
-use crate::run::records::{CHECKPOINT_JSON, RECORDS_JSON, RoundRecord, WARNINGS_TXT, write_atomic};
+use crate::run::records::{
+    CHECKPOINT_JSON, ERROR_TXT, RECORDS_JSON, RoundRecord, WARNINGS_TXT, write_atomic,
+};
 
 /// The experiment's metadata as `run` resolved it (includes and defaults applied).
 pub const EXPERIMENT_JSON: &str = "experiment.json";
@@ -50,7 +52,7 @@ pub fn incomplete(loaded: &Loaded) -> Vec<Incomplete> {
         .map(|cell| {
             let cell_dir = loaded.dir.join("cells").join(&cell.dir);
             let resumable = cell_dir.join(CHECKPOINT_JSON).exists();
-            let status = match std::fs::read_to_string(cell_dir.join("error.txt")) {
+            let status = match std::fs::read_to_string(cell_dir.join(ERROR_TXT)) {
                 Ok(text) => format!("failed: {}", text.lines().next().unwrap_or("")),
                 Err(_) if resumable => "interrupted".to_string(),
                 Err(_) => "not run".to_string(),

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use burn::tensor::Device;
 
 use super::records::{
-    CHECKPOINT_JSON, RoundRecord, WARNINGS_TXT, read_cell_records, remove_stale_temporaries,
-    write_atomic, write_cell_records,
+    CHECKPOINT_JSON, ERROR_TXT, RoundRecord, WARNINGS_TXT, read_cell_records,
+    remove_stale_temporaries, write_atomic, write_cell_records,
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
@@ -105,7 +105,7 @@ pub fn run_cell(
     device_name: &str,
     progress: &Progress,
 ) -> Result<Vec<RoundRecord>> {
-    let error_path = cell_dir(plan, cell).join("error.txt");
+    let error_path = cell_dir(plan, cell).join(ERROR_TXT);
     match run_cell_once(plan, cell, device, device_name, progress) {
         Ok(records) => {
             let _ = std::fs::remove_file(&error_path);

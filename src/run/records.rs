@@ -212,6 +212,10 @@ pub fn write_cell_records(dir: &Path, records: &[RoundRecord]) -> Result<()> {
     write_atomic(&dir.join(RECORDS_JSON), &json)
 }
 
+/// A failed cell's error (its first line is what `report` shows), removed when the cell
+/// succeeds.
+pub const ERROR_TXT: &str = "error.txt";
+
 /// A method's mid-cell checkpoint (FreeAL: the state after each finished round); removed once
 /// the cell's records are written.
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
