@@ -126,6 +126,34 @@ fn freeal_learns_past_its_noisy_labels() {
 }
 
 #[test]
+fn split_schedule_after_warmup_trains_every_epoch_on_the_first_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(dir.path());
+    let spec = spec(dir.path(), &dataset, "split_schedule = \"after_warmup\"");
+    common::run_spec(&spec);
+    let cell = common::only_cell(&dir.path().join("results/freeal_toy"));
+    let trace = std::fs::read_to_string(cell.join("split_trace_round0.csv")).unwrap();
+    let rows: Vec<&str> = trace.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        6,
+        "one row per epoch after the warm-up: {trace}"
+    );
+    // Everything but the epoch number is the same split, and it kept a clean set.
+    let tail = |r: &str| r.split_once(',').unwrap().1.to_string();
+    assert!(rows.iter().all(|r| tail(r) == tail(rows[0])), "{trace}");
+    let clean: f64 = rows[0].split(',').nth(1).unwrap().parse().unwrap();
+    assert!(clean > 0.0, "{trace}");
+    let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
+    let round0 = &records.as_array().unwrap()[0]["metrics"];
+    let labels = round0["pool_label_accuracy"].as_f64().unwrap();
+    assert!(
+        round0["test_accuracy"].as_f64().unwrap() > labels + 0.15,
+        "{round0}"
+    );
+}
+
+#[test]
 fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = common::toy_dataset(dir.path());

@@ -43,6 +43,27 @@ pub enum CleanSplit {
     PerClass,
 }
 
+/// When the clean/noisy split is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitSchedule {
+    /// Afresh at the start of every epoch after the warm-up (the official code).
+    #[default]
+    EveryEpoch,
+    /// Once, at the end of the warm-up, and kept for the rest of the schedule (not in the
+    /// paper): a flagged example gets no label signal, so with an SLM that generalises little
+    /// its loss only grows and later splits flag right labels at the base rate of wrong ones
+    /// (BENCHMARKS.md, MR).
+    AfterWarmup,
+}
+
+impl SplitSchedule {
+    /// Whether an epoch past the warm-up computes a new split, given whether one exists.
+    pub fn resplits(self, have_split: bool) -> bool {
+        self == SplitSchedule::EveryEpoch || !have_split
+    }
+}
+
 /// FreeAL's knobs; defaults are the paper's and its official code's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,6 +93,9 @@ pub struct FreealSpec {
     /// One GMM over all labels, or one per label class.
     #[serde(skip_serializing_if = "is_global")]
     pub clean_split: CleanSplit,
+    /// Split every epoch after the warm-up, or once at its end.
+    #[serde(skip_serializing_if = "is_every_epoch")]
+    pub split_schedule: SplitSchedule,
     /// Beta(alpha, alpha) of the mixup weight.
     pub mixup_alpha: f64,
     /// Temperature of the noisy-set consistency (symmetric KL).
@@ -114,6 +138,7 @@ impl Default for FreealSpec {
             warmup_steps: 0,
             clean_threshold: 0.7,
             clean_split: CleanSplit::Global,
+            split_schedule: SplitSchedule::EveryEpoch,
             mixup_alpha: 4.0,
             temperature: 0.85,
             rampup_epochs: 10.0,
@@ -141,6 +166,12 @@ fn is_global(s: &CleanSplit) -> bool {
     *s == CleanSplit::Global
 }
 
+/// Leaves the official every-epoch split out of the serialised spec, so cells that predate it
+/// keep their ids.
+fn is_every_epoch(s: &SplitSchedule) -> bool {
+    *s == SplitSchedule::EveryEpoch
+}
+
 /// Leaves the default sentence loss out of the serialised spec, so cells that predate it keep
 /// their ids.
 fn is_mean(s: &SentenceLoss) -> bool {
@@ -150,4 +181,33 @@ fn is_mean(s: &SentenceLoss) -> bool {
 /// Leaves `llm_test = false` out of the serialised spec, so cells that predate it keep their ids.
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_every_epoch_schedule_replaces_an_existing_split() {
+        assert!(SplitSchedule::EveryEpoch.resplits(false));
+        assert!(SplitSchedule::EveryEpoch.resplits(true));
+        assert!(SplitSchedule::AfterWarmup.resplits(false));
+        assert!(!SplitSchedule::AfterWarmup.resplits(true));
+    }
+
+    #[test]
+    fn default_schedule_leaves_the_serialised_spec_unchanged() {
+        let spec = FreealSpec::default();
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("split_schedule"), "{json}");
+        let after = FreealSpec {
+            split_schedule: SplitSchedule::AfterWarmup,
+            ..spec
+        };
+        let json = serde_json::to_string(&after).unwrap();
+        assert!(
+            json.contains(r#""split_schedule":"after_warmup""#),
+            "{json}"
+        );
+    }
 }

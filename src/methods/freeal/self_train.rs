@@ -256,8 +256,10 @@ pub fn self_train(
     let mut epoch_splits = Vec::new();
     for epoch in 0..epochs {
         if epoch >= spec.warmup_epochs && steps >= spec.warmup_steps {
-            let probs = slm.infer(encoded, progress)?.probs;
-            clean = split_clean(&probs, labels, spec.clean_threshold, spec.clean_split).clean;
+            if spec.split_schedule.resplits(!epoch_splits.is_empty()) {
+                let probs = slm.infer(encoded, progress)?.probs;
+                clean = split_clean(&probs, labels, spec.clean_threshold, spec.clean_split).clean;
+            }
             epoch_splits.push((epoch + 1, clean.clone()));
         }
         let epoch_rows: Vec<usize> = match view {

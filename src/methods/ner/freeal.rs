@@ -74,8 +74,10 @@ pub fn self_train_tagger(
     let mut trainer = slm.trainer(slm.steps_per_epoch(rows.len()) * epochs as u64);
     let mut clean = vec![true; labels.len()];
     let mut steps = 0;
+    let mut have_split = false;
     for epoch in 0..epochs {
-        if robust && epoch >= spec.warmup_epochs {
+        if robust && epoch >= spec.warmup_epochs && spec.split_schedule.resplits(have_split) {
+            have_split = true;
             let inference = infer_tags(&slm, words, progress)?;
             clean = split_losses(
                 &inference.sentence_losses(labels, spec.sentence_loss),
