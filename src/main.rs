@@ -15,7 +15,7 @@ use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
     ExecOptions, cell_dir, execute, load_dataset, models_dir, preflight, run_cell,
 };
-use freeal_bench::run::records::{CHECKPOINT_JSON, read_cell_records};
+use freeal_bench::run::records::{CHECKPOINT_JSON, EPOCH_CHECKPOINT_JSON, read_cell_records};
 use freeal_bench::run::slurm;
 use freeal_bench::slm::device;
 
@@ -176,7 +176,7 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         let dir = cell_dir(&plan, cell);
         let status = if read_cell_records(&dir, &cell.id).is_some() {
             "complete"
-        } else if dir.join(CHECKPOINT_JSON).exists() {
+        } else if dir.join(CHECKPOINT_JSON).exists() || dir.join(EPOCH_CHECKPOINT_JSON).exists() {
             "resumable"
         } else {
             "pending"
@@ -241,6 +241,7 @@ fn print_prompts(plan: &Plan, cells: &[freeal_bench::plan::Cell]) -> anyhow::Res
             progress: &Progress::hidden(),
             llm_run: &plan.run.llm,
             out_dir: &cell_dir(plan, cell),
+            epoch_checkpoint_every: plan.run.epoch_checkpoint_every(),
         };
         if let Some(messages) = build(&cell.config.method).first_prompt(&ctx)? {
             out!("\n=== {} ({}) ===", cell.name, cell.id);

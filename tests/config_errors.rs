@@ -71,6 +71,22 @@ fn set_overrides_and_is_blamed() {
 }
 
 #[test]
+fn a_negative_epoch_checkpoint_interval_is_rejected_with_its_line() {
+    let (message, spec) = plan_error(
+        "[experiment]\nname = \"x\"\n[run]\nepoch_checkpoint_minutes = -1.0\n",
+        &[],
+    );
+    assert!(
+        message.contains(&format!("{}:4", spec.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("run.epoch_checkpoint_minutes") && message.contains("0 or more"),
+        "{message}"
+    );
+}
+
+#[test]
 fn bad_sweep_value_points_at_the_sweep() {
     let (message, spec) = plan_error(
         "[experiment]\nname = \"x\"\n[sweep]\nseed = [1]\n\"slm.max_len\" = [64, 9999]\n",

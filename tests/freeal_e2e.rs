@@ -267,3 +267,100 @@ fn killed_cell_resumes_from_its_round_checkpoint_with_the_same_records() {
     }
     assert!(!checkpoint.exists(), "a complete cell keeps no checkpoint");
 }
+
+#[test]
+fn killed_self_training_resumes_from_its_epoch_checkpoint_with_the_same_outputs() {
+    // One round, checkpointed after every epoch; killed after the split has begun (warm-up 2 of
+    // 8 epochs), so the resumed run needs the weights, the optimiser's moments, both random
+    // streams, the dropout draws and the split so far to end where an unbroken run does.
+    let one_round = |dir: &Path, dataset: &Path| {
+        let path = spec(dir, dataset, "");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text
+            .replace("rounds = 1", "rounds = 0")
+            .replace("[run]\n", "[run]\nepoch_checkpoint_minutes = 0.0\n");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let reference = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(reference.path());
+    common::run_spec(&one_round(reference.path(), &dataset));
+    let want_cell = common::only_cell(&reference.path().join("results/freeal_toy"));
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let spec = one_round(interrupted.path(), &dataset);
+    let experiment = interrupted.path().join("results/freeal_toy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
+        .args(["run", spec.to_str().unwrap(), "--backend", "cpu"])
+        .current_dir(common::root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let saved_epochs = loop {
+        let saved = std::fs::read_dir(experiment.join("cells"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read(e.path().join("epoch_checkpoint.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["position"]["epochs_done"].as_u64())
+            .find(|&done| done >= 3);
+        if saved.is_some() {
+            child.kill().unwrap(); // SIGKILL: no chance to clean up
+            break saved;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint");
+        if child.try_wait().unwrap().is_some() {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.wait().unwrap();
+    let done = saved_epochs.expect("the run ended before a checkpoint after epoch 3");
+    let cell = common::only_cell(&experiment);
+    assert!(!cell.join("records.json").exists(), "killed mid-cell");
+    let plan = common::bench(&["plan", spec.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&plan.stdout);
+    assert!(said.contains("resumable"), "{said}");
+
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The file may have moved on past `done` between the read and the kill.
+    let resumed_after = stderr
+        .split("self-training after epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no resume said: {stderr}"));
+    assert!(
+        (done..8).contains(&resumed_after),
+        "{resumed_after} vs {done}"
+    );
+    let (got, want) = (
+        common::only_cell_records(&experiment),
+        common::only_cell_records(&reference.path().join("results/freeal_toy")),
+    );
+    for key in ["metrics", "slm_steps"] {
+        assert_eq!(got[0][key], want[0][key], "{key}");
+    }
+    for file in ["labels_round0.csv", "split_trace_round0.csv"] {
+        assert_eq!(
+            std::fs::read(cell.join(file)).unwrap(),
+            std::fs::read(want_cell.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&cell)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("epoch_"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a complete cell keeps no epoch checkpoint: {left:?}"
+    );
+}

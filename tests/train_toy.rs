@@ -10,6 +10,7 @@ use freeal_bench::config::{GradClipScope, Pooling, RandomInit, SlmSpec};
 use freeal_bench::metrics::argmax;
 use freeal_bench::progress::Progress;
 use freeal_bench::slm::Slm;
+use freeal_bench::slm::model::weighted_cross_entropy;
 
 fn spec() -> SlmSpec {
     SlmSpec {
@@ -162,4 +163,65 @@ fn tiny_encoder_fits_toy_task_on_libtorch_reproducibly() {
         train_and_score(&device, 5),
         "same seed, same numbers"
     );
+}
+
+#[test]
+fn training_restored_from_a_snapshot_continues_as_if_never_stopped() {
+    let _one = ONE_TRAINING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Everything that carries state across epochs: dropout masks, the warm-up/decay schedule,
+    // weight decay and AdamW's moments, clipping, the shuffles.
+    let spec = SlmSpec {
+        dropout: 0.1,
+        warmup_ratio: 0.2,
+        weight_decay: 0.01,
+        grad_clip: 0.5,
+        epochs: 5,
+        ..spec()
+    };
+    let device = Device::flex();
+    let (texts, labels) = toy();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let targets: Vec<Vec<f32>> = labels
+        .iter()
+        .map(|&l| vec![(1 - l) as f32, l as f32])
+        .collect();
+    let weights = vec![1.0; texts.len()];
+    let rows: Vec<usize> = (0..texts.len()).collect();
+    let progress = Progress::hidden();
+    let load = || Slm::load(&spec, std::path::Path::new("/nonexistent"), 2, &device, 9).unwrap();
+    let epoch = |slm: &mut Slm, trainer: &mut _, encoded: &[_]| {
+        slm.train_epoch(trainer, encoded, &rows, "epoch", &progress, |s| {
+            Ok(weighted_cross_entropy(s, &targets, &weights))
+        })
+        .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (model, optim) = (dir.path().join("m.bpk"), dir.path().join("o.bpk"));
+
+    let mut unbroken = load();
+    let encoded = unbroken.tokenize(&refs).unwrap();
+    let mut trainer = unbroken.trainer(unbroken.steps_per_epoch(rows.len()) * 5);
+    for _ in 0..2 {
+        epoch(&mut unbroken, &mut trainer, &encoded);
+    }
+    assert!(unbroken.can_snapshot());
+    let state = unbroken.save_training(&trainer, &model, &optim).unwrap();
+    let at_save = unbroken.infer(&encoded, &progress).unwrap().probs;
+    for _ in 2..5 {
+        epoch(&mut unbroken, &mut trainer, &encoded);
+    }
+    let want = unbroken.infer(&encoded, &progress).unwrap().probs;
+
+    let mut resumed = load();
+    let fresh = resumed.trainer(resumed.steps_per_epoch(rows.len()) * 5);
+    let mut trainer = resumed
+        .restore_training(fresh, &state, &model, &optim)
+        .unwrap();
+    assert_eq!(resumed.infer(&encoded, &progress).unwrap().probs, at_save);
+    for _ in 2..5 {
+        epoch(&mut resumed, &mut trainer, &encoded);
+    }
+    assert_eq!(resumed.infer(&encoded, &progress).unwrap().probs, want);
 }

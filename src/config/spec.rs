@@ -374,10 +374,20 @@ pub struct RunSpec {
     pub backend: BackendChoice,
     /// Directory of fetched models; empty = `$HOME/.cache/freeal-bench/models`.
     pub models_dir: String,
+    /// Minutes between a long SLM training run's epoch checkpoints, which let a stopped cell go
+    /// on after its last saved epoch (FreeAL's self-training on the CPU); 0 = every epoch.
+    pub epoch_checkpoint_minutes: f64,
     /// How the LLM is reached (cache, threads, HTTP limits).
     pub llm: LlmRunSpec,
     /// Resources of each array task `plan --emit slurm` writes.
     pub slurm: SlurmSpec,
+}
+
+impl RunSpec {
+    /// `epoch_checkpoint_minutes` as a duration (validated finite and non-negative).
+    pub fn epoch_checkpoint_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.epoch_checkpoint_minutes.max(0.0) * 60.0)
+    }
 }
 
 /// Slurm resources per cell (one array task per cell).

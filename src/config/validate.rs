@@ -83,6 +83,14 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
     }
     check(spec.run.jobs >= 1, "run.jobs", "must be at least 1".into());
     check(
+        spec.run.epoch_checkpoint_minutes.is_finite() && spec.run.epoch_checkpoint_minutes >= 0.0,
+        "run.epoch_checkpoint_minutes",
+        format!(
+            "must be a number of minutes, 0 or more (0 = every epoch), got {}",
+            spec.run.epoch_checkpoint_minutes
+        ),
+    );
+    check(
         !spec.experiment.name.trim().is_empty() && !spec.experiment.name.contains(['/', '\\']),
         "experiment.name",
         "must be a non-empty name without path separators".into(),

@@ -8,6 +8,7 @@ pub mod reweighted_fit;
 pub mod supervised;
 
 use std::path::Path;
+use std::time::Duration;
 
 use burn::tensor::Device;
 
@@ -38,6 +39,8 @@ pub struct CellContext<'a> {
     pub llm_run: &'a LlmRunSpec,
     /// The cell's results directory, for per-example artifacts (labels, splits).
     pub out_dir: &'a Path,
+    /// Training time between epoch checkpoints (`run.epoch_checkpoint_minutes`).
+    pub epoch_checkpoint_every: Duration,
 }
 
 impl<'a> CellContext<'a> {

@@ -15,7 +15,8 @@ use crate::config::spec::ExperimentSpec;
 use crate::error::{Error, Result};
 use crate::llm::cache::LlmCache;
 use crate::run::records::{
-    CHECKPOINT_JSON, ERROR_TXT, RECORDS_JSON, RoundRecord, WARNINGS_TXT, write_atomic,
+    CHECKPOINT_JSON, EPOCH_CHECKPOINT_JSON, ERROR_TXT, RECORDS_JSON, RoundRecord, WARNINGS_TXT,
+    write_atomic,
 };
 
 /// The experiment's metadata as `run` resolved it (includes and defaults applied).
@@ -51,16 +52,22 @@ pub fn incomplete(loaded: &Loaded) -> Vec<Incomplete> {
         .filter(|c| !loaded.records.iter().any(|r| r.cell_id == c.id))
         .map(|cell| {
             let cell_dir = loaded.dir.join("cells").join(&cell.dir);
-            let resumable = cell_dir.join(CHECKPOINT_JSON).exists();
+            // A saved epoch is later than the last finished round: say that one.
+            let resumes = if cell_dir.join(EPOCH_CHECKPOINT_JSON).exists() {
+                Some("its last saved epoch (epoch_checkpoint.json)")
+            } else if cell_dir.join(CHECKPOINT_JSON).exists() {
+                Some("its last finished round (checkpoint.json)")
+            } else {
+                None
+            };
             let status = match std::fs::read_to_string(cell_dir.join(ERROR_TXT)) {
                 Ok(text) => format!("failed: {}", text.lines().next().unwrap_or("")),
-                Err(_) if resumable => "interrupted".to_string(),
+                Err(_) if resumes.is_some() => "interrupted".to_string(),
                 Err(_) => "not run".to_string(),
             };
-            let status = if resumable {
-                format!("{status}; resumes after its last finished round (checkpoint.json)")
-            } else {
-                status
+            let status = match resumes {
+                Some(point) => format!("{status}; resumes after {point}"),
+                None => status,
             };
             let log = loaded
                 .dir

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 
 use super::records::{
     CHECKPOINT_JSON, ERROR_TXT, RoundRecord, WARNINGS_TXT, read_cell_records,
-    remove_stale_temporaries, write_atomic, write_cell_records,
+    remove_epoch_checkpoint, remove_stale_temporaries, write_atomic, write_cell_records,
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
@@ -144,6 +144,7 @@ fn run_cell_once(
         progress,
         llm_run: &plan.run.llm,
         out_dir: &dir,
+        epoch_checkpoint_every: plan.run.epoch_checkpoint_every(),
     };
     let outcomes = build(&cell.config.method)
         .run(&ctx)
@@ -166,6 +167,7 @@ fn run_cell_once(
     write_cell_records(&dir, &records)?;
     // The records hold everything the checkpoint did; a stale one must not outlive them.
     let _ = std::fs::remove_file(dir.join(CHECKPOINT_JSON));
+    remove_epoch_checkpoint(&dir);
     let device_path = dir.join("device.txt");
     write_atomic(&device_path, device_name.as_bytes())?;
     Ok(records)

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -219,6 +219,34 @@ pub const ERROR_TXT: &str = "error.txt";
 /// A method's mid-cell checkpoint (FreeAL: the state after each finished round); removed once
 /// the cell's records are written.
 pub const CHECKPOINT_JSON: &str = "checkpoint.json";
+
+/// A long training run's checkpoint between two epochs (FreeAL's self-training); it names
+/// the `epoch_*.bpk` files holding the weights and optimiser state.
+pub const EPOCH_CHECKPOINT_JSON: &str = "epoch_checkpoint.json";
+
+/// The weight and optimiser files of epoch checkpoints in the cell directory `dir`.
+pub fn epoch_checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("epoch_") && n.ends_with(".bpk"))
+        })
+        .collect()
+}
+
+/// Deletes the epoch checkpoint in the cell directory `dir` (superseded once the round it
+/// belongs to is saved).
+pub fn remove_epoch_checkpoint(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(EPOCH_CHECKPOINT_JSON));
+    for path in epoch_checkpoint_files(dir) {
+        let _ = std::fs::remove_file(path);
+    }
+}
 
 /// A cell's warnings about its own results (one per line), kept for `report` after the run's
 /// terminal output is gone.

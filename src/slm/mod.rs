@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod fused;
 pub mod losses;
 pub mod model;
+pub mod snapshot;
 pub mod tagging;
 pub mod tokenize;
 pub mod weights;

@@ -99,11 +99,11 @@ pub struct FitReport {
 
 /// Optimiser state and learning-rate schedule carried across epochs.
 pub struct Trainer {
-    optim: ModuleOptimizer,
+    pub(super) optim: ModuleOptimizer,
     /// `slm.grad_clip` and its scope, when clipping is on.
     clip: Option<(GradClipScope, f64)>,
-    steps: u64,
-    epochs_done: usize,
+    pub(super) steps: u64,
+    pub(super) epochs_done: usize,
     warmup: u64,
     total: u64,
 }
@@ -162,13 +162,14 @@ impl Step<'_> {
 
 /// A fine-tunable sequence classifier with its tokenizer.
 pub struct Slm {
-    model: ClassifierModel,
+    pub(super) model: ClassifierModel,
     tokenizer: TextTokenizer,
-    padding: Padding,
+    pub(super) padding: Padding,
     spec: SlmSpec,
-    device: Device,
+    pub(super) device: Device,
     num_labels: usize,
-    rng: ChaCha8Rng,
+    /// Batch order: shuffles the examples and the batches each epoch.
+    pub(super) rng: ChaCha8Rng,
 }
 
 impl Slm {
@@ -183,7 +184,7 @@ impl Slm {
     ) -> Result<Self> {
         let dir = model_dir(&spec.model, models_dir)?;
         let mut config = read_config(&dir)?;
-        device.seed(seed);
+        fused::seed(device, seed);
         let train_device = device.clone().autodiff();
         let encoder = match &spec.random_init {
             Some(init) => {
@@ -355,12 +356,7 @@ impl Slm {
             ));
         }
         self.train_epochs(encoded, &usable, "train", progress, |step| {
-            let target = step.rows_tensor(targets);
-            let w = step.vector(weights);
-            let w_sum = step.rows.iter().map(|&r| weights[r]).sum::<f32>();
-            let (_, logits) = step.model.forward(&step.batch);
-            let per_example = soft_cross_entropy(logits, target);
-            Ok((per_example * w).sum() / w_sum.max(1e-12))
+            Ok(weighted_cross_entropy(step, targets, weights))
         })
     }
 
@@ -438,6 +434,17 @@ impl Slm {
             logits: logits_out,
         })
     }
+}
+
+/// The batch's cross-entropy against `targets`, each example weighted by `weights` (the loss
+/// [`Slm::fit`] minimises).
+pub fn weighted_cross_entropy(step: &Step, targets: &[Vec<f32>], weights: &[f32]) -> Tensor<1> {
+    let target = step.rows_tensor(targets);
+    let w = step.vector(weights);
+    let w_sum = step.rows.iter().map(|&r| weights[r]).sum::<f32>();
+    let (_, logits) = step.model.forward(&step.batch);
+    let per_example = soft_cross_entropy(logits, target);
+    (per_example * w).sum() / w_sum.max(1e-12)
 }
 
 /// Cross-entropy of each example's predicted distribution against its target row (one-hot or

@@ -5,6 +5,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod epoch_checkpoint;
 pub mod initial;
 pub mod self_train;
 
@@ -18,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use self::augment::{Augmentation, views};
 use self::checkpoint::Checkpoint;
 use self::config::{CleanSplit, FreealSpec, InitialLabels};
+use self::epoch_checkpoint::EpochCheckpoints;
 use self::self_train::{Split, Trained, View, self_train};
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, record_precision,
@@ -33,7 +35,9 @@ use crate::llm::prompt::PromptTemplate;
 use crate::llm::replay::{ReplayTable, read_replay};
 use crate::metrics::{accuracy, argmax, macro_f1, per_class_accuracy};
 use crate::plan::Cell;
-use crate::run::records::{RoundOutcome, write_atomic, write_cell_warnings};
+use crate::run::records::{
+    RoundOutcome, remove_epoch_checkpoint, write_atomic, write_cell_warnings,
+};
 use crate::select::demo_pool::{Confidence, demo_pool, top_agreeing};
 use crate::slm::Slm;
 use crate::slm::model::Inference;
@@ -666,6 +670,14 @@ impl Method for Freeal {
                     *found as f64 / texts.len().max(1) as f64,
                 );
             }
+            let mut epochs = EpochCheckpoints::new(
+                ctx.out_dir,
+                &ctx.cell.id,
+                &ctx.cell.name,
+                round,
+                ctx.epoch_checkpoint_every,
+                ctx.progress,
+            );
             let trained = self_train(
                 ctx.load_slm()?,
                 &encoded,
@@ -674,6 +686,7 @@ impl Method for Freeal {
                 &self.spec,
                 seed.wrapping_add(round as u64),
                 ctx.progress,
+                Some(&mut epochs),
             )?;
             let test_out = trained.slm.infer(&test_encoded, ctx.progress)?;
             score_round(
@@ -724,7 +737,7 @@ impl Method for Freeal {
                 metrics,
                 llm: client.take_usage(),
                 slm_steps: trained.steps,
-                wall_s: start.elapsed().as_secs_f64(),
+                wall_s: start.elapsed().as_secs_f64() + trained.earlier_wall_s,
             });
             let finished = (trained.pool, trained.split);
             if round < self.spec.rounds {
@@ -741,6 +754,8 @@ impl Method for Freeal {
                         rng_word_pos: checkpoint::rng_position(&rng),
                     },
                 )?;
+                // The round checkpoint holds what the round's training produced.
+                remove_epoch_checkpoint(ctx.out_dir);
             }
             previous = Some(finished);
         }

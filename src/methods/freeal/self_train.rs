@@ -3,6 +3,8 @@
 //! cross-entropy and embedding mixup on the clean set, consistency with a second view (CE on
 //! clean, symmetric KL on the rest), both ramped up linearly.
 
+use std::time::Instant;
+
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +18,7 @@ use crate::progress::Progress;
 use crate::select::gmm::{Gmm2, GmmOptions, min_max_normalize};
 use crate::slm::Slm;
 use crate::slm::losses::{mix, mixup_draw, soft_cross_entropy, symmetric_kl};
-use crate::slm::model::{Inference, Step, per_example_loss};
+use crate::slm::model::{Inference, Step, Trainer, per_example_loss, weighted_cross_entropy};
 use crate::slm::tokenize::Encoded;
 
 /// The clean/noisy split of one set of labels.
@@ -141,6 +143,8 @@ pub struct Trained {
     /// The clean flags each robust epoch trained with, by 1-based epoch (empty for plain CE):
     /// shows when and how the split drifts.
     pub epoch_splits: Vec<(usize, Vec<bool>)>,
+    /// Seconds earlier processes spent on this training before an epoch checkpoint.
+    pub earlier_wall_s: f64,
 }
 
 fn index(positions: &[usize], step: &Step) -> Tensor<1, Int> {
@@ -209,7 +213,50 @@ fn robust_loss(
         .ok_or_else(|| Error::model("freeal", "a training batch had no loss term"))
 }
 
-/// Trains `slm` on `labels` (one per pool example; `None` = unlabeled) for its `slm.epochs`.
+/// Where a self-training run stands after a whole number of epochs: with the SLM's own
+/// [`TrainingState`](crate::slm::snapshot::TrainingState), what an epoch checkpoint holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// The clean flags the last epoch trained with.
+    pub clean: Vec<bool>,
+    /// The clean flags of each robust epoch so far (see [`Trained::epoch_splits`]).
+    pub epoch_splits: Vec<(usize, Vec<bool>)>,
+    /// The mixup stream's ChaCha8 word position, as decimal text.
+    pub mixup_word_pos: String,
+    /// Seconds spent training before this process (earlier, interrupted runs).
+    pub wall_s: f64,
+}
+
+/// Saves and restores a self-training run between epochs (an epoch checkpoint).
+pub trait EpochStore {
+    /// The saved run of these `labels`, put back into `slm` and `trainer`, or `None` to start
+    /// from the first epoch (with the trainer unchanged).
+    fn resume(
+        &mut self,
+        slm: &mut Slm,
+        trainer: Trainer,
+        labels: &[Option<usize>],
+        epochs: usize,
+    ) -> Result<(Trainer, Option<Position>)>;
+
+    /// Called after every finished epoch but the last; saves when it is time to.
+    fn epoch_done(
+        &mut self,
+        slm: &Slm,
+        trainer: &Trainer,
+        labels: &[Option<usize>],
+        epochs: usize,
+        position: &Position,
+    ) -> Result<()>;
+}
+
+/// Trains `slm` on `labels` (one per pool example; `None` = unlabeled) for its `slm.epochs`,
+/// going on from `store`'s epoch checkpoint when it has one.
+#[allow(clippy::too_many_arguments)]
 pub fn self_train(
     mut slm: Slm,
     encoded: &[Encoded],
@@ -218,112 +265,119 @@ pub fn self_train(
     spec: &FreealSpec,
     seed: u64,
     progress: &Progress,
+    store: Option<&mut dyn EpochStore>,
 ) -> Result<Trained> {
+    let started = Instant::now();
     let epochs = slm.epochs();
-    if spec.self_training == SelfTraining::Plain {
-        return plain(slm, encoded, labels, spec, progress);
-    }
     let num_labels = slm.num_labels();
     let targets = target_rows(labels, num_labels);
-    // Without a second view an unlabeled or noisy example contributes nothing: leave it out.
+    let robust = spec.self_training != SelfTraining::Plain;
+    // Plain CE trains on every label; without a second view an unlabeled or noisy example
+    // contributes nothing to the robust loss either: leave them out.
     let rows: Vec<usize> = match view {
-        View::None => (0..labels.len()).filter(|&i| labels[i].is_some()).collect(),
-        _ => (0..labels.len()).collect(),
+        View::Texts(_) | View::Dropout if robust => (0..labels.len()).collect(),
+        _ => (0..labels.len()).filter(|&i| labels[i].is_some()).collect(),
     };
-    let per_epoch = slm.steps_per_epoch(rows.len());
-    let total = per_epoch * epochs as u64;
-    // The split needs an epoch boundary after the warm-up; past the schedule it would silently
-    // turn robust self-training into plain training with a view.
-    let warm_epochs = (spec.warmup_epochs as u64).max(spec.warmup_steps.div_ceil(per_epoch.max(1)));
-    if warm_epochs >= epochs as u64 {
-        return Err(Error::Config {
-            location: "[methods.*] kind = \"freeal\"".into(),
-            key: "warmup_epochs / warmup_steps".into(),
-            message: format!(
-                "the warm-up ({} epochs, {} steps) fills the whole schedule ({epochs} epochs of \
-                 {per_epoch} steps on {} examples), so no clean/noisy split would ever happen: \
-                 lower them or raise slm.epochs",
-                spec.warmup_epochs,
-                spec.warmup_steps,
-                rows.len()
-            ),
-        });
+    if rows.is_empty() {
+        return Err(Error::model("freeal", "no training example has a label"));
     }
-    let mut trainer = slm.trainer(total);
+    let per_epoch = slm.steps_per_epoch(rows.len());
+    if robust {
+        check_warmup(spec, per_epoch, epochs, rows.len())?;
+    }
+    let mut trainer = slm.trainer(per_epoch * epochs as u64);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3172_a11d);
-    let mut clean: Vec<bool> = labels.iter().map(Option::is_some).collect();
-    let mut steps = 0;
-    let mut epoch_splits = Vec::new();
-    for epoch in 0..epochs {
-        if epoch >= spec.warmup_epochs && steps >= spec.warmup_steps {
-            if spec.split_schedule.resplits(!epoch_splits.is_empty()) {
+    let mut at = Position {
+        epochs_done: 0,
+        steps: 0,
+        clean: labels.iter().map(Option::is_some).collect(),
+        epoch_splits: Vec::new(),
+        mixup_word_pos: String::new(),
+        wall_s: 0.0,
+    };
+    let mut store = store;
+    if let Some(store) = store.as_deref_mut() {
+        let (restored, position) = store.resume(&mut slm, trainer, labels, epochs)?;
+        trainer = restored;
+        if let Some(position) = position {
+            let pos = position.mixup_word_pos.parse::<u128>().map_err(|e| {
+                Error::model("freeal", format!("epoch checkpoint: mixup_word_pos: {e}"))
+            })?;
+            rng.set_word_pos(pos);
+            at = position;
+        }
+    }
+    let weights: Vec<f32> = labels
+        .iter()
+        .map(|l| f32::from(u8::from(l.is_some())))
+        .collect();
+    let earlier_wall_s = at.wall_s;
+    for epoch in at.epochs_done..epochs {
+        if robust && epoch >= spec.warmup_epochs && at.steps >= spec.warmup_steps {
+            if spec.split_schedule.resplits(!at.epoch_splits.is_empty()) {
                 let probs = slm.infer(encoded, progress)?.probs;
-                clean = split_clean(&probs, labels, spec.clean_threshold, spec.clean_split).clean;
+                at.clean =
+                    split_clean(&probs, labels, spec.clean_threshold, spec.clean_split).clean;
             }
-            epoch_splits.push((epoch + 1, clean.clone()));
+            at.epoch_splits.push((epoch + 1, at.clean.clone()));
         }
         let epoch_rows: Vec<usize> = match view {
-            View::None => rows.iter().copied().filter(|&i| clean[i]).collect(),
+            View::None if robust => rows.iter().copied().filter(|&i| at.clean[i]).collect(),
             _ => rows.clone(),
         };
-        if epoch_rows.is_empty() {
-            continue;
+        if !epoch_rows.is_empty() {
+            let report = if robust {
+                let label = format!("self-train epoch {}/{epochs}", epoch + 1);
+                let clean = &at.clean;
+                slm.train_epoch(&mut trainer, encoded, &epoch_rows, &label, progress, |s| {
+                    robust_loss(s, clean, &targets, view, spec, &mut rng)
+                })?
+            } else {
+                let label = format!("train epoch {}/{epochs}", epoch + 1);
+                slm.train_epoch(&mut trainer, encoded, &epoch_rows, &label, progress, |s| {
+                    Ok(weighted_cross_entropy(s, &targets, &weights))
+                })?
+            };
+            at.steps += report.steps;
         }
-        let label = format!("self-train epoch {}/{epochs}", epoch + 1);
-        let report =
-            slm.train_epoch(&mut trainer, encoded, &epoch_rows, &label, progress, |s| {
-                robust_loss(s, &clean, &targets, view, spec, &mut rng)
-            })?;
-        steps += report.steps;
+        at.epochs_done = epoch + 1;
+        if let Some(store) = store.as_deref_mut()
+            && at.epochs_done < epochs
+        {
+            at.mixup_word_pos = rng.get_word_pos().to_string();
+            at.wall_s = earlier_wall_s + started.elapsed().as_secs_f64();
+            store.epoch_done(&slm, &trainer, labels, epochs, &at)?;
+        }
     }
-    finish(slm, encoded, labels, spec, steps, epoch_splits, progress)
-}
-
-/// The trained SLM's outputs on the pool and its clean/noisy split.
-fn finish(
-    slm: Slm,
-    encoded: &[Encoded],
-    labels: &[Option<usize>],
-    spec: &FreealSpec,
-    steps: u64,
-    epoch_splits: Vec<(usize, Vec<bool>)>,
-    progress: &Progress,
-) -> Result<Trained> {
     let pool = slm.infer(encoded, progress)?;
     let split = split_clean(&pool.probs, labels, spec.clean_threshold, spec.clean_split);
     Ok(Trained {
         slm,
         pool,
         split,
-        steps,
-        epoch_splits,
+        steps: at.steps,
+        epoch_splits: at.epoch_splits,
+        earlier_wall_s,
     })
 }
 
-/// Plain cross-entropy on every label (the ablation), split afterwards for the demo pool.
-fn plain(
-    mut slm: Slm,
-    encoded: &[Encoded],
-    labels: &[Option<usize>],
-    spec: &FreealSpec,
-    progress: &Progress,
-) -> Result<Trained> {
-    let num_labels = slm.num_labels();
-    let targets = target_rows(labels, num_labels);
-    let weights: Vec<f32> = labels
-        .iter()
-        .map(|l| f32::from(u8::from(l.is_some())))
-        .collect();
-    let report = slm.fit(encoded, &targets, &weights, progress)?;
-    finish(
-        slm,
-        encoded,
-        labels,
-        spec,
-        report.steps,
-        Vec::new(),
-        progress,
-    )
+/// The split needs an epoch boundary after the warm-up; past the schedule it would silently
+/// turn robust self-training into plain training with a view.
+fn check_warmup(spec: &FreealSpec, per_epoch: u64, epochs: usize, rows: usize) -> Result<()> {
+    let warm_epochs = (spec.warmup_epochs as u64).max(spec.warmup_steps.div_ceil(per_epoch.max(1)));
+    if warm_epochs < epochs as u64 {
+        return Ok(());
+    }
+    Err(Error::Config {
+        location: "[methods.*] kind = \"freeal\"".into(),
+        key: "warmup_epochs / warmup_steps".into(),
+        message: format!(
+            "the warm-up ({} epochs, {} steps) fills the whole schedule ({epochs} epochs of \
+             {per_epoch} steps on {rows} examples), so no clean/noisy split would ever happen: \
+             lower them or raise slm.epochs",
+            spec.warmup_epochs, spec.warmup_steps,
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod linear;
 
 pub use adamw::adamw;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -45,6 +45,29 @@ pub fn set_enabled(on: bool) {
 /// Whether the fused kernels run on `device`: switched on, and flex (with or without autodiff).
 pub fn applies_to(device: &Device) -> bool {
     ENABLED.load(Ordering::Relaxed) && device.clone().inner() == Device::flex()
+}
+
+/// Dropout masks drawn from flex's generator since [`seed`] last reset it. flex keeps its
+/// generator's state private; replaying this many draws after the same seed is how a training
+/// run restored from an epoch checkpoint gets the masks an uninterrupted run would have drawn.
+static DROPOUT_DRAWS: AtomicU64 = AtomicU64::new(0);
+
+/// Seeds the backend's generator for `device` and restarts the count of dropout draws.
+pub fn seed(device: &Device, seed: u64) {
+    device.seed(seed);
+    DROPOUT_DRAWS.store(0, Ordering::Relaxed);
+}
+
+/// Fused dropout masks drawn since the last [`seed`].
+pub fn dropout_draws() -> u64 {
+    DROPOUT_DRAWS.load(Ordering::Relaxed)
+}
+
+/// Advances flex's generator past `n` dropout draws, as if their masks had been drawn.
+pub fn skip_dropout_draws(n: u64) {
+    for _ in 0..n {
+        draw_seed();
+    }
 }
 
 /// Whether `x` goes through the fused kernels (only f32 tensors do).
@@ -474,6 +497,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 
 /// A dropout call's mask key: two 32-bit draws from flex's seeded generator.
 fn draw_seed() -> u64 {
+    DROPOUT_DRAWS.fetch_add(1, Ordering::Relaxed);
     let draws = Flex::float_random(
         Shape::new([2]),
         Distribution::Uniform(0.0, 4_294_967_296.0),
