@@ -207,33 +207,14 @@ fn killed_cell_resumes_from_its_round_checkpoint_with_the_same_records() {
     let interrupted = tempfile::tempdir().unwrap();
     let spec = two_rounds(interrupted.path(), &dataset);
     let experiment = interrupted.path().join("results/freeal_toy");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
-        .args(["run", spec.to_str().unwrap(), "--backend", "cpu"])
-        .current_dir(common::root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let checkpoint = loop {
-        let found = std::fs::read_dir(experiment.join("cells"))
+    let checkpoint = kill_when(&spec, "checkpoint", || {
+        std::fs::read_dir(experiment.join("cells"))
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .map(|e| e.path().join("checkpoint.json"))
-            .find(|p| p.is_file());
-        if let Some(path) = found {
-            break path;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended before a checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
+            .find(|p| p.is_file())
+    });
     let cell = checkpoint.parent().unwrap().to_path_buf();
     assert!(!cell.join("records.json").exists(), "killed mid-cell");
     let saved: serde_json::Value =
@@ -290,35 +271,16 @@ fn killed_self_training_resumes_from_its_epoch_checkpoint_with_the_same_outputs(
     let interrupted = tempfile::tempdir().unwrap();
     let spec = one_round(interrupted.path(), &dataset);
     let experiment = interrupted.path().join("results/freeal_toy");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
-        .args(["run", spec.to_str().unwrap(), "--backend", "cpu"])
-        .current_dir(common::root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let saved_epochs = loop {
-        let saved = std::fs::read_dir(experiment.join("cells"))
+    let done = kill_when(&spec, "checkpoint after epoch 3", || {
+        std::fs::read_dir(experiment.join("cells"))
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .filter_map(|e| std::fs::read(e.path().join("epoch_checkpoint.json")).ok())
             .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .filter_map(|v| v["position"]["epochs_done"].as_u64())
-            .find(|&done| done >= 3);
-        if saved.is_some() {
-            child.kill().unwrap(); // SIGKILL: no chance to clean up
-            break saved;
-        }
-        assert!(start.elapsed() < Duration::from_secs(600), "no checkpoint");
-        if child.try_wait().unwrap().is_some() {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    child.wait().unwrap();
-    let done = saved_epochs.expect("the run ended before a checkpoint after epoch 3");
+            .find(|&done| done >= 3)
+    });
     let cell = common::only_cell(&experiment);
     assert!(!cell.join("records.json").exists(), "killed mid-cell");
     let plan = common::bench(&["plan", spec.to_str().unwrap()]);
@@ -363,4 +325,28 @@ fn killed_self_training_resumes_from_its_epoch_checkpoint_with_the_same_outputs(
         left.is_empty(),
         "a complete cell keeps no epoch checkpoint: {left:?}"
     );
+}
+
+/// Runs `spec` in a child process and kills it (SIGKILL: no chance to clean up) as soon as
+/// `found` sees what it waits for (`what`, for the failure message); returns what it saw.
+fn kill_when<T>(spec: &Path, what: &str, mut found: impl FnMut() -> Option<T>) -> T {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
+        .args(["run", spec.to_str().unwrap(), "--backend", "cpu"])
+        .current_dir(common::root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let seen = loop {
+        if let Some(seen) = found() {
+            break seen;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "no {what}");
+        assert!(child.try_wait().unwrap().is_none(), "ended before a {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    seen
 }
