@@ -114,10 +114,17 @@ impl EpochStore for EpochCheckpoints<'_> {
         epochs: usize,
     ) -> Result<(Trainer, Option<Position>)> {
         self.last = Instant::now();
+        let saved = self.load(labels, epochs);
         if !slm.can_snapshot() {
+            if saved.is_some() {
+                self.progress.println(
+                    "warning: not resuming self-training from its epoch checkpoint: only the \
+                     `cpu` backend can (its dropout draws are replayed); starting at epoch 1",
+                );
+            }
             return Ok((trainer, None));
         }
-        match self.load(labels, epochs) {
+        match saved {
             None => Ok((trainer, None)),
             Some(Err(why)) => {
                 self.progress.println(&format!(
