@@ -225,7 +225,7 @@ pub const CHECKPOINT_JSON: &str = "checkpoint.json";
 pub const EPOCH_CHECKPOINT_JSON: &str = "epoch_checkpoint.json";
 
 /// The weight and optimiser files of epoch checkpoints in the cell directory `dir`.
-pub fn epoch_checkpoint_files(dir: &Path) -> Vec<PathBuf> {
+fn epoch_checkpoint_files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -243,8 +243,16 @@ pub fn epoch_checkpoint_files(dir: &Path) -> Vec<PathBuf> {
 /// belongs to is saved).
 pub fn remove_epoch_checkpoint(dir: &Path) {
     let _ = std::fs::remove_file(dir.join(EPOCH_CHECKPOINT_JSON));
+    remove_epoch_checkpoint_files_except(dir, &[]);
+}
+
+/// Deletes the epoch checkpoints' weight and optimiser files in `dir` not named in `keep`.
+pub fn remove_epoch_checkpoint_files_except(dir: &Path, keep: &[String]) {
     for path in epoch_checkpoint_files(dir) {
-        let _ = std::fs::remove_file(path);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !keep.iter().any(|k| k == name) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 

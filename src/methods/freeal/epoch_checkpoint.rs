@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::self_train::{EpochStore, Position};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::run::records::{EPOCH_CHECKPOINT_JSON, epoch_checkpoint_files, write_atomic};
+use crate::run::records::{
+    EPOCH_CHECKPOINT_JSON, remove_epoch_checkpoint_files_except, write_atomic,
+};
 use crate::slm::Slm;
 use crate::slm::model::Trainer;
 use crate::slm::snapshot::TrainingState;
@@ -185,19 +187,9 @@ impl EpochStore for EpochCheckpoints<'_> {
         // The JSON names the files it goes with, and is replaced whole: a stop at any point
         // leaves the previous checkpoint or this one. Only then do the older files go.
         write_atomic(&path, &bytes)?;
-        remove_stale_files(self.dir, &[model_file, optim_file]);
+        remove_epoch_checkpoint_files_except(self.dir, &[model_file, optim_file]);
         self.last = Instant::now();
         Ok(())
-    }
-}
-
-/// Deletes the epoch checkpoints' weight files in `dir` other than `keep`.
-fn remove_stale_files(dir: &Path, keep: &[String]) {
-    for path in epoch_checkpoint_files(dir) {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if !keep.iter().any(|k| k == name) {
-            let _ = std::fs::remove_file(&path);
-        }
     }
 }
 
