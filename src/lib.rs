@@ -17,5 +17,6 @@ pub mod report;
 pub mod run;
 pub mod select;
 pub mod slm;
+pub mod stream_pos;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ use super::fused;
 use super::model::{Slm, Trainer};
 use super::tokenize::pad_batch;
 use crate::error::{Error, Result};
+use crate::stream_pos::StreamPos;
 
 /// Where a training run stands between epochs, beside the two files holding the weights and
 /// the optimiser state.
@@ -21,9 +22,8 @@ pub struct TrainingState {
     pub steps: u64,
     /// Epochs finished.
     pub epochs_done: usize,
-    /// The batch-shuffling stream's ChaCha8 word position, as decimal text (JSON numbers are
-    /// not exact past 2^53).
-    pub shuffle_word_pos: String,
+    /// Where the batch-shuffling stream stands.
+    pub shuffle_word_pos: StreamPos,
     /// Dropout masks drawn since the SLM was loaded.
     pub dropout_draws: u64,
 }
@@ -59,7 +59,7 @@ impl Slm {
         Ok(TrainingState {
             steps: trainer.steps,
             epochs_done: trainer.epochs_done,
-            shuffle_word_pos: self.rng.get_word_pos().to_string(),
+            shuffle_word_pos: StreamPos::of(&self.rng),
             dropout_draws: fused::dropout_draws(),
         })
     }
@@ -77,10 +77,6 @@ impl Slm {
             path: path.to_path_buf(),
             message: format!("restoring the training state: {e}"),
         };
-        let pos = state
-            .shuffle_word_pos
-            .parse::<u128>()
-            .map_err(|e| failed(model_path, &e))?;
         // A fresh model initialises its head (with `random_init`, every layer) lazily, at the
         // first training forward pass, from the generator the dropout masks come from, between
         // that pass's masks. Any training pass makes the same draws (masks do not depend on the
@@ -100,7 +96,7 @@ impl Slm {
             .load(optim_path)
             .map_err(|e| failed(optim_path, &e))?;
         self.model = model;
-        self.rng.set_word_pos(pos);
+        state.shuffle_word_pos.apply(&mut self.rng);
         // The count restarted when this SLM was loaded (and seeded); replay the rest.
         let drawn = fused::dropout_draws();
         fused::skip_dropout_draws(state.dropout_draws.saturating_sub(drawn));

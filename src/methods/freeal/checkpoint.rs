@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::methods::CellContext;
 use crate::run::records::{CHECKPOINT_JSON, RoundOutcome, write_atomic};
 use crate::slm::model::Inference;
+use crate::stream_pos::StreamPos;
 
 /// What the next round needs from the rounds done, and what they reported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,24 +33,8 @@ pub struct Checkpoint {
     pub pool: Inference,
     /// The last round's clean/noisy split: the refinery relabels its noisy examples.
     pub split: Split,
-    /// Where the cell's random stream stands (ChaCha8 word position), as decimal text: JSON
-    /// numbers are not exact past 2^53.
-    pub rng_word_pos: String,
-}
-
-impl Checkpoint {
-    /// The cell's random stream, positioned where the checkpoint left it.
-    pub fn restore_rng(&self, rng: &mut ChaCha8Rng) -> Result<()> {
-        let pos = self
-            .rng_word_pos
-            .parse::<u128>()
-            .map_err(|e| Error::Results {
-                path: CHECKPOINT_JSON.into(),
-                message: format!("rng_word_pos {:?}: {e}", self.rng_word_pos),
-            })?;
-        rng.set_word_pos(pos);
-        Ok(())
-    }
+    /// Where the cell's random stream stands.
+    pub rng_word_pos: StreamPos,
 }
 
 /// The checkpoint the cell resumes from (said on the progress output), `rng` positioned where
@@ -66,7 +51,7 @@ pub fn resume(
     }
     match load(ctx.out_dir, &ctx.cell.id, pool_len, rounds) {
         Ok(checkpoint) => {
-            checkpoint.restore_rng(rng)?;
+            checkpoint.rng_word_pos.apply(rng);
             ctx.progress.println(&format!(
                 "{}: resuming after round {} from its checkpoint",
                 ctx.cell.name,
@@ -81,11 +66,6 @@ pub fn resume(
             Ok(None)
         }
     }
-}
-
-/// The position to store for `rng`.
-pub fn rng_position(rng: &ChaCha8Rng) -> String {
-    rng.get_word_pos().to_string()
 }
 
 /// Writes `checkpoint` into the cell directory `dir` (atomically: a crash leaves the previous
@@ -147,11 +127,7 @@ pub fn load(
     {
         Some("its rounds are not 0, 1, ... in order".into())
     } else {
-        checkpoint
-            .rng_word_pos
-            .parse::<u128>()
-            .err()
-            .map(|e| format!("rng_word_pos: {e}"))
+        None
     };
     match problem {
         Some(why) => Err(format!("{}: {why}", path.display())),
@@ -189,7 +165,7 @@ mod tests {
                 clean: vec![true; pool_len],
                 posterior: vec![1.0 / 7.0; pool_len],
             },
-            rng_word_pos: "0".into(),
+            rng_word_pos: StreamPos::default(),
         }
     }
 
@@ -199,12 +175,12 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let _: [u64; 5] = rng.random();
         let mut saved = checkpoint(4, 1);
-        saved.rng_word_pos = rng_position(&rng);
+        saved.rng_word_pos = StreamPos::of(&rng);
         save(dir.path(), &saved).unwrap();
         let loaded = load(dir.path(), "abc", 4, 2).unwrap();
         assert_eq!(loaded, saved);
         let mut restored = ChaCha8Rng::seed_from_u64(9);
-        loaded.restore_rng(&mut restored).unwrap();
+        loaded.rng_word_pos.apply(&mut restored);
         assert_eq!(restored.random::<u64>(), rng.random::<u64>());
     }
 
@@ -221,6 +197,12 @@ mod tests {
         assert!(why.contains("1 rounds done"), "{why}");
         save(dir.path(), &checkpoint(4, 2)).unwrap();
         assert!(load(dir.path(), "abc", 4, 1).is_err(), "every round done");
+        let mut bad_stream = serde_json::to_value(checkpoint(4, 1)).unwrap();
+        bad_stream["rng_word_pos"] = "-1".into();
+        let bytes = serde_json::to_vec(&bad_stream).unwrap();
+        std::fs::write(dir.path().join(CHECKPOINT_JSON), bytes).unwrap();
+        let why = load(dir.path(), "abc", 4, 1).unwrap_err();
+        assert!(why.contains("stream position \"-1\""), "{why}");
         std::fs::write(dir.path().join(CHECKPOINT_JSON), b"{\"cell_id\": ").unwrap();
         let why = load(dir.path(), "abc", 4, 1).unwrap_err();
         assert!(why.contains("not a FreeAL checkpoint"), "{why}");

@@ -196,6 +196,7 @@ impl EpochStore for EpochCheckpoints<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream_pos::StreamPos;
 
     fn saved(labels: &[Option<usize>], epochs_done: usize) -> Saved {
         Saved {
@@ -208,13 +209,13 @@ mod tests {
                 steps: 12,
                 clean: vec![true; labels.len()],
                 epoch_splits: vec![(3, vec![false; labels.len()])],
-                mixup_word_pos: "340282366920938463463374607431768211455".into(),
+                mixup_word_pos: StreamPos(u128::MAX),
                 wall_s: 1.0 / 3.0,
             },
             slm: TrainingState {
                 steps: 12,
                 epochs_done,
-                shuffle_word_pos: "7".into(),
+                shuffle_word_pos: StreamPos(7),
                 dropout_draws: u64::MAX,
             },
             model_file: "m.bpk".into(),

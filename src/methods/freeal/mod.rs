@@ -41,6 +41,7 @@ use crate::run::records::{
 use crate::select::demo_pool::{Confidence, demo_pool, top_agreeing};
 use crate::slm::Slm;
 use crate::slm::model::Inference;
+use crate::stream_pos::StreamPos;
 
 /// FreeAL with its settings.
 pub struct Freeal {
@@ -751,7 +752,7 @@ impl Method for Freeal {
                         queried: state.queried.clone(),
                         pool: finished.0.clone(),
                         split: finished.1.clone(),
-                        rng_word_pos: checkpoint::rng_position(&rng),
+                        rng_word_pos: StreamPos::of(&rng),
                     },
                 )?;
                 // The round checkpoint holds what the round's training produced.

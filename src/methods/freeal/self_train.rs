@@ -20,6 +20,7 @@ use crate::slm::Slm;
 use crate::slm::losses::{mix, mixup_draw, soft_cross_entropy, symmetric_kl};
 use crate::slm::model::{Inference, Step, Trainer, per_example_loss, weighted_cross_entropy};
 use crate::slm::tokenize::Encoded;
+use crate::stream_pos::StreamPos;
 
 /// The clean/noisy split of one set of labels.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -225,8 +226,8 @@ pub struct Position {
     pub clean: Vec<bool>,
     /// The clean flags of each robust epoch so far (see [`Trained::epoch_splits`]).
     pub epoch_splits: Vec<(usize, Vec<bool>)>,
-    /// The mixup stream's ChaCha8 word position, as decimal text.
-    pub mixup_word_pos: String,
+    /// Where the mixup stream stands.
+    pub mixup_word_pos: StreamPos,
     /// Seconds spent training before this process (earlier, interrupted runs).
     pub wall_s: f64,
 }
@@ -292,7 +293,7 @@ pub fn self_train(
         steps: 0,
         clean: labels.iter().map(Option::is_some).collect(),
         epoch_splits: Vec::new(),
-        mixup_word_pos: String::new(),
+        mixup_word_pos: StreamPos::default(),
         wall_s: 0.0,
     };
     let mut store = store;
@@ -300,10 +301,7 @@ pub fn self_train(
         let (restored, position) = store.resume(&mut slm, trainer, labels, epochs)?;
         trainer = restored;
         if let Some(position) = position {
-            let pos = position.mixup_word_pos.parse::<u128>().map_err(|e| {
-                Error::model("freeal", format!("epoch checkpoint: mixup_word_pos: {e}"))
-            })?;
-            rng.set_word_pos(pos);
+            position.mixup_word_pos.apply(&mut rng);
             at = position;
         }
     }
@@ -344,7 +342,7 @@ pub fn self_train(
         if let Some(store) = store.as_deref_mut()
             && at.epochs_done < epochs
         {
-            at.mixup_word_pos = rng.get_word_pos().to_string();
+            at.mixup_word_pos = StreamPos::of(&rng);
             at.wall_s = earlier_wall_s + started.elapsed().as_secs_f64();
             store.epoch_done(&slm, &trainer, labels, epochs, &at)?;
         }
