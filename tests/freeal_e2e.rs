@@ -283,6 +283,12 @@ fn killed_self_training_resumes_from_its_epoch_checkpoint_with_the_same_outputs(
     });
     let cell = common::only_cell(&experiment);
     assert!(!cell.join("records.json").exists(), "killed mid-cell");
+    // The split trace is written as the round trains: what the killed run left is the start of
+    // the finished trace, from the first split (epoch 3) on.
+    let live = std::fs::read_to_string(cell.join("split_trace_round0.csv")).unwrap();
+    let finished = std::fs::read_to_string(want_cell.join("split_trace_round0.csv")).unwrap();
+    assert!(live.lines().nth(1).unwrap().starts_with("3,"), "{live}");
+    assert!(finished.starts_with(&live), "{live}\nvs\n{finished}");
     let plan = common::bench(&["plan", spec.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&plan.stdout);
     assert!(said.contains("resumable"), "{said}");

@@ -236,7 +236,10 @@ fn request_rate_limit_holds_under_load() {
     assert!(got.iter().all(|a| a.is_ok()));
     // Three windows of 5: the last five cannot leave before two whole windows have passed.
     // Measured on the client, so a busy machine can only lengthen it.
-    assert!(elapsed >= Duration::from_millis(1000), "15 requests in {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(1000),
+        "15 requests in {elapsed:?}"
+    );
     let mut times: Vec<Instant> = server.seen.lock().unwrap().iter().map(|s| s.at).collect();
     times.sort();
     assert_eq!(times.len(), 15);

@@ -8,6 +8,7 @@ pub mod config;
 pub mod epoch_checkpoint;
 pub mod initial;
 pub mod self_train;
+pub mod split_trace;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use self::checkpoint::Checkpoint;
 use self::config::{CleanSplit, FreealSpec, InitialLabels};
 use self::epoch_checkpoint::EpochCheckpoints;
 use self::self_train::{Split, Trained, View, self_train};
+use self::split_trace::{TracedEpochs, write_split_trace};
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, prompt_chars, record_precision,
     require_classification,
@@ -535,44 +537,6 @@ fn starvation_warning(
     ))
 }
 
-/// One row per robust epoch: the clean set it trained with, its size per LLM label and its
-/// precision against gold. Nothing for plain CE, which has no split during training.
-fn write_split_trace(
-    ctx: &CellContext,
-    round: usize,
-    labels: &[Option<usize>],
-    gold: &[usize],
-    trained: &Trained,
-    label_names: &[String],
-) -> Result<()> {
-    if trained.epoch_splits.is_empty() {
-        return Ok(());
-    }
-    let per_class: Vec<String> = label_names.iter().map(|n| format!("clean[{n}]")).collect();
-    let mut out = format!("epoch,clean,{},clean_precision\n", per_class.join(","));
-    for (epoch, clean) in &trained.epoch_splits {
-        let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
-        let counts: Vec<String> = count_per_label(&chosen, labels, label_names.len())
-            .iter()
-            .map(usize::to_string)
-            .collect();
-        let right = chosen
-            .iter()
-            .filter(|&&i| labels[i] == Some(gold[i]))
-            .count();
-        let precision = right as f64 / chosen.len().max(1) as f64;
-        out.push_str(&format!(
-            "{epoch},{},{},{precision:.4}\n",
-            chosen.len(),
-            counts.join(",")
-        ));
-    }
-    write_atomic(
-        &ctx.out_dir.join(format!("split_trace_round{round}.csv")),
-        out.as_bytes(),
-    )
-}
-
 impl Method for Freeal {
     fn run(&self, ctx: &CellContext) -> Result<Vec<RoundOutcome>> {
         if ctx.dataset.task == Task::Ner {
@@ -671,14 +635,20 @@ impl Method for Freeal {
                     *found as f64 / texts.len().max(1) as f64,
                 );
             }
-            let mut epochs = EpochCheckpoints::new(
-                ctx.out_dir,
-                &ctx.cell.id,
-                &ctx.cell.name,
+            let mut epochs = TracedEpochs {
+                checkpoints: EpochCheckpoints::new(
+                    ctx.out_dir,
+                    &ctx.cell.id,
+                    &ctx.cell.name,
+                    round,
+                    ctx.epoch_checkpoint_every,
+                    ctx.progress,
+                ),
+                dir: ctx.out_dir,
                 round,
-                ctx.epoch_checkpoint_every,
-                ctx.progress,
-            );
+                gold: &gold,
+                label_names: &dataset.label_names,
+            };
             let trained = self_train(
                 ctx.load_slm()?,
                 &encoded,
@@ -726,11 +696,11 @@ impl Method for Freeal {
             }
             write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
             write_split_trace(
-                ctx,
+                ctx.out_dir,
                 round,
                 &state.labels,
                 &gold,
-                &trained,
+                &trained.epoch_splits,
                 &dataset.label_names,
             )?;
             outcomes.push(RoundOutcome {

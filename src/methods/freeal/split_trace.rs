@@ -1,0 +1,128 @@
+//! `split_trace_round<r>.csv`: the clean set each robust epoch trained with, rewritten after
+//! every epoch so that a round that trains for hours can be watched while it runs.
+
+use std::path::Path;
+
+use super::count_per_label;
+use super::epoch_checkpoint::EpochCheckpoints;
+use super::self_train::{EpochStore, Position};
+use crate::error::Result;
+use crate::run::records::write_atomic;
+use crate::slm::Slm;
+use crate::slm::model::Trainer;
+
+/// Writes one row per robust epoch: the clean set it trained with, its size per LLM label and
+/// its precision against gold. Nothing for plain CE, which has no split during training.
+pub fn write_split_trace(
+    dir: &Path,
+    round: usize,
+    labels: &[Option<usize>],
+    gold: &[usize],
+    epoch_splits: &[(usize, Vec<bool>)],
+    label_names: &[String],
+) -> Result<()> {
+    if epoch_splits.is_empty() {
+        return Ok(());
+    }
+    let per_class: Vec<String> = label_names.iter().map(|n| format!("clean[{n}]")).collect();
+    let mut out = format!("epoch,clean,{},clean_precision\n", per_class.join(","));
+    for (epoch, clean) in epoch_splits {
+        let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
+        let counts: Vec<String> = count_per_label(&chosen, labels, label_names.len())
+            .iter()
+            .map(usize::to_string)
+            .collect();
+        let right = chosen
+            .iter()
+            .filter(|&&i| labels[i] == Some(gold[i]))
+            .count();
+        let precision = right as f64 / chosen.len().max(1) as f64;
+        out.push_str(&format!(
+            "{epoch},{},{},{precision:.4}\n",
+            chosen.len(),
+            counts.join(",")
+        ));
+    }
+    write_atomic(
+        &dir.join(format!("split_trace_round{round}.csv")),
+        out.as_bytes(),
+    )
+}
+
+/// A round's epoch checkpoints, with the split trace so far written after every epoch.
+pub struct TracedEpochs<'a> {
+    /// The checkpoints proper.
+    pub checkpoints: EpochCheckpoints<'a>,
+    /// The cell directory.
+    pub dir: &'a Path,
+    /// The round being trained.
+    pub round: usize,
+    /// Gold labels of the pool, for the trace's precision column.
+    pub gold: &'a [usize],
+    /// Class names, for the trace's per-label columns.
+    pub label_names: &'a [String],
+}
+
+impl EpochStore for TracedEpochs<'_> {
+    fn resume(
+        &mut self,
+        slm: &mut Slm,
+        trainer: Trainer,
+        labels: &[Option<usize>],
+        epochs: usize,
+    ) -> Result<(Trainer, Option<Position>)> {
+        self.checkpoints.resume(slm, trainer, labels, epochs)
+    }
+
+    fn epoch_done(
+        &mut self,
+        slm: &Slm,
+        trainer: &Trainer,
+        labels: &[Option<usize>],
+        epochs: usize,
+        position: &Position,
+    ) -> Result<()> {
+        write_split_trace(
+            self.dir,
+            self.round,
+            labels,
+            self.gold,
+            &position.epoch_splits,
+            self.label_names,
+        )?;
+        self.checkpoints
+            .epoch_done(slm, trainer, labels, epochs, position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_counts_each_epochs_clean_set_per_label_and_its_precision() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = [Some(0), Some(1), Some(1), None];
+        let gold = [0, 1, 0, 1];
+        let names = ["neg".to_string(), "pos".to_string()];
+        let splits = [
+            (3, vec![true, true, true, false]),
+            (4, vec![true, true, false, false]),
+        ];
+        write_split_trace(dir.path(), 0, &labels, &gold, &splits, &names).unwrap();
+        let got = std::fs::read_to_string(dir.path().join("split_trace_round0.csv")).unwrap();
+        assert_eq!(
+            got,
+            "epoch,clean,clean[neg],clean[pos],clean_precision\n\
+             3,3,1,2,0.6667\n\
+             4,2,1,1,1.0000\n"
+        );
+    }
+
+    #[test]
+    fn no_split_writes_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        write_split_trace(dir.path(), 1, &[Some(0)], &[0], &[], &["a".into()]).unwrap();
+        assert!(!dir.path().join("split_trace_round1.csv").exists());
+    }
+}
