@@ -251,7 +251,7 @@ fn readme(
         );
     }
     if !missing.is_empty() {
-        out.push_str("\nTo complete the table, rerun each missing cell (or the whole spec):\n\n");
+        out.push_str("\nTo complete the table, rerun each missing cell from the checkout root (or the whole spec):\n\n");
         for m in missing {
             let log = m
                 .slurm_log

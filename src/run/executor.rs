@@ -221,6 +221,20 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).map_err(|e| Error::io(path, e))
 }
 
+/// The spec path a rerun command names: relative to the checkout root when the spec lies
+/// inside it, so the command in a committed results README works in any clone; absolute
+/// otherwise.
+fn spec_for_rerun(spec: &Path, project_root: &Path) -> Result<PathBuf> {
+    let inside = spec
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.strip_prefix(project_root).ok().map(Path::to_path_buf));
+    match inside {
+        Some(relative) => Ok(relative),
+        None => absolute(spec),
+    }
+}
+
 /// Quotes a word for bash when it needs it (single quotes; an embedded quote becomes `'\''`).
 pub fn shell_quote(word: &str) -> String {
     if !word.is_empty()
@@ -245,10 +259,13 @@ pub fn prepare_experiment_dir(plan: &Plan, sets: &[String]) -> Result<PathBuf> {
     write_atomic(&exp_dir.join("spec.toml"), &spec_text)?;
     // The command that reruns one cell as this run would (`report` appends `--cell ID`): the
     // original spec (includes and datasets resolve from its folder) and the same overrides.
-    let spec_abs = absolute(&plan.spec_path)?;
     let mut rerun = format!(
         "freeal-bench run-cell {}",
-        shell_quote(&spec_abs.display().to_string())
+        shell_quote(
+            &spec_for_rerun(&plan.spec_path, &plan.project_root)?
+                .display()
+                .to_string()
+        )
     );
     for set in sets {
         rerun.push_str(&format!(" --set {}", shell_quote(set)));
@@ -396,5 +413,26 @@ mod tests {
         assert_eq!(shell_quote("slm.epochs=2"), "slm.epochs=2");
         assert_eq!(shell_quote("run.backend=\"cpu\""), "'run.backend=\"cpu\"'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn a_spec_inside_the_checkout_is_named_from_its_root() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root_path.join("experiments")).unwrap();
+        let inside = root_path.join("experiments/a.toml");
+        std::fs::write(&inside, "").unwrap();
+        assert_eq!(
+            spec_for_rerun(&inside, &root_path).unwrap(),
+            PathBuf::from("experiments/a.toml")
+        );
+        let elsewhere = tempfile::tempdir().unwrap();
+        let outside = elsewhere.path().join("b.toml");
+        std::fs::write(&outside, "").unwrap();
+        let shown = spec_for_rerun(&outside, &root_path).unwrap();
+        assert!(
+            shown.is_absolute() && shown.ends_with("b.toml"),
+            "{shown:?}"
+        );
     }
 }
