@@ -26,12 +26,14 @@ pub enum Error {
         message: String,
     },
     /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
+    // The I/O error is in the message, not the source chain: the CLI prints the chain
+    // (`{:#}`), which would say it twice, and `error.txt` keeps only the message.
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A model (weights, tokenizer, config.json) could not be loaded or used.
     #[error("model {model}: {message}")]
@@ -83,7 +85,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

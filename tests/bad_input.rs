@@ -217,3 +217,14 @@ fn a_reader_that_goes_away_ends_plan_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn a_missing_spec_is_named_once_with_the_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("no_such_spec.toml");
+    let out = common::bench(&["plan", spec.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("no_such_spec.toml").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
