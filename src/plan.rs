@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::sweep::{axes, expand};
+use crate::config::sweep::{Axis, axes, expand};
 use crate::config::{
     DataSpec, ExperimentSpec, Layered, LlmSpec, MethodSpec, RunSpec, SlmSpec, Spec,
 };
@@ -143,6 +143,7 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
     let base = layered.spec()?;
     let sweep_axes =
         axes(&base.sweep).map_err(|(key, message)| layered_sweep_error(layered, &key, message))?;
+    refuse_swept_sets(layered, &sweep_axes)?;
     let spec_dir = layered
         .spec_path
         .parent()
@@ -257,6 +258,34 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
     })
 }
 
+/// Refuses a `--set` of a key the sweep also sets: every cell would take the sweep's value, so
+/// `--set seed=5` on a spec sweeping `seed = [1]` would run seed 1 under the user's nose.
+fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
+    let within = |inner: &str, outer: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('.'))
+    };
+    for set_key in &layered.set_keys {
+        let swept = sweep_axes
+            .iter()
+            .flat_map(|axis| &axis.keys)
+            .find(|k| within(k, set_key) || within(set_key, k));
+        if let Some(swept) = swept {
+            return Err(Error::Config {
+                location: format!("--set {set_key}"),
+                key: set_key.clone(),
+                message: format!(
+                    "the spec sweeps `{swept}`, whose values replace this one in every cell; \
+                     set the sweep instead: --set 'sweep.{swept}=[...]'"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn layered_sweep_error(layered: &Layered, key: &str, message: String) -> Error {
     let path: Vec<String> = key.split('.').map(str::to_string).collect();
     let location = crate::config::locate::locate(&layered.files, &path)
@@ -269,26 +298,42 @@ fn layered_sweep_error(layered: &Layered, key: &str, message: String) -> Error {
     }
 }
 
-/// Keeps the cells whose name or id matches any of the glob patterns (all when none given).
+/// Keeps the cells whose name or id matches any of the glob patterns (all when none given); a
+/// pattern that matches no cell is refused, since a typo would otherwise run or list nothing.
 pub fn select(cells: Vec<Cell>, patterns: &[String]) -> Result<Vec<Cell>> {
-    if patterns.is_empty() {
-        return Ok(cells);
-    }
-    let mut builder = globset::GlobSetBuilder::new();
+    let mut globs = Vec::new();
     for pattern in patterns {
-        builder.add(globset::Glob::new(pattern).map_err(|e| Error::Config {
+        let glob = globset::Glob::new(pattern).map_err(|e| Error::Config {
             location: "--only".into(),
             key: pattern.clone(),
             message: format!("not a valid glob: {e}"),
-        })?);
+        })?;
+        let matcher = glob.compile_matcher();
+        if !cells
+            .iter()
+            .any(|c| matcher.is_match(&c.name) || matcher.is_match(&c.id))
+        {
+            return Err(Error::Config {
+                location: "--only".into(),
+                key: pattern.clone(),
+                message: format!(
+                    "matches none of the spec's {} cells (by name or id); `freeal-bench plan \
+                     SPEC` lists them",
+                    cells.len()
+                ),
+            });
+        }
+        globs.push(matcher);
     }
-    let set = builder.build().map_err(|e| Error::Config {
-        location: "--only".into(),
-        key: patterns.join(" "),
-        message: e.to_string(),
-    })?;
+    if globs.is_empty() {
+        return Ok(cells);
+    }
     Ok(cells
         .into_iter()
-        .filter(|c| set.is_match(&c.name) || set.is_match(&c.id))
+        .filter(|c| {
+            globs
+                .iter()
+                .any(|g| g.is_match(&c.name) || g.is_match(&c.id))
+        })
         .collect())
 }

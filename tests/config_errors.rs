@@ -71,6 +71,31 @@ fn set_overrides_and_is_blamed() {
 }
 
 #[test]
+fn a_set_of_a_swept_key_is_refused_not_silently_replaced() {
+    let spec = "[experiment]\nname = \"x\"\n[sweep]\nseed = [1]\n\"slm.lr\" = [1e-5, 3e-5]\n";
+    for (set, swept) in [("seed=5", "seed"), ("slm.lr=1e-4", "slm.lr")] {
+        let (message, _) = plan_error(spec, &[set]);
+        assert!(
+            message.contains(&format!("--set {}", set.split('=').next().unwrap()))
+                && message.contains(&format!("--set 'sweep.{swept}=[...]'")),
+            "{message}"
+        );
+    }
+    // The sweep itself may be overridden, and keys beside a swept one may be set.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "spec.toml", spec);
+    let sets = [
+        "sweep.seed=[2, 3]".to_string(),
+        "slm.warmup_ratio=0.2".to_string(),
+    ];
+    let cells = plan(&layer(&path, &sets).unwrap()).unwrap().cells;
+    let mut seeds: Vec<u64> = cells.iter().map(|c| c.config.seed).collect();
+    seeds.sort();
+    assert_eq!(seeds, [2, 2, 3, 3]);
+    assert!(cells.iter().all(|c| c.config.slm.warmup_ratio == 0.2));
+}
+
+#[test]
 fn a_negative_epoch_checkpoint_interval_is_rejected_with_its_line() {
     let (message, spec) = plan_error(
         "[experiment]\nname = \"x\"\n[run]\nepoch_checkpoint_minutes = -1.0\n",
@@ -230,6 +255,27 @@ fn include_files_layer_below_the_spec() {
 fn planned(spec: &std::path::Path, sets: &[&str]) -> Vec<Cell> {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     plan(&layer(spec, &sets).unwrap()).unwrap().cells
+}
+
+#[test]
+fn an_only_pattern_that_matches_no_cell_is_refused() {
+    let out = bench(&["plan", "experiments/sst2.toml", "--only", "sst2-freeal-s1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("(1 of 3 cells)"), "{stdout}");
+    let out = bench(&[
+        "plan",
+        "experiments/sst2.toml",
+        "--only",
+        "sst2-freeal-s1",
+        "--only",
+        "sst2-freal-*",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--only") && stderr.contains("sst2-freal-*") && stderr.contains("3 cells"),
+        "{stderr}"
+    );
 }
 
 #[test]
