@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::load::ENV_PREFIX;
 use crate::config::sweep::{Axis, axes, expand};
 use crate::config::{
     DataSpec, ExperimentSpec, Layered, LlmSpec, MethodSpec, RunSpec, SlmSpec, Spec,
@@ -258,8 +259,9 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
     })
 }
 
-/// Refuses a `--set` of a key the sweep also sets: every cell would take the sweep's value, so
-/// `--set seed=5` on a spec sweeping `seed = [1]` would run seed 1 under the user's nose.
+/// Refuses a `--set` (or `FREEAL_BENCH_*` variable) of a key the sweep also sets: every cell
+/// would take the sweep's value, so `--set seed=5` on a spec sweeping `seed = [1]` would run
+/// seed 1 under the user's nose.
 fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
     let within = |inner: &str, outer: &str| {
         inner == outer
@@ -267,15 +269,27 @@ fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
                 .strip_prefix(outer)
                 .is_some_and(|rest| rest.starts_with('.'))
     };
-    for set_key in &layered.set_keys {
+    let from_env = std::env::vars_os().filter_map(|(name, _)| {
+        let name = name.into_string().ok()?;
+        let key = name
+            .strip_prefix(ENV_PREFIX)?
+            .to_lowercase()
+            .replace("__", ".");
+        Some((format!("environment variable {name}"), key))
+    });
+    let from_sets = layered
+        .set_keys
+        .iter()
+        .map(|key| (format!("--set {key}"), key.clone()));
+    for (location, key) in from_sets.chain(from_env) {
         let swept = sweep_axes
             .iter()
             .flat_map(|axis| &axis.keys)
-            .find(|k| within(k, set_key) || within(set_key, k));
+            .find(|k| within(k, &key) || within(&key, k));
         if let Some(swept) = swept {
             return Err(Error::Config {
-                location: format!("--set {set_key}"),
-                key: set_key.clone(),
+                location,
+                key,
                 message: format!(
                     "the spec sweeps `{swept}`, whose values replace this one in every cell; \
                      set the sweep instead: --set 'sweep.{swept}=[...]'"

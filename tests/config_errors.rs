@@ -93,6 +93,19 @@ fn a_set_of_a_swept_key_is_refused_not_silently_replaced() {
     seeds.sort();
     assert_eq!(seeds, [2, 2, 3, 3]);
     assert!(cells.iter().all(|c| c.config.slm.warmup_ratio == 0.2));
+    // The environment layer is shadowed the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_freeal-bench"))
+        .args(["plan", "experiments/sst2.toml"])
+        .env("FREEAL_BENCH_SEED", "5")
+        .current_dir(common::root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("environment variable FREEAL_BENCH_SEED"),
+        "{stderr}"
+    );
 }
 
 #[test]
