@@ -108,6 +108,36 @@ fn killed_sweep_resumes_to_identical_tables() {
     );
     assert_eq!(read(&tables.join("summary.md")), table);
     assert!(tables.join("records.parquet").is_file() && tables.join("summary.parquet").is_file());
+
+    // Damaged records (a bad copy, a merge): `report` names the file and refuses to build
+    // tables without that cell; a run takes the cell as not run and redoes it.
+    let damaged = &complete_cells(interrupted.path())[0];
+    let text = read(damaged);
+    std::fs::write(damaged, &text[..text.len() / 2]).unwrap();
+    let out = bench(&["report", tables.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&damaged.display().to_string()) && stderr.contains("rerunning the spec"),
+        "{stderr}"
+    );
+    let out = run(interrupted.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("5 already complete"), "{stderr}");
+    let without_wall_time = |text: &str| {
+        let mut records: serde_json::Value = serde_json::from_str(text).unwrap();
+        for record in records.as_array_mut().unwrap() {
+            record.as_object_mut().unwrap().remove("wall_s");
+        }
+        records
+    };
+    assert_eq!(
+        without_wall_time(&read(damaged)),
+        without_wall_time(&text),
+        "the redone cell has the same records"
+    );
+    assert_eq!(read(&tables.join("summary.md")), table);
 }
 
 #[test]

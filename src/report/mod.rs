@@ -318,8 +318,15 @@ pub fn collect(dir: &Path, order: &[String]) -> Result<Vec<RoundRecord>> {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
-        let records: Vec<RoundRecord> = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::results(&path, format!("unreadable records: {e}")))?;
+        let records: Vec<RoundRecord> = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::results(
+                &path,
+                format!(
+                    "unreadable records: {e}; rerunning the spec runs this cell again (a run \
+                         takes unreadable records for a cell not yet run)"
+                ),
+            )
+        })?;
         let Some(first) = records.first() else {
             continue;
         };
