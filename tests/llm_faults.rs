@@ -112,6 +112,45 @@ fn connection_resets_are_retried_then_reported() {
 }
 
 #[test]
+fn a_server_that_cannot_be_reached_fails_after_one_requests_retries() {
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut opts = options(&format!("http://127.0.0.1:{port}/v1"));
+    opts.max_retries = 2;
+    opts.concurrency = 1;
+    let mut llm = HttpLlm::new(opts).unwrap();
+    let requests: Vec<ClassifyRequest> = (0..8).map(|i| request(&format!("r{i}"))).collect();
+    let answers = llm.classify(&requests, &|_| {});
+    let errors: Vec<String> = answers
+        .into_iter()
+        .map(|a| a.unwrap_err().to_string())
+        .collect();
+    assert!(
+        errors[0].contains("127.0.0.1")
+            && errors[0].contains("after 3 attempt(s)")
+            && errors[0].contains("llm.base_url"),
+        "{}",
+        errors[0]
+    );
+    for error in &errors[1..] {
+        assert!(
+            error.contains("given up")
+                && error.contains(&errors[0][errors[0].find("request to").unwrap()..]),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        llm.requests_sent(),
+        3,
+        "only the first request's attempts went out"
+    );
+}
+
+#[test]
 fn responses_past_the_timeout_are_retried_then_reported() {
     let server = serve(Arc::new(|_, n| {
         if n == 0 {

@@ -1,11 +1,14 @@
 //! Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp's server, Ollama): chat or completion
 //! endpoint, log-probabilities when the server gives them (else the answer is parsed and
 //! unparsable ones are masked), bounded concurrency, request and token rate limits, retries with
-//! exponential backoff and jitter on 429/5xx/timeouts, and a hard cap on requests.
+//! exponential backoff and jitter on 429/5xx/timeouts, and a hard cap on requests. Once one
+//! request has spent its retries failing to connect, the annotator sends nothing more: a wrong
+//! `base_url` or a server that is down fails the cell after one request's retries, not after
+//! every request's.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -78,6 +81,8 @@ pub struct HttpLlm {
     runtime: tokio::runtime::Runtime,
     window: Arc<Mutex<Window>>,
     requests_sent: Arc<AtomicU64>,
+    /// Set, to the failure, when a request spent its retries failing to connect.
+    unreachable: Arc<OnceLock<String>>,
 }
 
 impl HttpLlm {
@@ -101,6 +106,7 @@ impl HttpLlm {
                 sent: VecDeque::new(),
             })),
             requests_sent: Arc::new(AtomicU64::new(0)),
+            unreachable: Arc::new(OnceLock::new()),
         })
     }
 
@@ -178,6 +184,7 @@ impl HttpLlm {
                     options: self.options.clone(),
                     window: self.window.clone(),
                     requests_sent: self.requests_sent.clone(),
+                    unreachable: self.unreachable.clone(),
                     url: url.clone(),
                     id: id.clone(),
                 };
@@ -244,6 +251,7 @@ struct Sender {
     options: Arc<HttpOptions>,
     window: Arc<Mutex<Window>>,
     requests_sent: Arc<AtomicU64>,
+    unreachable: Arc<OnceLock<String>>,
     url: String,
     id: String,
 }
@@ -284,6 +292,12 @@ impl Sender {
         let mut rng = ChaCha8Rng::seed_from_u64(salt);
         let mut attempt = 0u32;
         loop {
+            if let Some(failure) = self.unreachable.get() {
+                return Err(Error::llm(
+                    &self.id,
+                    format!("given up: another request could not connect: {failure}"),
+                ));
+            }
             let sent = self.requests_sent.fetch_add(1, Ordering::SeqCst);
             if o.max_requests > 0 && sent >= o.max_requests {
                 return Err(Error::llm(
@@ -299,6 +313,7 @@ impl Sender {
             if let Some(key) = &o.api_key {
                 request = request.bearer_auth(key);
             }
+            let mut connect_failed = false;
             let (retryable, message, retry_after) = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
@@ -343,6 +358,7 @@ impl Sender {
                     }
                 }
                 Err(e) => {
+                    connect_failed = e.is_connect();
                     let retryable = e.is_timeout() || e.is_connect() || e.is_request();
                     let message = if e.is_timeout() {
                         format!(
@@ -356,11 +372,12 @@ impl Sender {
                 }
             };
             if !retryable || attempt >= o.max_retries {
-                let tries = attempt + 1;
-                return Err(Error::llm(
-                    &self.id,
-                    format!("{message} (after {tries} attempt(s))"),
-                ));
+                let mut message = format!("{message} (after {} attempt(s))", attempt + 1);
+                if connect_failed {
+                    message.push_str("; is the server up at llm.base_url?");
+                    let _ = self.unreachable.set(message.clone());
+                }
+                return Err(Error::llm(&self.id, message));
             }
             let exp = o.backoff.saturating_mul(1u32 << attempt.min(16));
             let jittered = exp.mul_f64(0.5 + rng.random::<f64>());
