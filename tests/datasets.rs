@@ -313,4 +313,19 @@ fn bad_rows_are_reported_with_file_and_line() {
         .unwrap_err();
         assert!(expected.iter().all(|e| err.contains(e)), "{table}: {err}");
     }
+    // Two labels written the same way in the files, or named the same.
+    for (labels, expected) in [
+        (
+            "names = [\"n\", \"p\"]\nraw = [\"0\", \"0\"]\n",
+            ["dataset.toml:10", "labels.raw", "distinct"],
+        ),
+        (
+            "names = [\"n\", \"n\"]\n",
+            ["dataset.toml:9", "labels.names", "distinct"],
+        ),
+    ] {
+        let text = def.replace("names = [\"n\", \"p\"]\n", labels);
+        let err = custom(dir.path(), &text, &[("a.txt", "0 fine\n1 ok\n")]).unwrap_err();
+        assert!(expected.iter().all(|e| err.contains(e)), "{labels}: {err}");
+    }
 }

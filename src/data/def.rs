@@ -253,6 +253,14 @@ impl DatasetDef {
                 ),
             ));
         }
+        if let Some(raw) = &self.labels.raw
+            && raw.iter().collect::<std::collections::BTreeSet<_>>().len() != raw.len()
+        {
+            return Err((
+                "labels.raw".into(),
+                "raw labels must be distinct: each names one label".into(),
+            ));
+        }
         // Both tables are keyed by label name, so a typo in either is the same mistake.
         let verbalized = self.labels.verbalizers.keys().map(|l| ("verbalizers", l));
         let described = self.labels.descriptions.keys().map(|l| ("descriptions", l));
