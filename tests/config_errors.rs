@@ -347,6 +347,26 @@ fn freeal_settings_are_checked_by_name() {
         message.contains("backtranslate") && message.contains("token_edits"),
         "{message}"
     );
+    // A bad value inside a `kind`-tagged table names its own key and line, not the table's.
+    let (message, spec) = plan_error(
+        "[experiment]\nname = \"x\"\n[methods.mine]\nkind = \"freeal\"\nrounds = 1\n\
+         clean_split = \"xyz\"\n",
+        &[],
+    );
+    assert!(
+        message.contains(&format!("{}:6", spec.display()))
+            && message.contains("methods.mine.clean_split")
+            && message.contains("per_class"),
+        "{message}"
+    );
+    let (message, _) = plan_error(
+        "[experiment]\nname = \"x\"\n",
+        &["methods.freeal.rounds=-1"],
+    );
+    assert!(
+        message.contains("--set methods.freeal.rounds") && message.contains("-1"),
+        "{message}"
+    );
 }
 
 #[test]

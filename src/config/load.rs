@@ -7,7 +7,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
 
 use super::locate::locate;
-use super::spec::Spec;
+use super::spec::{MethodSpec, Spec};
 use super::validate::validate;
 use crate::error::{Error, Result};
 
@@ -198,7 +198,7 @@ impl Layered {
             combine(
                 errors
                     .into_iter()
-                    .map(|e| self.explain(e, &swept))
+                    .map(|e| self.explain(e, &figment, &swept))
                     .collect(),
             )
         })?;
@@ -221,13 +221,15 @@ impl Layered {
         ))
     }
 
-    fn explain(&self, error: figment::Error, swept: &[String]) -> Error {
+    fn explain(&self, error: figment::Error, figment: &Figment, swept: &[String]) -> Error {
         use figment::error::Kind;
         let mut path = error.path.clone();
         if let Kind::UnknownField(field, _) = &error.kind
             && path.last() != Some(field)
         {
             path.push(field.clone());
+        } else if let Some(key) = method_culprit(figment, &path) {
+            path.push(key);
         }
         let message = match &error.kind {
             Kind::UnknownField(field, expected) => format!(
@@ -235,6 +237,10 @@ impl Layered {
                 expected.join(", ")
             ),
             Kind::MissingField(field) => format!("missing key `{field}`"),
+            Kind::UnknownVariant(found, expected) => format!(
+                "unknown value `{found}`; expected one of: {}",
+                expected.join(", ")
+            ),
             other => other.to_string(),
         };
         let metadata_file = error
@@ -289,6 +295,30 @@ impl Layered {
             None => self.spec_path.display().to_string(),
         }
     }
+}
+
+/// The key of a `[methods.NAME]` table that its error is about. `kind` tags the table, so serde
+/// reads it whole and reports a bad value (`clean_split = "xyz"`) against `methods.NAME` alone;
+/// the key is the one whose removal makes the error go (or become "missing key").
+fn method_culprit(figment: &Figment, path: &[String]) -> Option<String> {
+    let [methods, name] = path else {
+        return None;
+    };
+    if methods != "methods" {
+        return None;
+    }
+    let Ok(Value::Dict(_, table)) = figment.find_value(&format!("methods.{name}")) else {
+        return None;
+    };
+    table.keys().filter(|k| *k != "kind").find_map(|key| {
+        let mut without = table.clone();
+        without.remove(key);
+        match Figment::from(Serialized::defaults(without)).extract::<MethodSpec>() {
+            Ok(_) => Some(key.clone()),
+            Err(e) => matches!(&e.kind, figment::error::Kind::MissingField(f) if f == key)
+                .then(|| key.clone()),
+        }
+    })
 }
 
 /// One error from several: the first alone, or all of them joined line by line.
