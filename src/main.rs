@@ -137,7 +137,11 @@ macro_rules! out {
 
 fn load_plan(spec: &Path, opts: &SpecOpts) -> anyhow::Result<Plan> {
     let layered = layer(spec, &opts.all_sets())?;
-    Ok(plan(&layered)?)
+    let plan = plan(&layered)?;
+    for warning in &plan.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(plan)
 }
 
 fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<()> {

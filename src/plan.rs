@@ -112,6 +112,9 @@ pub struct Plan {
     pub spec_path: PathBuf,
     /// The checkout holding configs/ and datasets/.
     pub project_root: PathBuf,
+    /// Overrides that change no cell, one line each (`--set methods.NAME...` for a method no
+    /// cell runs).
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -250,12 +253,14 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
             dataset_dir: def_path.parent().map(Path::to_path_buf).unwrap_or_default(),
         });
     }
+    let warnings = unused_method_overrides(layered, &cells);
     Ok(Plan {
         experiment: base.experiment,
         run: base.run,
         cells,
         spec_path: layered.spec_path.clone(),
         project_root: layered.project_root.clone(),
+        warnings,
     })
 }
 
@@ -269,19 +274,7 @@ fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
                 .strip_prefix(outer)
                 .is_some_and(|rest| rest.starts_with('.'))
     };
-    let from_env = std::env::vars_os().filter_map(|(name, _)| {
-        let name = name.into_string().ok()?;
-        let key = name
-            .strip_prefix(ENV_PREFIX)?
-            .to_lowercase()
-            .replace("__", ".");
-        Some((format!("environment variable {name}"), key))
-    });
-    let from_sets = layered
-        .set_keys
-        .iter()
-        .map(|key| (format!("--set {key}"), key.clone()));
-    for (location, key) in from_sets.chain(from_env) {
+    for (location, key) in overrides(layered) {
         let swept = sweep_axes
             .iter()
             .flat_map(|axis| &axis.keys)
@@ -298,6 +291,45 @@ fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Keys set on the command line or in the environment, each with where it was set.
+fn overrides(layered: &Layered) -> Vec<(String, String)> {
+    let from_env = std::env::vars_os().filter_map(|(name, _)| {
+        let name = name.into_string().ok()?;
+        let key = name
+            .strip_prefix(ENV_PREFIX)?
+            .to_lowercase()
+            .replace("__", ".");
+        Some((format!("environment variable {name}"), key))
+    });
+    let from_sets = layered
+        .set_keys
+        .iter()
+        .map(|key| (format!("--set {key}"), key.clone()));
+    from_sets.chain(from_env).collect()
+}
+
+/// Overrides of a `[methods.NAME]` table that no cell runs: `--set methods.freeal.knn=10` on a
+/// spec whose cells run `freeal_replay` changes nothing, which the user should hear.
+fn unused_method_overrides(layered: &Layered, cells: &[Cell]) -> Vec<String> {
+    let used: std::collections::BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c.config.method_name.as_str())
+        .collect();
+    overrides(layered)
+        .into_iter()
+        .filter_map(|(location, key)| {
+            let name = key.strip_prefix("methods.")?.split('.').next()?;
+            (!used.contains(name)).then(|| {
+                format!(
+                    "warning: {location}: no cell runs method `{name}`, so it changes nothing \
+                     (the cells run: {})",
+                    used.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 fn layered_sweep_error(layered: &Layered, key: &str, message: String) -> Error {

@@ -109,6 +109,29 @@ fn a_set_of_a_swept_key_is_refused_not_silently_replaced() {
 }
 
 #[test]
+fn a_set_of_a_method_no_cell_runs_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "spec.toml",
+        "[experiment]\nname = \"x\"\n[sweep]\nmethod = [\"supervised\"]\n",
+    );
+    let sets = [
+        "methods.freeal.knn=3".to_string(),
+        "methods.supervised.fraction=0.5".to_string(),
+    ];
+    let planned = plan(&layer(&path, &sets).unwrap()).unwrap();
+    assert_eq!(planned.warnings.len(), 1, "{:?}", planned.warnings);
+    assert!(
+        planned.warnings[0].contains("--set methods.freeal.knn")
+            && planned.warnings[0].contains("no cell runs method `freeal`")
+            && planned.warnings[0].contains("supervised"),
+        "{:?}",
+        planned.warnings
+    );
+}
+
+#[test]
 fn a_negative_epoch_checkpoint_interval_is_rejected_with_its_line() {
     let (message, spec) = plan_error(
         "[experiment]\nname = \"x\"\n[run]\nepoch_checkpoint_minutes = -1.0\n",
