@@ -395,3 +395,26 @@ fn report_a_b_names_changed_keys_and_moved_metrics() {
     assert!(text.contains("| slm.epochs | 3 | 6 | 3 |"), "{text}");
     assert!(text.contains("**moved**"), "{text}");
 }
+
+#[test]
+fn a_metric_or_round_no_record_has_is_refused_with_what_there_is() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), 3, 0.0);
+    let path = dir.path().to_str().unwrap();
+    let out = common::bench(&["report", path, "--metric", "test_acc"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`test_acc`")
+            && stderr.contains("test_accuracy")
+            && stderr.contains("pool_label_accuracy"),
+        "{stderr}"
+    );
+    let out = common::bench(&["report", path, "--round", "7"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("round 7") && stderr.contains("rounds recorded: 0, 1, 2"),
+        "{stderr}"
+    );
+}

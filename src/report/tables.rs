@@ -81,16 +81,36 @@ pub fn summarize(
             .collect(),
     };
     if finals.is_empty() {
+        let rounds: std::collections::BTreeSet<u32> =
+            records.iter().map(|r| r.outcome.round).collect();
+        let rounds: Vec<String> = rounds.iter().map(u32::to_string).collect();
         return Err(Error::results(
             "summary",
-            format!("no record has round {}", round.unwrap_or(0)),
+            format!(
+                "no record has round {}; rounds recorded: {}",
+                round.unwrap_or(0),
+                rounds.join(", ")
+            ),
         ));
     }
     let df = records_frame(&finals)?;
     if df.column(metric).is_err() {
+        const IDENTITY: [&str; 7] = [
+            "cell_id", "cell", "method", "dataset", "seed", "params", "round",
+        ];
+        let recorded: Vec<String> = df
+            .get_column_names()
+            .into_iter()
+            .map(|name| name.to_string())
+            .filter(|name| !IDENTITY.contains(&name.as_str()))
+            .collect();
         return Err(Error::results(
             "summary",
-            format!("metric `{metric}` (experiment.metric) is in no record"),
+            format!(
+                "metric `{metric}` (experiment.metric, or report --metric) is in no record; \
+                 recorded: {}",
+                recorded.join(", ")
+            ),
         ));
     }
     let grouped = df
