@@ -98,8 +98,8 @@ struct SpecOpts {
     #[arg(long, value_name = "GLOB")]
     only: Vec<String>,
     /// Cells run in parallel (overrides run.jobs).
-    #[arg(long)]
-    jobs: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
     /// Tensor backend (overrides run.backend).
     #[arg(long, value_enum)]
     backend: Option<BackendChoice>,
