@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use freeal_bench::config::{BackendChoice, layer};
+use freeal_bench::config::{BackendChoice, LlmBackend, layer};
 use freeal_bench::error::Error;
 use freeal_bench::llm::prompt::render_plain;
 use freeal_bench::methods::{CellContext, build};
@@ -168,6 +168,8 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         "slm_steps"
     );
     let (mut calls, mut tokens, mut steps, mut dollars) = (0, 0, 0, 0.0);
+    // A server model with no [prices] entry costs an unknown amount, not nothing.
+    let mut unpriced = std::collections::BTreeSet::new();
     for cell in &cells {
         let dataset = load_dataset(cell)?;
         let estimate = build(&cell.config.method).estimate(cell, &dataset);
@@ -176,6 +178,12 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         steps += estimate.slm_steps;
         if let Some(llm) = &cell.config.llm {
             dollars += estimate.llm_prompt_tokens as f64 * llm.price.input_per_mtok / 1e6;
+            if llm.spec.backend == LlmBackend::Http
+                && llm.price.input_per_mtok == 0.0
+                && estimate.llm_calls > 0
+            {
+                unpriced.insert(llm.spec.model.clone());
+            }
         }
         let dir = cell_dir(&plan, cell);
         let status = if read_cell_records(&dir, &cell.id).is_some() {
@@ -201,6 +209,15 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         "total: {calls} LLM calls, ~{tokens} prompt tokens (~${dollars:.2} of input at \
          [prices], before cache hits), {steps} SLM steps"
     );
+    if !unpriced.is_empty() {
+        let models: Vec<String> = unpriced.into_iter().collect();
+        out!(
+            "note: no price for {} under [prices] (or a price of 0): the cost above leaves it \
+             out; add [prices.\"{}\"] input_per_mtok = ... to count it",
+            models.join(", "),
+            models[0]
+        );
+    }
     if show_prompt {
         print_prompts(&plan, &cells)?;
     }

@@ -315,6 +315,40 @@ fn an_only_pattern_that_matches_no_cell_is_refused() {
 }
 
 #[test]
+fn plan_says_when_a_server_models_cost_is_unknown() {
+    let http = ["--set", "llm.backend=\"http\""];
+    let out = bench(
+        &[
+            &["plan", "experiments/sst2.toml"][..],
+            &http,
+            &["--set", "llm.model=\"my-model\""],
+        ]
+        .concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("no price for my-model") && stdout.contains("[prices.\"my-model\"]"),
+        "{stdout}"
+    );
+    let out = bench(
+        &[
+            &["plan", "experiments/sst2.toml"][..],
+            &http,
+            &["--set", "llm.model=\"gpt-3.5-turbo\""],
+        ]
+        .concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dollars: f64 = stdout
+        .split("~$")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no cost in: {stdout}"));
+    assert!(dollars > 0.0 && !stdout.contains("no price"), "{stdout}");
+}
+
+#[test]
 fn cli_plan_lists_cells_and_exits_2_on_bad_input() {
     let out = bench(&["plan", "experiments/sst2.toml"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
