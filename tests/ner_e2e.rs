@@ -224,6 +224,60 @@ fn zero_shot_freeal_and_supervised_tag_entities() {
 }
 
 #[test]
+fn a_cell_stopped_after_round_0_resumes_from_its_checkpoint_with_the_same_records() {
+    let reference = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(reference.path());
+    common::run_spec(&spec(
+        reference.path(),
+        &dataset,
+        r#""freeal_ner""#,
+        "zero_shot",
+    ));
+    let want = records(reference.path(), "freeal_ner");
+
+    // Stop the cell right after its round-0 checkpoint: round 1 cannot write its labels file
+    // where a directory of that name stands.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
+    let planned =
+        freeal_bench::plan::plan(&freeal_bench::config::layer(&spec, &[]).unwrap()).unwrap();
+    let cell = dir
+        .path()
+        .join("results/ner_toy/cells")
+        .join(planned.cells[0].dir_name());
+    let blocker = cell.join("labels_round1.csv");
+    std::fs::create_dir_all(blocker.join("blocked")).unwrap();
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(cell.join("checkpoint.json").is_file() && !cell.join("records.json").exists());
+
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming after round 0"), "{stderr}");
+    let got = records(dir.path(), "freeal_ner");
+    assert_eq!(got.len(), 2);
+    for (round, (g, w)) in got.iter().zip(&want).enumerate() {
+        for key in ["metrics", "llm", "slm_steps"] {
+            assert_eq!(g[key], w[key], "round {round}: {key}");
+        }
+    }
+    // Round 1 kept round 0's tagger (its labels did not change), which the checkpoint does
+    // not hold: its test scores came from the saved test tags.
+    assert_eq!(got[1]["slm_steps"].as_u64(), Some(0));
+    assert!(
+        !cell.join("checkpoint.json").exists(),
+        "a complete cell keeps no checkpoint"
+    );
+}
+
+#[test]
 fn ner_settings_the_method_cannot_honour_are_refused_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());

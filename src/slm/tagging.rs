@@ -24,7 +24,7 @@ pub enum SentenceLoss {
 }
 
 /// Per-word tag probabilities and sentence embeddings of a set of sentences.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagInference {
     /// Per sentence, per word, the probability of each tag (empty for a word truncation cut).
     pub probs: Vec<Vec<Vec<f32>>>,

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use rand_chacha::ChaCha8Rng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::self_train::Split;
@@ -37,25 +38,42 @@ pub struct Checkpoint {
     pub rng_word_pos: StreamPos,
 }
 
-/// The checkpoint the cell resumes from (said on the progress output), `rng` positioned where
-/// it left the cell's random stream; `None` to start at round 0: no checkpoint, or (with a
-/// warning) one this cell cannot use.
-pub fn resume(
+/// What every round checkpoint (classification or NER) knows of itself.
+pub trait RoundCheckpoint {
+    /// Rounds finished.
+    fn rounds_done(&self) -> usize;
+    /// Where the cell's random stream stood after them.
+    fn stream(&self) -> &StreamPos;
+}
+
+impl RoundCheckpoint for Checkpoint {
+    fn rounds_done(&self) -> usize {
+        self.outcomes.len()
+    }
+    fn stream(&self) -> &StreamPos {
+        &self.rng_word_pos
+    }
+}
+
+/// The checkpoint the cell resumes from (said on the progress output), read by `load` from the
+/// cell directory, `rng` positioned where it left the cell's random stream; `None` to start at
+/// round 0: no checkpoint, or (with a warning) one this cell cannot use.
+pub fn resume<C: RoundCheckpoint>(
     ctx: &CellContext,
-    pool_len: usize,
     rounds: usize,
     rng: &mut ChaCha8Rng,
-) -> Result<Option<Checkpoint>> {
+    load: impl FnOnce(&Path) -> std::result::Result<C, String>,
+) -> Result<Option<C>> {
     if rounds == 0 || !ctx.out_dir.join(CHECKPOINT_JSON).exists() {
         return Ok(None);
     }
-    match load(ctx.out_dir, &ctx.cell.id, pool_len, rounds) {
+    match load(ctx.out_dir) {
         Ok(checkpoint) => {
-            checkpoint.rng_word_pos.apply(rng);
+            checkpoint.stream().apply(rng);
             ctx.progress.println(&format!(
                 "{}: resuming after round {} from its checkpoint",
                 ctx.cell.name,
-                checkpoint.outcomes.len() - 1
+                checkpoint.rounds_done() - 1
             ));
             Ok(Some(checkpoint))
         }
@@ -70,13 +88,55 @@ pub fn resume(
 
 /// Writes `checkpoint` into the cell directory `dir` (atomically: a crash leaves the previous
 /// checkpoint or the new one, never half of one).
-pub fn save(dir: &Path, checkpoint: &Checkpoint) -> Result<()> {
+pub fn save(dir: &Path, checkpoint: &impl Serialize) -> Result<()> {
     let path = dir.join(CHECKPOINT_JSON);
     let bytes = serde_json::to_vec(checkpoint).map_err(|e| Error::Results {
         path: path.clone(),
         message: format!("checkpoint: {e}"),
     })?;
     write_atomic(&path, &bytes)
+}
+
+/// The checkpoint file in `dir`, parsed; `Err` says why not, naming the file.
+pub fn read<T: DeserializeOwned>(dir: &Path) -> std::result::Result<T, String> {
+    let path = dir.join(CHECKPOINT_JSON);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a FreeAL checkpoint ({e})", path.display()))
+}
+
+/// Why a checkpoint does not fit the cell `cell_id` of `rounds` refinery rounds over a pool of
+/// `pool_len` examples, if it does not: written for another cell, with no round or every round
+/// done, rounds out of order, or per-example state of another length (`lengths`).
+pub fn misfit(
+    written_for: &str,
+    outcomes: &[RoundOutcome],
+    lengths: &[usize],
+    cell_id: &str,
+    pool_len: usize,
+    rounds: usize,
+) -> Option<String> {
+    let done = outcomes.len();
+    if written_for != cell_id {
+        Some(format!("written for cell {written_for}, not {cell_id}"))
+    } else if done == 0 || done > rounds {
+        Some(format!(
+            "{done} rounds done, expected 1 to {rounds} of this cell's {} rounds",
+            rounds + 1
+        ))
+    } else if lengths.iter().any(|&n| n != pool_len) {
+        Some(format!(
+            "its per-example state does not cover the {pool_len}-example pool"
+        ))
+    } else if outcomes
+        .iter()
+        .enumerate()
+        .any(|(i, o)| o.round as usize != i)
+    {
+        Some("its rounds are not 0, 1, ... in order".into())
+    } else {
+        None
+    }
 }
 
 /// The checkpoint in `dir` when there is one this cell can resume from: written for `cell_id`,
@@ -89,22 +149,8 @@ pub fn load(
     pool_len: usize,
     rounds: usize,
 ) -> std::result::Result<Checkpoint, String> {
-    let path = dir.join(CHECKPOINT_JSON);
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{}: not a FreeAL checkpoint ({e})", path.display()))?;
-    let done = checkpoint.outcomes.len();
-    let problem = if checkpoint.cell_id != cell_id {
-        Some(format!(
-            "written for cell {}, not {cell_id}",
-            checkpoint.cell_id
-        ))
-    } else if done == 0 || done > rounds {
-        Some(format!(
-            "{done} rounds done, expected 1 to {rounds} of this cell's {} rounds",
-            rounds + 1
-        ))
-    } else if [
+    let checkpoint: Checkpoint = read(dir)?;
+    let lengths = [
         checkpoint.labels.len(),
         checkpoint.queried.len(),
         checkpoint.pool.pooled.len(),
@@ -112,25 +158,16 @@ pub fn load(
         checkpoint.pool.logits.len(),
         checkpoint.split.clean.len(),
         checkpoint.split.posterior.len(),
-    ]
-    .iter()
-    .any(|&n| n != pool_len)
-    {
-        Some(format!(
-            "its per-example state does not cover the {pool_len}-example pool"
-        ))
-    } else if checkpoint
-        .outcomes
-        .iter()
-        .enumerate()
-        .any(|(i, o)| o.round as usize != i)
-    {
-        Some("its rounds are not 0, 1, ... in order".into())
-    } else {
-        None
-    };
-    match problem {
-        Some(why) => Err(format!("{}: {why}", path.display())),
+    ];
+    match misfit(
+        &checkpoint.cell_id,
+        &checkpoint.outcomes,
+        &lengths,
+        cell_id,
+        pool_len,
+        rounds,
+    ) {
+        Some(why) => Err(format!("{}: {why}", dir.join(CHECKPOINT_JSON).display())),
         None => Ok(checkpoint),
     }
 }
@@ -147,6 +184,9 @@ mod tests {
             outcomes: (0..rounds_done)
                 .map(|round| RoundOutcome {
                     round,
+                    // Read back as the neighbouring double without serde_json's
+                    // `float_roundtrip`.
+                    metrics: [("test_accuracy".to_string(), 0.117_302_052_785_923_75)].into(),
                     ..RoundOutcome::default()
                 })
                 .collect(),

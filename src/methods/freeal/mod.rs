@@ -584,7 +584,11 @@ impl Method for Freeal {
         let mut outcomes = Vec::new();
         let mut warnings = Vec::new();
         let mut previous: Option<(Inference, Split)> = None;
-        if let Some(resumed) = checkpoint::resume(ctx, texts.len(), self.spec.rounds, &mut rng)? {
+        let rounds = self.spec.rounds;
+        let resumed = checkpoint::resume(ctx, rounds, &mut rng, |dir| {
+            checkpoint::load(dir, &ctx.cell.id, texts.len(), rounds)
+        })?;
+        if let Some(resumed) = resumed {
             state = Labels {
                 labels: resumed.labels,
                 queried: resumed.queried,

@@ -13,10 +13,12 @@ use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Extracted, Extractor, evaluate_tagger, gold_tags, score_spans, sentence_words};
+use super::checkpoint::{self as ner_checkpoint, NerCheckpoint};
+use super::{Extracted, Extractor, gold_tags, score_spans, score_test, sentence_words, test_tags};
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::llm::demos::{knn, normalize_rows};
+use crate::methods::freeal::checkpoint;
 use crate::methods::freeal::config::{FreealSpec, SelfTraining};
 use crate::methods::freeal::self_train::{Split, rampup, split_losses};
 use crate::methods::{CellContext, record_precision};
@@ -29,6 +31,7 @@ use crate::slm::tagging::{
     TagInference, gather, ids_of, infer_tags, labelled_positions, tag_cross_entropy,
 };
 use crate::slm::tokenize::WordEncoded;
+use crate::stream_pos::StreamPos;
 
 /// What one round of tagger self-training leaves behind.
 pub struct TrainedTagger {
@@ -207,9 +210,27 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
     let words = base.tokenize_words(&sentence_words(&dataset.train))?;
     let pool_examples: Vec<&Example> = dataset.train.iter().collect();
     let mut labels: Vec<Option<Vec<usize>>> = Vec::new();
-    let mut previous: Option<(TrainedTagger, Vec<Vec<f32>>)> = None;
+    let mut previous: Option<Finished> = None;
     let mut outcomes = Vec::new();
-    for round in 0..=spec.rounds {
+    let resumed = checkpoint::resume(ctx, spec.rounds, &mut rng, |dir| {
+        ner_checkpoint::load(
+            dir,
+            &ctx.cell.id,
+            pool_examples.len(),
+            dataset.test.len(),
+            spec.rounds,
+        )
+    })?;
+    if let Some(resumed) = resumed {
+        labels = resumed.labels;
+        outcomes = resumed.outcomes;
+        previous = Some(Finished::new(
+            resumed.pool,
+            resumed.split,
+            resumed.test_tags,
+        ));
+    }
+    for round in outcomes.len()..=spec.rounds {
         let start = Instant::now();
         let mut metrics = BTreeMap::new();
         let before = labels.clone();
@@ -230,13 +251,12 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                 got.write_answers(&ctx.out_dir.join("answers_round0.jsonl"))?;
                 labels = got.tags;
             }
-            Some((trained, embeddings)) => {
+            Some(finished) => {
                 let got = refine(
                     ctx,
                     &extractor,
                     &mut client,
-                    trained,
-                    embeddings,
+                    finished,
                     &mut labels,
                     &gold,
                     spec,
@@ -246,11 +266,19 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                 got.record(&mut metrics, "relabel");
             }
         }
-        let trained = match previous.take() {
+        let (finished, steps) = match previous.take() {
             // Retraining on unchanged labels from the same seed gives the same tagger again
-            // (minutes per round on a CPU): keep it, with no optimiser step to record.
-            Some((kept, _)) if labels == before => TrainedTagger { steps: 0, ..kept },
-            _ => self_train_tagger(ctx.load_slm()?, &words, &labels, spec, ctx.progress)?,
+            // (minutes per round on a CPU): keep its outputs, with no optimiser step to record.
+            Some(kept) if labels == before => (kept, 0),
+            _ => {
+                let trained =
+                    self_train_tagger(ctx.load_slm()?, &words, &labels, spec, ctx.progress)?;
+                let tags = test_tags(&trained.slm, dataset, ctx)?;
+                (
+                    Finished::new(trained.pool, trained.split, tags),
+                    trained.steps,
+                )
+            }
         };
         score_spans(&mut metrics, "pool_label", dataset, &labels, &gold);
         let masked = labels.iter().filter(|l| l.is_none()).count();
@@ -259,36 +287,74 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
             1.0 - masked as f64 / labels.len().max(1) as f64,
         );
         let clean: Vec<usize> = (0..labels.len())
-            .filter(|&i| trained.split.clean[i])
+            .filter(|&i| finished.split.clean[i])
             .collect();
         metrics.insert("clean_count".into(), clean.len() as f64);
         let exact = |i: usize| labels[i].as_ref() == Some(&gold[i]);
         record_precision(&mut metrics, "clean_precision", &clean, exact);
         let all: Vec<usize> = (0..labels.len()).collect();
         record_precision(&mut metrics, "pool_label_sentence_accuracy", &all, exact);
-        let slm_pool: Vec<Option<Vec<usize>>> = trained.pool.tags().into_iter().map(Some).collect();
+        let slm_pool: Vec<Option<Vec<usize>>> =
+            finished.pool.tags().into_iter().map(Some).collect();
         score_spans(&mut metrics, "slm_pool", dataset, &slm_pool, &gold);
-        evaluate_tagger(&trained.slm, dataset, ctx, &mut metrics)?;
+        score_test(&finished.test_tags, dataset, ctx, &mut metrics)?;
         metrics.insert("gold_labels_used".into(), 0.0);
         super::write_tags(
             &ctx.out_dir.join(format!("labels_round{round}.csv")),
             dataset,
             &labels,
             &gold,
-            Some(&trained.split.clean),
+            Some(&finished.split.clean),
         )?;
         outcomes.push(RoundOutcome {
             round: round as u32,
             metrics,
             llm: client.take_usage(),
-            slm_steps: trained.steps,
+            slm_steps: steps,
             wall_s: start.elapsed().as_secs_f64(),
         });
-        let mut embeddings = trained.pool.pooled.clone();
-        normalize_rows(&mut embeddings);
-        previous = Some((trained, embeddings));
+        if round < spec.rounds {
+            checkpoint::save(
+                ctx.out_dir,
+                &NerCheckpoint {
+                    cell_id: ctx.cell.id.clone(),
+                    outcomes: outcomes.clone(),
+                    labels: labels.clone(),
+                    pool: finished.pool.clone(),
+                    split: finished.split.clone(),
+                    test_tags: finished.test_tags.clone(),
+                    rng_word_pos: StreamPos::of(&rng),
+                },
+            )?;
+        }
+        previous = Some(finished);
     }
     Ok(outcomes)
+}
+
+/// What a round leaves the next: its tagger's outputs (the tagger itself is not needed again).
+struct Finished {
+    /// The tagger's outputs on the pool.
+    pool: TagInference,
+    /// Clean/noisy split of the pool's labelled sentences.
+    split: Split,
+    /// The tagger's tags on the test split.
+    test_tags: Vec<Vec<usize>>,
+    /// The pool's sentence embeddings, unit length (the refinery's k-NN space).
+    embeddings: Vec<Vec<f32>>,
+}
+
+impl Finished {
+    fn new(pool: TagInference, split: Split, test_tags: Vec<Vec<usize>>) -> Self {
+        let mut embeddings = pool.pooled.clone();
+        normalize_rows(&mut embeddings);
+        Finished {
+            pool,
+            split,
+            test_tags,
+            embeddings,
+        }
+    }
 }
 
 /// One refinery round: the previous tagger's demonstration pool, then the LLM re-extracts
@@ -298,8 +364,7 @@ fn refine(
     ctx: &CellContext,
     extractor: &Extractor,
     client: &mut crate::llm::client::LlmClient,
-    trained: &TrainedTagger,
-    embeddings: &[Vec<f32>],
+    finished: &Finished,
     labels: &mut [Option<Vec<usize>>],
     gold: &[Vec<usize>],
     spec: &FreealSpec,
@@ -308,9 +373,10 @@ fn refine(
 ) -> Result<Extracted> {
     let dataset = ctx.dataset;
     let num_types = dataset.num_labels();
+    let embeddings = &finished.embeddings;
     let pool = tag_demo_pool(
-        &trained.pool.tags(),
-        &trained.pool.confidence(),
+        &finished.pool.tags(),
+        &finished.pool.confidence(),
         labels,
         num_types,
         embeddings,
@@ -327,7 +393,7 @@ fn refine(
         return Ok(Extracted::default());
     }
     let noisy: Vec<usize> = (0..labels.len())
-        .filter(|&i| !trained.split.clean[i])
+        .filter(|&i| !finished.split.clean[i])
         .collect();
     let pool_rows: Vec<Vec<f32>> = pool.iter().map(|&i| embeddings[i].clone()).collect();
     let k = spec.demos_per_class * num_types;

@@ -4,6 +4,7 @@
 //! with classification.
 
 pub mod active_learning;
+pub mod checkpoint;
 pub mod freeal;
 
 use std::collections::BTreeMap;
@@ -204,12 +205,24 @@ pub fn evaluate_tagger(
     ctx: &CellContext,
     metrics: &mut BTreeMap<String, f64>,
 ) -> Result<()> {
+    let tags = test_tags(slm, dataset, ctx)?;
+    score_test(&tags, dataset, ctx, metrics)
+}
+
+/// A tagger's tags on the test split.
+pub fn test_tags(slm: &Slm, dataset: &Dataset, ctx: &CellContext) -> Result<Vec<Vec<usize>>> {
     let words = slm.tokenize_words(&sentence_words(&dataset.test))?;
-    let predicted: Vec<Option<Vec<usize>>> = infer_tags(slm, &words, ctx.progress)?
-        .tags()
-        .into_iter()
-        .map(Some)
-        .collect();
+    Ok(infer_tags(slm, &words, ctx.progress)?.tags())
+}
+
+/// Test-split span scores of tags a tagger gave (`test_f1`, ...).
+pub fn score_test(
+    tags: &[Vec<usize>],
+    dataset: &Dataset,
+    ctx: &CellContext,
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let predicted: Vec<Option<Vec<usize>>> = tags.iter().cloned().map(Some).collect();
     let gold = gold_tags(&dataset.test, &ctx.cell.name)?;
     score_spans(metrics, "test", dataset, &predicted, &gold);
     Ok(())
