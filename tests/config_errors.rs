@@ -365,6 +365,13 @@ fn cli_plan_lists_cells_and_exits_2_on_bad_input() {
         "bad.toml",
         "[experiment]\nname = \"x\"\nbogus = 1\n",
     );
+    let out = bench(&["plan", "experiments/sst2.toml", "--jobs", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--jobs") && !stderr.contains("--set"),
+        "{stderr}"
+    );
     let out = bench(&["plan", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
