@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::load::ENV_PREFIX;
+use crate::config::load::within;
 use crate::config::sweep::{Axis, axes, expand};
 use crate::config::{
     DataSpec, ExperimentSpec, Layered, LlmSpec, MethodSpec, RunSpec, SlmSpec, Spec,
@@ -268,13 +268,7 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
 /// would take the sweep's value, so `--set seed=5` on a spec sweeping `seed = [1]` would run
 /// seed 1 under the user's nose.
 fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
-    let within = |inner: &str, outer: &str| {
-        inner == outer
-            || inner
-                .strip_prefix(outer)
-                .is_some_and(|rest| rest.starts_with('.'))
-    };
-    for (location, key) in overrides(layered) {
+    for (location, key) in layered.overrides() {
         let swept = sweep_axes
             .iter()
             .flat_map(|axis| &axis.keys)
@@ -293,23 +287,6 @@ fn refuse_swept_sets(layered: &Layered, sweep_axes: &[Axis]) -> Result<()> {
     Ok(())
 }
 
-/// Keys set on the command line or in the environment, each with where it was set.
-fn overrides(layered: &Layered) -> Vec<(String, String)> {
-    let from_env = std::env::vars_os().filter_map(|(name, _)| {
-        let name = name.into_string().ok()?;
-        let key = name
-            .strip_prefix(ENV_PREFIX)?
-            .to_lowercase()
-            .replace("__", ".");
-        Some((format!("environment variable {name}"), key))
-    });
-    let from_sets = layered
-        .set_keys
-        .iter()
-        .map(|key| (format!("--set {key}"), key.clone()));
-    from_sets.chain(from_env).collect()
-}
-
 /// Overrides of a `[methods.NAME]` table that no cell runs: `--set methods.freeal.knn=10` on a
 /// spec whose cells run `freeal_replay` changes nothing, which the user should hear.
 fn unused_method_overrides(layered: &Layered, cells: &[Cell]) -> Vec<String> {
@@ -317,7 +294,8 @@ fn unused_method_overrides(layered: &Layered, cells: &[Cell]) -> Vec<String> {
         .iter()
         .map(|c| c.config.method_name.as_str())
         .collect();
-    overrides(layered)
+    layered
+        .overrides()
         .into_iter()
         .filter_map(|(location, key)| {
             let name = key.strip_prefix("methods.")?.split('.').next()?;

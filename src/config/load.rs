@@ -27,6 +27,15 @@ pub struct Layered {
     pub files: Vec<PathBuf>,
     /// Keys set with `--set`, for error messages.
     pub set_keys: Vec<String>,
+    /// Keys set by `FREEAL_BENCH_*` variables: (variable, dotted key).
+    pub env_keys: Vec<(String, String)>,
+}
+
+/// Whether the dotted key `inner` is `outer` or lies under it (`slm.lr` under `slm`).
+pub fn within(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// Finds the project root: the nearest ancestor of the spec (or the working directory) that has
@@ -164,6 +173,17 @@ pub fn layer(spec_path: &Path, sets: &[String]) -> Result<Layered> {
     figment = figment.merge(Toml::file_exact(spec_path));
     files.push(spec_path.to_path_buf());
     figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    // What the Env provider reads: the prefix dropped, lower case, `__` nesting.
+    let env_keys = std::env::vars_os()
+        .filter_map(|(name, _)| {
+            let name = name.into_string().ok()?;
+            let key = name
+                .strip_prefix(ENV_PREFIX)?
+                .to_lowercase()
+                .replace("__", ".");
+            Some((name, key))
+        })
+        .collect();
     let mut set_keys = Vec::new();
     for assignment in sets {
         let (key, value) = parse_set(assignment)?;
@@ -177,10 +197,24 @@ pub fn layer(spec_path: &Path, sets: &[String]) -> Result<Layered> {
         project_root,
         files,
         set_keys,
+        env_keys,
     })
 }
 
 impl Layered {
+    /// Keys set on the command line or in the environment, each with where it was set.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let sets = self
+            .set_keys
+            .iter()
+            .map(|key| (format!("--set {key}"), key.clone()));
+        let env = self
+            .env_keys
+            .iter()
+            .map(|(name, key)| (format!("environment variable {name}"), key.clone()));
+        sets.chain(env).collect()
+    }
+
     /// Extracts and validates the spec.
     pub fn spec(&self) -> Result<Spec> {
         self.spec_with(&[])
@@ -259,7 +293,7 @@ impl Layered {
     /// Names the layer a key came from: `file:line`, `--set`, or the environment.
     fn describe_source(&self, path: &[String], hint: Option<PathBuf>, swept: &[String]) -> String {
         let joined = path.join(".");
-        let covers = |k: &String| joined == *k || joined.starts_with(&format!("{k}."));
+        let covers = |k: &String| within(&joined, k);
         if let Some(key) = swept.iter().find(|k| covers(k)) {
             let quoted = vec!["sweep".to_string(), key.clone()];
             let mut nested = vec!["sweep".to_string()];

@@ -7,7 +7,9 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::run::records::{RoundRecord, records_frame, write_atomic, write_csv, write_parquet};
+use crate::run::records::{
+    IDENTITY_COLUMNS, RoundRecord, records_frame, write_atomic, write_csv, write_parquet,
+};
 
 /// One aggregated entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,14 +97,11 @@ pub fn summarize(
     }
     let df = records_frame(&finals)?;
     if df.column(metric).is_err() {
-        const IDENTITY: [&str; 7] = [
-            "cell_id", "cell", "method", "dataset", "seed", "params", "round",
-        ];
         let recorded: Vec<String> = df
             .get_column_names()
             .into_iter()
             .map(|name| name.to_string())
-            .filter(|name| !IDENTITY.contains(&name.as_str()))
+            .filter(|name| !IDENTITY_COLUMNS.contains(&name.as_str()))
             .collect();
         return Err(Error::results(
             "summary",

@@ -123,6 +123,11 @@ fn process_alive(pid: i32) -> bool {
     found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// The columns of [`records_frame`] that say which record a row is, not what it measured.
+pub const IDENTITY_COLUMNS: [&str; 7] = [
+    "cell_id", "cell", "method", "dataset", "seed", "params", "round",
+];
+
 /// Records as a Polars frame: fixed identity and usage columns, then one column per metric
 /// (null where a record lacks it), metrics sorted by name.
 pub fn records_frame(records: &[RoundRecord]) -> Result<DataFrame> {
@@ -133,14 +138,15 @@ pub fn records_frame(records: &[RoundRecord]) -> Result<DataFrame> {
     let strings =
         |f: &dyn Fn(&RoundRecord) -> String| -> Vec<String> { records.iter().map(f).collect() };
     let ints = |f: &dyn Fn(&RoundRecord) -> u64| -> Vec<u64> { records.iter().map(f).collect() };
+    let [cell_id, cell, method, dataset, seed, params, round] = IDENTITY_COLUMNS;
     let mut columns = vec![
-        Column::new("cell_id".into(), strings(&|r| r.cell_id.clone())),
-        Column::new("cell".into(), strings(&|r| r.cell.clone())),
-        Column::new("method".into(), strings(&|r| r.method.clone())),
-        Column::new("dataset".into(), strings(&|r| r.dataset.clone())),
-        Column::new("seed".into(), ints(&|r| r.seed)),
-        Column::new("params".into(), strings(&|r| r.params.clone())),
-        Column::new("round".into(), ints(&|r| u64::from(r.outcome.round))),
+        Column::new(cell_id.into(), strings(&|r| r.cell_id.clone())),
+        Column::new(cell.into(), strings(&|r| r.cell.clone())),
+        Column::new(method.into(), strings(&|r| r.method.clone())),
+        Column::new(dataset.into(), strings(&|r| r.dataset.clone())),
+        Column::new(seed.into(), ints(&|r| r.seed)),
+        Column::new(params.into(), strings(&|r| r.params.clone())),
+        Column::new(round.into(), ints(&|r| u64::from(r.outcome.round))),
     ];
     for name in metric_names {
         let values: Vec<Option<f64>> = records
