@@ -20,6 +20,7 @@ for dir in "$@"; do
     round=${round#labels_round}
     awk -F, -v experiment="$(basename "$dir")" -v cell="$cell" -v round="$round" '
       NR == 1 { next }            # header: index,gold,label,clean,clean_posterior,slm_pred
+      $2 == "" { no_gold = 1; next }   # an unlabeled pool (files.train_unlabeled): nothing to score
       $3 != "" {
         labelled++
         wrong_label = ($3 != $2)
@@ -27,6 +28,10 @@ for dir in "$@"; do
         if ($4 == 0) { flagged++; flagged_wrong += wrong_label }
       }
       END {
+        if (no_gold) {
+          printf "%-20s %-36s %5s (unlabeled pool: no gold to score the split against)\n", experiment, cell, round
+          exit
+        }
         printf "%-20s %-36s %5s %8d %6d %7d %12.3f %10.3f %7.3f\n", experiment, cell, round,
           labelled, wrong,
           flagged, flagged ? flagged_wrong / flagged : 0, labelled ? wrong / labelled : 0,

@@ -125,7 +125,7 @@ fn entities(examples: &[freeal_bench::data::Example], tags: &[String], kind: &st
         .iter()
         .map(|e| match &e.target {
             Target::Tags(t) => t.iter().filter(|&&x| x == begin).count(),
-            Target::Class(_) => 0,
+            Target::Class(_) | Target::Unlabeled => 0,
         })
         .sum()
 }
@@ -328,4 +328,70 @@ fn bad_rows_are_reported_with_file_and_line() {
         let err = custom(dir.path(), &text, &[("a.txt", "0 fine\n1 ok\n")]).unwrap_err();
         assert!(expected.iter().all(|e| err.contains(e)), "{labels}: {err}");
     }
+}
+
+#[test]
+fn an_unlabeled_pool_reads_texts_only_and_keeps_its_test_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    // The pool file has no label column at all; the test file (same format) has one.
+    let pool = "body\n\"first, text\"\nsecond text\n";
+    let test = "body,topic\none,x\ntwo,y\n";
+    let def = "name = \"u\"\ntask = \"classification\"\n[format]\nkind = \"csv\"\nheader = true\n\
+               text = \"body\"\nlabel = \"topic\"\n[files]\ntrain = \"pool.csv\"\n\
+               train_unlabeled = true\ntest = \"test.csv\"\n[labels]\nnames = [\"ex\", \"why\"]\n\
+               raw = [\"x\", \"y\"]\n";
+    let d = custom(dir.path(), def, &[("pool.csv", pool), ("test.csv", test)]).unwrap();
+    assert_eq!(
+        d.train.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(),
+        ["first, text", "second text"]
+    );
+    assert!(d.train.iter().all(|e| e.target == Target::Unlabeled));
+    assert!(!d.pool_labeled());
+    assert_eq!(counts(&d.test, 2), vec![1, 1]);
+    // label_text: the whole line is the text, a leading word included.
+    let def = "name = \"u\"\ntask = \"classification\"\n[format]\nkind = \"label_text\"\n\
+               [files]\ntrain = \"pool.txt\"\ntrain_unlabeled = true\ntest = \"test.txt\"\n\
+               [labels]\nnames = [\"n\", \"p\"]\n";
+    let d = custom(
+        dir.path(),
+        def,
+        &[
+            ("pool.txt", "1 great film\nawful\n"),
+            ("test.txt", "0 bad\n1 good\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(d.train[0].text, "1 great film");
+    assert_eq!(d.train[1].target, Target::Unlabeled);
+    // A labelled pool is unchanged by the key's existence.
+    let labeled = def.replace("train_unlabeled = true\n", "");
+    let d = custom(
+        dir.path(),
+        &labeled,
+        &[("pool.txt", "1 great film\n0 awful\n")],
+    )
+    .unwrap();
+    assert!(d.pool_labeled());
+    assert_eq!(d.train[0].text, "great film");
+
+    // Without a labelled test file there is nothing to measure the labels on.
+    let no_test = def
+        .replace("test = \"test.txt\"\n", "")
+        .replace("[labels]", "[split]\ntest_fraction = 0.5\n[labels]");
+    let err = custom(dir.path(), &no_test, &[]).unwrap_err();
+    assert!(
+        err.contains("files.test") && err.contains("labelled test file"),
+        "{err}"
+    );
+    let dev_cut = def.replace("[labels]", "[split]\ndev_fraction = 0.2\n[labels]");
+    let err = custom(dir.path(), &dev_cut, &[]).unwrap_err();
+    assert!(err.contains("split.dev_fraction"), "{err}");
+    let ner = "name = \"u\"\ntask = \"ner\"\n[format]\nkind = \"conll\"\n[files]\n\
+               train = \"pool.txt\"\ntrain_unlabeled = true\ntest = \"test.txt\"\n\
+               [labels]\nnames = [\"PER\"]\n";
+    let err = custom(dir.path(), ner, &[]).unwrap_err();
+    assert!(
+        err.contains("dataset.toml:7") && err.contains("files.train_unlabeled"),
+        "{err}"
+    );
 }

@@ -20,9 +20,11 @@ pub enum Target {
     Class(usize),
     /// One index into [`Dataset::tags`] per token.
     Tags(Vec<usize>),
+    /// No gold label: a pool read with `files.train_unlabeled = true`, to be labelled.
+    Unlabeled,
 }
 
-/// One example with its gold target.
+/// One example with its gold target (if it has one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
     /// The text (for NER: the tokens joined by spaces).
@@ -34,11 +36,11 @@ pub struct Example {
 }
 
 impl Example {
-    /// The class label, for classification examples.
+    /// The class label, for labelled classification examples.
     pub fn class(&self) -> Option<usize> {
         match self.target {
             Target::Class(c) => Some(c),
-            Target::Tags(_) => None,
+            Target::Tags(_) | Target::Unlabeled => None,
         }
     }
 }
@@ -93,7 +95,12 @@ fn bio_tags(types: &[String]) -> Vec<String> {
     tags
 }
 
-fn to_examples(def: &DatasetDef, path: &Path, tags: &[String]) -> Result<Vec<Example>> {
+fn to_examples(
+    def: &DatasetDef,
+    path: &Path,
+    tags: &[String],
+    labeled: bool,
+) -> Result<Vec<Example>> {
     let raw = def.raw_labels();
     let label_index: HashMap<&str, usize> = raw
         .iter()
@@ -105,27 +112,32 @@ fn to_examples(def: &DatasetDef, path: &Path, tags: &[String]) -> Result<Vec<Exa
         .enumerate()
         .map(|(i, t)| (t.as_str(), i))
         .collect();
-    read_rows(def, path)?
+    read_rows(def, path, labeled)?
         .into_iter()
         .map(|row| match row {
             RawRow::Text { line, text, label } => {
-                let class = *label_index.get(label.as_str()).ok_or_else(|| {
-                    Error::data(
-                        path,
-                        line,
-                        format!(
-                            "label `{label}` is not one of {raw:?} (labels.raw, or the indices \
-                             of labels.names)"
-                        ),
-                    )
-                })?;
+                let target = match label {
+                    Some(label) => {
+                        Target::Class(*label_index.get(label.as_str()).ok_or_else(|| {
+                            Error::data(
+                                path,
+                                line,
+                                format!(
+                                    "label `{label}` is not one of {raw:?} (labels.raw, or the \
+                                     indices of labels.names)"
+                                ),
+                            )
+                        })?)
+                    }
+                    None => Target::Unlabeled,
+                };
                 if text.is_empty() {
                     return Err(Error::data(path, line, "empty text"));
                 }
                 Ok(Example {
                     text,
                     tokens: Vec::new(),
-                    target: Target::Class(class),
+                    target,
                 })
             }
             RawRow::Tokens {
@@ -182,8 +194,11 @@ impl Dataset {
         };
         let mut notes = Vec::new();
         let train_path = def.path(&def.files.train);
-        let mut train = to_examples(def, &train_path, &tags)?;
-        notes.push(format!("train pool from {}", def.files.train));
+        let mut train = to_examples(def, &train_path, &tags, !def.files.train_unlabeled)?;
+        notes.push(match def.files.train_unlabeled {
+            true => format!("train pool from {} (unlabeled)", def.files.train),
+            false => format!("train pool from {}", def.files.train),
+        });
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut cut = |pool: &mut Vec<Example>, fraction: f64, what: &str| -> Vec<Example> {
             let n = ((pool.len() as f64) * fraction).round() as usize;
@@ -210,14 +225,14 @@ impl Dataset {
             taken
         };
         let test = match &def.files.test {
-            Some(file) => to_examples(def, &def.path(file), &tags)?,
+            Some(file) => to_examples(def, &def.path(file), &tags, true)?,
             None => {
                 let fraction = def.split.as_ref().map_or(0.0, |s| s.test_fraction);
                 cut(&mut train, fraction, "test")
             }
         };
         let dev = match &def.files.dev {
-            Some(file) => to_examples(def, &def.path(file), &tags)?,
+            Some(file) => to_examples(def, &def.path(file), &tags, true)?,
             None => match def.split.as_ref().map_or(0.0, |s| s.dev_fraction) {
                 f if f > 0.0 => cut(&mut train, f, "dev"),
                 _ => Vec::new(),
@@ -284,9 +299,13 @@ impl Dataset {
         if repeats.is_empty() && leaked.is_empty() {
             return Ok(self);
         }
+        let conflicting = match self.pool_labeled() {
+            true => format!(" ({conflicting} with a different label)"),
+            false => String::new(),
+        };
         let summary = format!(
-            "{} repeated text(s) in the training pool ({conflicting} with a different label), \
-             {} pool text(s) also in the test split",
+            "{} repeated text(s) in the training pool{conflicting}, {} pool text(s) also in the \
+             test split",
             repeats.len(),
             leaked.len()
         );
@@ -388,6 +407,11 @@ impl Dataset {
                 })
                 .collect(),
         )
+    }
+
+    /// Whether the training pool has gold labels (false for `files.train_unlabeled`).
+    pub fn pool_labeled(&self) -> bool {
+        self.train.iter().all(|e| e.target != Target::Unlabeled)
     }
 
     /// Number of classes (or entity types).

@@ -107,6 +107,10 @@ fn default_encoding() -> Encoding {
 pub struct FilesDef {
     /// Training pool (always required).
     pub train: String,
+    /// The training file holds texts only (no label column or label word): a pool to label,
+    /// not to score. Skipped when false so that existing cells keep their ids.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub train_unlabeled: bool,
     /// Development split, if the dataset has one.
     #[serde(default)]
     pub dev: Option<String>,
@@ -310,6 +314,30 @@ impl DatasetDef {
                 return Err((
                     "split".into(),
                     "fractions must be in [0, 1) and sum to less than 1".into(),
+                ));
+            }
+        }
+        if self.files.train_unlabeled {
+            if self.task == Task::Ner {
+                return Err((
+                    "files.train_unlabeled".into(),
+                    "an unlabeled pool is supported for classification datasets only".into(),
+                ));
+            }
+            if self.files.test.is_none() {
+                return Err((
+                    "files.test".into(),
+                    "an unlabeled pool needs a labelled test file: it is how a run measures the \
+                     labels it makes ([split] test_fraction would cut it from the unlabeled pool)"
+                        .into(),
+                ));
+            }
+            if self.split.as_ref().is_some_and(|s| s.dev_fraction > 0.0) {
+                return Err((
+                    "split.dev_fraction".into(),
+                    "a dev split cut from an unlabeled pool would have no labels: give \
+                     files.dev or leave dev_fraction out"
+                        .into(),
                 ));
             }
         }

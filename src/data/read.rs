@@ -14,8 +14,8 @@ pub enum RawRow {
         line: usize,
         /// The text.
         text: String,
-        /// The label as written.
-        label: String,
+        /// The label as written; `None` in a file read as unlabeled.
+        label: Option<String>,
     },
     /// A tokenised sentence with BIO tags (already converted from IOB1 where needed).
     Tokens {
@@ -59,15 +59,16 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
 }
 
-/// Reads every row of a file according to the definition.
-pub fn read_rows(def: &DatasetDef, path: &Path) -> Result<Vec<RawRow>> {
+/// Reads every row of a file according to the definition; `labeled = false` reads texts only
+/// (no label column is looked up; a `label_text` line is all text).
+pub fn read_rows(def: &DatasetDef, path: &Path, labeled: bool) -> Result<Vec<RawRow>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = decode(path, &bytes, def.format.encoding)?;
     let rows = match def.format.kind {
-        FormatKind::LabelText => read_label_text(path, &text)?,
-        FormatKind::Csv => read_delimited(def, path, &text, b',', true)?,
-        FormatKind::Tsv => read_delimited(def, path, &text, b'\t', false)?,
-        FormatKind::Jsonl => read_jsonl(def, path, &text)?,
+        FormatKind::LabelText => read_label_text(path, &text, labeled)?,
+        FormatKind::Csv => read_delimited(def, path, &text, b',', true, labeled)?,
+        FormatKind::Tsv => read_delimited(def, path, &text, b'\t', false, labeled)?,
+        FormatKind::Jsonl => read_jsonl(def, path, &text, labeled)?,
         FormatKind::Conll => read_conll(def, path, &text)?,
     };
     if rows.is_empty() {
@@ -76,10 +77,18 @@ pub fn read_rows(def: &DatasetDef, path: &Path) -> Result<Vec<RawRow>> {
     Ok(rows)
 }
 
-fn read_label_text(path: &Path, text: &str) -> Result<Vec<RawRow>> {
+fn read_label_text(path: &Path, text: &str, labeled: bool) -> Result<Vec<RawRow>> {
     let mut rows = Vec::new();
     for (line, content) in lines(text) {
         if content.trim().is_empty() {
+            continue;
+        }
+        if !labeled {
+            rows.push(RawRow::Text {
+                line,
+                text: content.trim().to_string(),
+                label: None,
+            });
             continue;
         }
         let (label, rest) = content.split_once(' ').ok_or_else(|| {
@@ -88,7 +97,7 @@ fn read_label_text(path: &Path, text: &str) -> Result<Vec<RawRow>> {
         rows.push(RawRow::Text {
             line,
             text: rest.trim().to_string(),
-            label: label.trim().to_string(),
+            label: Some(label.trim().to_string()),
         });
     }
     Ok(rows)
@@ -140,6 +149,7 @@ fn read_delimited(
     text: &str,
     delimiter: u8,
     quoting: bool,
+    labeled: bool,
 ) -> Result<Vec<RawRow>> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -172,9 +182,18 @@ fn read_delimited(
         let (ti, li) = match indices {
             Some(pair) => pair,
             None => {
+                let label = match labeled {
+                    true => Some(column_index(
+                        path,
+                        label_col,
+                        header.as_ref(),
+                        record.len(),
+                    )?),
+                    false => None,
+                };
                 let pair = (
                     column_index(path, text_col, header.as_ref(), record.len())?,
-                    column_index(path, label_col, header.as_ref(), record.len())?,
+                    label,
                 );
                 indices = Some(pair);
                 pair
@@ -183,13 +202,13 @@ fn read_delimited(
         rows.push(RawRow::Text {
             line,
             text: record[ti].trim().to_string(),
-            label: record[li].trim().to_string(),
+            label: li.map(|li| record[li].trim().to_string()),
         });
     }
     Ok(rows)
 }
 
-fn read_jsonl(def: &DatasetDef, path: &Path, text: &str) -> Result<Vec<RawRow>> {
+fn read_jsonl(def: &DatasetDef, path: &Path, text: &str, labeled: bool) -> Result<Vec<RawRow>> {
     let field = |column: &Column| match column {
         Column::Name(name) => Ok(name.clone()),
         Column::Index(_) => Err(Error::data(
@@ -222,7 +241,10 @@ fn read_jsonl(def: &DatasetDef, path: &Path, text: &str) -> Result<Vec<RawRow>> 
         rows.push(RawRow::Text {
             line,
             text: get(&text_field)?.trim().to_string(),
-            label: get(&label_field)?,
+            label: match labeled {
+                true => Some(get(&label_field)?),
+                false => None,
+            },
         });
     }
     Ok(rows)

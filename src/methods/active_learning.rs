@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use super::reweighted_fit::{WeightStats, fit_reweighted};
 use super::supervised::evaluate;
 use super::{
-    CellContext, Estimate, Method, gold_classes, prompt_chars, require_classification, target_rows,
+    CellContext, Estimate, Method, gold_classes, prompt_chars, refuse_unlabeled_pool,
+    require_classification, target_rows,
 };
 use crate::data::{Dataset, Example, Task};
 use crate::error::Result;
@@ -263,6 +264,11 @@ impl ActiveLearning {
 
 impl Method for ActiveLearning {
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        let what = match self.spec.oracle {
+            Oracle::Gold => "active learning's gold oracle",
+            Oracle::Llm => "LLMaAA's gold demo pool and the pool metrics",
+        };
+        refuse_unlabeled_pool(dataset, "oracle", what)?;
         let pool = dataset.train.len();
         let reserved = if self.spec.oracle == Oracle::Gold {
             0

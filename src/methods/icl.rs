@@ -10,7 +10,8 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    CellContext, Estimate, Method, embed, gold_classes, prompt_chars, require_classification,
+    CellContext, Estimate, Method, embed, gold_classes, pool_gold, prompt_chars,
+    refuse_unlabeled_pool, require_classification, write_pool_labels,
 };
 use crate::data::{Dataset, Example, Task};
 use crate::error::Result;
@@ -163,37 +164,50 @@ impl Icl {
     }
 }
 
-/// Writes one row per example: index, gold, LLM label (empty = unparsable) and its probability.
-fn write_labels(path: &std::path::Path, answers: &[Annotation], gold: &[usize]) -> Result<()> {
+/// Writes one row per example: index, gold (empty for an unlabeled pool), LLM label (empty =
+/// unparsable) and its probability.
+fn write_labels(
+    path: &std::path::Path,
+    answers: &[Annotation],
+    gold: Option<&[usize]>,
+) -> Result<()> {
     let mut out = String::from("index,gold,label,confidence\n");
-    for (i, (a, g)) in answers.iter().zip(gold).enumerate() {
+    for (i, a) in answers.iter().enumerate() {
+        let g = gold.map_or_else(String::new, |g| g[i].to_string());
         let label = a.label.map_or_else(String::new, |l| l.to_string());
-        let confidence = a
-            .label
-            .and_then(|l| a.probs.get(l))
-            .map_or_else(String::new, |p| format!("{p:.6}"));
-        out.push_str(&format!("{i},{g},{label},{confidence}\n"));
+        out.push_str(&format!("{i},{g},{label},{}\n", confidence(a)));
     }
     crate::run::records::write_atomic(path, out.as_bytes())
 }
 
+/// The probability of the answer's label; empty for an unparsable answer.
+fn confidence(answer: &Annotation) -> String {
+    answer
+        .label
+        .and_then(|l| answer.probs.get(l))
+        .map_or_else(String::new, |p| format!("{p:.6}"))
+}
+
+/// The answers' unparsable rate and, against gold where there is gold, accuracy and macro-F1.
 fn score(
     metrics: &mut BTreeMap<String, f64>,
     prefix: &str,
     answers: &[Annotation],
-    gold: &[usize],
+    gold: Option<&[usize]>,
     num_labels: usize,
 ) {
     let predicted: Vec<Option<usize>> = answers.iter().map(|a| a.label).collect();
     let unparsable = predicted.iter().filter(|p| p.is_none()).count();
-    metrics.insert(format!("{prefix}_accuracy"), accuracy(&predicted, gold));
-    metrics.insert(
-        format!("{prefix}_macro_f1"),
-        macro_f1(&predicted, gold, num_labels),
-    );
+    if let Some(gold) = gold {
+        metrics.insert(format!("{prefix}_accuracy"), accuracy(&predicted, gold));
+        metrics.insert(
+            format!("{prefix}_macro_f1"),
+            macro_f1(&predicted, gold, num_labels),
+        );
+    }
     metrics.insert(
         format!("{prefix}_unparsable_rate"),
-        unparsable as f64 / gold.len().max(1) as f64,
+        unparsable as f64 / predicted.len().max(1) as f64,
     );
 }
 
@@ -216,8 +230,12 @@ impl Method for Icl {
         ctx.progress.phase("LLM labels test", requests.len() as u64);
         let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
         let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
-        write_labels(&ctx.out_dir.join("labels_test.csv"), &answers, &test_gold)?;
-        score(&mut metrics, "test", &answers, &test_gold, num_labels);
+        write_labels(
+            &ctx.out_dir.join("labels_test.csv"),
+            &answers,
+            Some(&test_gold),
+        )?;
+        score(&mut metrics, "test", &answers, Some(&test_gold), num_labels);
 
         if self.label_pool {
             let train: Vec<&Example> = dataset.train.iter().collect();
@@ -225,9 +243,22 @@ impl Method for Icl {
             let requests = self.requests(ctx, &llm.prompt, &pool, &train, &index, 2)?;
             ctx.progress.phase("LLM labels pool", requests.len() as u64);
             let answers = client.classify(&requests, &|n| ctx.progress.inc(n))?;
-            let pool_gold = gold_classes(&dataset.train, &ctx.cell.name)?;
-            write_labels(&ctx.out_dir.join("labels_pool.csv"), &answers, &pool_gold)?;
-            score(&mut metrics, "pool_label", &answers, &pool_gold, num_labels);
+            let pool_gold = pool_gold(dataset, &ctx.cell.name)?;
+            write_labels(
+                &ctx.out_dir.join("labels_pool.csv"),
+                &answers,
+                pool_gold.as_deref(),
+            )?;
+            score(
+                &mut metrics,
+                "pool_label",
+                &answers,
+                pool_gold.as_deref(),
+                num_labels,
+            );
+            let labels: Vec<Option<usize>> = answers.iter().map(|a| a.label).collect();
+            let confidences = answers.iter().map(confidence).collect();
+            write_pool_labels(ctx, &labels, vec![("confidence", confidences)])?;
         }
         metrics.insert("gold_labels_used".into(), pool.set.members.len() as f64);
         Ok(vec![RoundOutcome {
@@ -240,6 +271,9 @@ impl Method for Icl {
     }
 
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        if self.demos != DemoChoice::None {
+            refuse_unlabeled_pool(dataset, "demos", "icl's demonstrations (demos != \"none\")")?;
+        }
         if dataset.task == Task::Ner && self.balanced && self.demos == DemoChoice::Knn {
             return Err((
                 "balanced".into(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use burn::tensor::Device;
 
 use crate::config::{LlmRunSpec, MethodSpec};
-use crate::data::{Dataset, Example, Task};
+use crate::data::{Dataset, Example, Target, Task};
 use crate::error::{Error, Result};
 use crate::llm::annotator::{ChatMessage, one_hot};
 use crate::llm::demos::normalize_rows;
@@ -156,17 +156,81 @@ pub fn require_classification(ctx: &CellContext, method: &str) -> Result<()> {
     })
 }
 
-/// The gold class of every example; an error naming `who` for non-classification examples.
+/// The gold class of every example; an error naming `who` for non-classification or unlabeled
+/// examples.
 pub fn gold_classes(examples: &[Example], who: &str) -> Result<Vec<usize>> {
     examples
         .iter()
         .map(|e| {
             e.class().ok_or_else(|| Error::Cell {
                 cell: who.to_string(),
-                message: "this method needs a classification dataset".into(),
+                message: match e.target {
+                    Target::Unlabeled => "this method needs gold labels on the training pool",
+                    _ => "this method needs a classification dataset",
+                }
+                .into(),
             })
         })
         .collect()
+}
+
+/// The pool's gold classes, or `None` for an unlabeled pool (`files.train_unlabeled`), whose
+/// label-quality metrics are then not computed.
+pub fn pool_gold(dataset: &Dataset, who: &str) -> Result<Option<Vec<usize>>> {
+    match dataset.pool_labeled() {
+        true => gold_classes(&dataset.train, who).map(Some),
+        false => Ok(None),
+    }
+}
+
+/// `Method::check`'s refusal of an unlabeled pool for a method (or setting, `key`) that reads
+/// the pool's gold labels.
+pub fn refuse_unlabeled_pool(
+    dataset: &Dataset,
+    key: &str,
+    what: &str,
+) -> std::result::Result<(), (String, String)> {
+    match dataset.pool_labeled() {
+        true => Ok(()),
+        false => Err((
+            key.into(),
+            format!(
+                "dataset {}'s training pool is unlabeled (files.train_unlabeled = true) and \
+                 {what} reads its gold labels; freeal and zero-shot icl label such a pool",
+                dataset.name
+            ),
+        )),
+    }
+}
+
+/// The labelled dataset a run hands back: `pool_labels.csv` in the cell directory, one row per
+/// pool text with the label given to it (by name; empty where there is none) and `columns`
+/// (name, one value per row) after them. Rewritten each round, so it holds the latest labels.
+pub fn write_pool_labels(
+    ctx: &CellContext,
+    labels: &[Option<usize>],
+    columns: Vec<(&str, Vec<String>)>,
+) -> Result<()> {
+    const FILE: &str = "pool_labels.csv";
+    let path = ctx.out_dir.join(FILE);
+    let io = |e: csv::Error| Error::results(&path, e.to_string());
+    let names = &ctx.dataset.label_names;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header = ["text", "label"]
+        .into_iter()
+        .chain(columns.iter().map(|(name, _)| *name));
+    w.write_record(header).map_err(io)?;
+    for (i, (example, label)) in ctx.dataset.train.iter().zip(labels).enumerate() {
+        let label = label.map_or("", |l| names[l].as_str());
+        let row = [example.text.as_str(), label]
+            .into_iter()
+            .chain(columns.iter().map(|(_, values)| values[i].as_str()));
+        w.write_record(row).map_err(io)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::results(&path, e.to_string()))?;
+    crate::run::records::write_atomic(&path, &bytes)
 }
 
 /// Sentence embeddings of `texts` from `slm` (pooled, unit length): the space k-NN
@@ -186,9 +250,14 @@ pub fn prompt_chars(
     query: Option<&Example>,
     demos: &[&Example],
 ) -> usize {
+    // Only the length counts: an unlabeled stand-in is shown under the first label.
     let shown: Vec<(&str, usize)> = demos
         .iter()
-        .filter_map(|e| Some((e.text.as_str(), e.class()?)))
+        .filter_map(|e| match e.target {
+            Target::Class(c) => Some((e.text.as_str(), c)),
+            Target::Unlabeled => Some((e.text.as_str(), 0)),
+            Target::Tags(_) => None,
+        })
         .collect();
     query.map_or(0, |q| {
         prompt

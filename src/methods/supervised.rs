@@ -8,7 +8,9 @@ use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
-use super::{CellContext, Estimate, Method, gold_classes, require_classification};
+use super::{
+    CellContext, Estimate, Method, gold_classes, refuse_unlabeled_pool, require_classification,
+};
 use crate::data::{Dataset, Task};
 use crate::error::Result;
 use crate::metrics::{accuracy, argmax, macro_f1};
@@ -85,6 +87,10 @@ impl Method for Supervised {
             wall_s: start.elapsed().as_secs_f64(),
             ..Default::default()
         }])
+    }
+
+    fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        refuse_unlabeled_pool(dataset, "kind", "supervised training")
     }
 
     fn estimate(&self, cell: &Cell, dataset: &Dataset) -> Estimate {

@@ -59,6 +59,12 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
     let mut loaded: HashMap<String, Dataset> = HashMap::new();
     let mut warnings = Vec::new();
     let mut problems: BTreeMap<String, Error> = BTreeMap::new();
+    let locate = |key: &str| {
+        let path: Vec<String> = key.split('.').map(str::to_string).collect();
+        locate_in_file(&plan.spec_path, &path)
+            .map(|l| l.display())
+            .unwrap_or_else(|| plan.spec_path.display().to_string())
+    };
     for cell in cells {
         let key =
             serde_json::to_string(&(&cell.config.dataset, &cell.dataset_dir, &cell.config.data))
@@ -74,14 +80,30 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
             );
             loaded.insert(key.clone(), dataset);
         }
-        if let Err((field, message)) = build(&cell.config.method).check(cell, &loaded[&key]) {
+        let dataset = &loaded[&key];
+        let simulated = cell
+            .config
+            .llm
+            .as_ref()
+            .is_some_and(|l| l.spec.backend == LlmBackend::Simulated);
+        if simulated && !dataset.pool_labeled() {
+            problems
+                .entry("llm.backend".into())
+                .or_insert(Error::Config {
+                    location: locate("llm.backend"),
+                    key: "llm.backend".into(),
+                    message: format!(
+                        "the simulated annotator answers from gold labels, and dataset {}'s pool \
+                     has none (files.train_unlabeled = true): use embedded, http or replay \
+                     (cell {})",
+                        dataset.name, cell.name
+                    ),
+                });
+        }
+        if let Err((field, message)) = build(&cell.config.method).check(cell, dataset) {
             let key = format!("methods.{}.{field}", cell.config.method_name);
-            let path: Vec<String> = key.split('.').map(str::to_string).collect();
-            let location = locate_in_file(&plan.spec_path, &path)
-                .map(|l| l.display())
-                .unwrap_or_else(|| plan.spec_path.display().to_string());
             problems.entry(key.clone()).or_insert(Error::Config {
-                location,
+                location: locate(&key),
                 key,
                 message: format!("{message} (cell {})", cell.name),
             });

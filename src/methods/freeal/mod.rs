@@ -24,8 +24,8 @@ use self::epoch_checkpoint::EpochCheckpoints;
 use self::self_train::{Split, Trained, View, self_train};
 use self::split_trace::{TracedEpochs, write_split_trace};
 use super::{
-    CellContext, Estimate, Method, embed, gold_classes, prompt_chars, record_precision,
-    require_classification,
+    CellContext, Estimate, Method, embed, gold_classes, pool_gold, prompt_chars, record_precision,
+    require_classification, write_pool_labels,
 };
 use crate::data::{Dataset, Example, Task};
 use crate::error::{Error, Result};
@@ -219,7 +219,7 @@ impl Freeal {
         &self,
         previous: &Inference,
         labels: &[Option<usize>],
-        gold: &[usize],
+        gold: Option<&[usize]>,
         rng: &mut ChaCha8Rng,
         metrics: &mut BTreeMap<String, f64>,
     ) -> DemoPool {
@@ -236,9 +236,11 @@ impl Freeal {
         let member_embeddings: Vec<Vec<f32>> =
             members.iter().map(|&i| embeddings[i].clone()).collect();
         metrics.insert("demo_pool_size".into(), members.len() as f64);
-        record_precision(metrics, "demo_pool_precision", &members, |i| {
-            labels[i] == Some(gold[i])
-        });
+        if let Some(gold) = gold {
+            record_precision(metrics, "demo_pool_precision", &members, |i| {
+                labels[i] == Some(gold[i])
+            });
+        }
         DemoPool {
             set: DemoSet {
                 members,
@@ -284,7 +286,7 @@ impl Freeal {
         previous: &(Inference, Split),
         state: &mut Labels,
         fresh: &[usize],
-        gold: &[usize],
+        gold: Option<&[usize]>,
         rng: &mut ChaCha8Rng,
         metrics: &mut BTreeMap<String, f64>,
     ) -> Result<()> {
@@ -322,13 +324,17 @@ impl Freeal {
                 continue;
             }
             changed += 1;
-            fixed += usize::from(*new == Some(gold[i]));
-            broken += usize::from(*old == Some(gold[i]));
+            if let Some(gold) = gold {
+                fixed += usize::from(*new == Some(gold[i]));
+                broken += usize::from(*old == Some(gold[i]));
+            }
         }
         metrics.insert("relabeled".into(), targets.len() as f64);
         metrics.insert("relabel_changed".into(), changed as f64);
-        metrics.insert("relabel_fixed".into(), fixed as f64);
-        metrics.insert("relabel_broken".into(), broken as f64);
+        if gold.is_some() {
+            metrics.insert("relabel_fixed".into(), fixed as f64);
+            metrics.insert("relabel_broken".into(), broken as f64);
+        }
         Ok(())
     }
 }
@@ -406,13 +412,13 @@ fn write_demos(ctx: &CellContext, demos: &[(String, usize)]) -> Result<()> {
     write_atomic(&ctx.out_dir.join("generated_demos.csv"), &bytes)
 }
 
-/// One row per pool example: gold, LLM label (empty = none), clean flag, GMM posterior, SLM
-/// prediction.
+/// One row per pool example: gold (empty for an unlabeled pool), LLM label (empty = none),
+/// clean flag, GMM posterior, SLM prediction.
 fn write_round_labels(
     ctx: &CellContext,
     round: usize,
     labels: &[Option<usize>],
-    gold: &[usize],
+    gold: Option<&[usize]>,
     trained: &Trained,
 ) -> Result<()> {
     let mut out = String::from("index,gold,label,clean,clean_posterior,slm_pred\n");
@@ -420,7 +426,7 @@ fn write_round_labels(
         let label = labels[i].map_or_else(String::new, |l| l.to_string());
         out.push_str(&format!(
             "{i},{},{label},{},{:.4},{}\n",
-            gold[i],
+            gold.map_or_else(String::new, |g| g[i].to_string()),
             u8::from(trained.split.clean[i]),
             trained.split.posterior[i],
             argmax(&trained.pool.probs[i])
@@ -432,11 +438,11 @@ fn write_round_labels(
     )
 }
 
-/// Transductive label quality and SLM quality of a round.
+/// Transductive label quality (where the pool has gold) and SLM quality of a round.
 fn score_round(
     metrics: &mut BTreeMap<String, f64>,
     labels: &[Option<usize>],
-    gold: &[usize],
+    gold: Option<&[usize]>,
     trained: &Trained,
     test_probs: &[Vec<f32>],
     test_gold: &[usize],
@@ -444,18 +450,20 @@ fn score_round(
 ) {
     let num_labels = label_names.len();
     let n = labels.len().max(1) as f64;
-    metrics.insert("pool_label_accuracy".into(), accuracy(labels, gold));
-    metrics.insert(
-        "pool_label_macro_f1".into(),
-        macro_f1(labels, gold, num_labels),
-    );
-    // Per class, so a report can show where the refinery removed (or added) noise.
-    for (name, value) in label_names
-        .iter()
-        .zip(per_class_accuracy(labels, gold, num_labels))
-    {
-        if let Some(value) = value {
-            metrics.insert(format!("pool_label_accuracy[{name}]"), value);
+    if let Some(gold) = gold {
+        metrics.insert("pool_label_accuracy".into(), accuracy(labels, gold));
+        metrics.insert(
+            "pool_label_macro_f1".into(),
+            macro_f1(labels, gold, num_labels),
+        );
+        // Per class, so a report can show where the refinery removed (or added) noise.
+        for (name, value) in label_names
+            .iter()
+            .zip(per_class_accuracy(labels, gold, num_labels))
+        {
+            if let Some(value) = value {
+                metrics.insert(format!("pool_label_accuracy[{name}]"), value);
+            }
         }
     }
     let labeled = labels.iter().filter(|l| l.is_some()).count();
@@ -471,11 +479,14 @@ fn score_round(
     {
         metrics.insert(format!("clean_count[{name}]"), count as f64);
     }
-    record_precision(metrics, "clean_precision", &clean, |i| {
-        labels[i] == Some(gold[i])
-    });
-    let slm_pool: Vec<Option<usize>> = trained.pool.probs.iter().map(|p| Some(argmax(p))).collect();
-    metrics.insert("slm_pool_accuracy".into(), accuracy(&slm_pool, gold));
+    if let Some(gold) = gold {
+        record_precision(metrics, "clean_precision", &clean, |i| {
+            labels[i] == Some(gold[i])
+        });
+        let slm_pool: Vec<Option<usize>> =
+            trained.pool.probs.iter().map(|p| Some(argmax(p))).collect();
+        metrics.insert("slm_pool_accuracy".into(), accuracy(&slm_pool, gold));
+    }
     let predicted: Vec<Option<usize>> = test_probs.iter().map(|p| Some(argmax(p))).collect();
     metrics.insert("test_accuracy".into(), accuracy(&predicted, test_gold));
     metrics.insert(
@@ -548,7 +559,8 @@ impl Method for Freeal {
         let llm = ctx.llm("freeal")?;
         let prompt = &llm.prompt;
         let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
-        let gold = gold_classes(&dataset.train, &ctx.cell.name)?;
+        let gold = pool_gold(dataset, &ctx.cell.name)?;
+        let gold = gold.as_deref();
         let test_gold = gold_classes(&dataset.test, &ctx.cell.name)?;
         let replay = self.replay_table(ctx)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a100);
@@ -628,7 +640,7 @@ impl Method for Freeal {
                     previous,
                     &mut state,
                     &fresh,
-                    &gold,
+                    gold,
                     &mut rng,
                     &mut metrics,
                 )?,
@@ -650,7 +662,7 @@ impl Method for Freeal {
                 ),
                 dir: ctx.out_dir,
                 round,
-                gold: &gold,
+                gold,
                 label_names: &dataset.label_names,
             };
             let trained = self_train(
@@ -667,7 +679,7 @@ impl Method for Freeal {
             score_round(
                 &mut metrics,
                 &state.labels,
-                &gold,
+                gold,
                 &trained,
                 &test_out.probs,
                 &test_gold,
@@ -678,7 +690,7 @@ impl Method for Freeal {
                 // the previous round's SLM) under the same round.
                 let mut scratch = BTreeMap::new();
                 let pool =
-                    self.demo_pool(&trained.pool, &state.labels, &gold, &mut rng, &mut scratch);
+                    self.demo_pool(&trained.pool, &state.labels, gold, &mut rng, &mut scratch);
                 if let Some(size) = scratch.get("demo_pool_size") {
                     metrics.insert("llm_test_demo_pool_size".into(), *size);
                 }
@@ -698,12 +710,36 @@ impl Method for Freeal {
                 warnings.push(warning);
                 write_cell_warnings(ctx.out_dir, &warnings)?;
             }
-            write_round_labels(ctx, round, &state.labels, &gold, &trained)?;
+            write_round_labels(ctx, round, &state.labels, gold, &trained)?;
+            write_pool_labels(
+                ctx,
+                &state.labels,
+                vec![
+                    (
+                        "clean",
+                        trained
+                            .split
+                            .clean
+                            .iter()
+                            .map(|&c| u8::from(c).to_string())
+                            .collect(),
+                    ),
+                    (
+                        "slm_label",
+                        trained
+                            .pool
+                            .probs
+                            .iter()
+                            .map(|p| dataset.label_names[argmax(p)].clone())
+                            .collect(),
+                    ),
+                ],
+            )?;
             write_split_trace(
                 ctx.out_dir,
                 round,
                 &state.labels,
-                &gold,
+                gold,
                 &trained.epoch_splits,
                 &dataset.label_names,
             )?;

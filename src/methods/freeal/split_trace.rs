@@ -12,12 +12,13 @@ use crate::slm::Slm;
 use crate::slm::model::Trainer;
 
 /// Writes one row per robust epoch: the clean set it trained with, its size per LLM label and
-/// its precision against gold. Nothing for plain CE, which has no split during training.
+/// (where the pool has gold) its precision. Nothing for plain CE, which has no split during
+/// training.
 pub fn write_split_trace(
     dir: &Path,
     round: usize,
     labels: &[Option<usize>],
-    gold: &[usize],
+    gold: Option<&[usize]>,
     epoch_splits: &[(usize, Vec<bool>)],
     label_names: &[String],
 ) -> Result<()> {
@@ -25,20 +26,27 @@ pub fn write_split_trace(
         return Ok(());
     }
     let per_class: Vec<String> = label_names.iter().map(|n| format!("clean[{n}]")).collect();
-    let mut out = format!("epoch,clean,{},clean_precision\n", per_class.join(","));
+    let precision_column = if gold.is_some() {
+        ",clean_precision"
+    } else {
+        ""
+    };
+    let mut out = format!("epoch,clean,{}{precision_column}\n", per_class.join(","));
     for (epoch, clean) in epoch_splits {
         let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
         let counts: Vec<String> = count_per_label(&chosen, labels, label_names.len())
             .iter()
             .map(usize::to_string)
             .collect();
-        let right = chosen
-            .iter()
-            .filter(|&&i| labels[i] == Some(gold[i]))
-            .count();
-        let precision = right as f64 / chosen.len().max(1) as f64;
+        let precision = gold.map_or_else(String::new, |gold| {
+            let right = chosen
+                .iter()
+                .filter(|&&i| labels[i] == Some(gold[i]))
+                .count();
+            format!(",{:.4}", right as f64 / chosen.len().max(1) as f64)
+        });
         out.push_str(&format!(
-            "{epoch},{},{},{precision:.4}\n",
+            "{epoch},{},{}{precision}\n",
             chosen.len(),
             counts.join(",")
         ));
@@ -57,8 +65,8 @@ pub struct TracedEpochs<'a> {
     pub dir: &'a Path,
     /// The round being trained.
     pub round: usize,
-    /// Gold labels of the pool, for the trace's precision column.
-    pub gold: &'a [usize],
+    /// Gold labels of the pool, for the trace's precision column (`None`: an unlabeled pool).
+    pub gold: Option<&'a [usize]>,
     /// Class names, for the trace's per-label columns.
     pub label_names: &'a [String],
 }
@@ -109,7 +117,7 @@ mod tests {
             (3, vec![true, true, true, false]),
             (4, vec![true, true, false, false]),
         ];
-        write_split_trace(dir.path(), 0, &labels, &gold, &splits, &names).unwrap();
+        write_split_trace(dir.path(), 0, &labels, Some(&gold), &splits, &names).unwrap();
         let got = std::fs::read_to_string(dir.path().join("split_trace_round0.csv")).unwrap();
         assert_eq!(
             got,
@@ -120,9 +128,20 @@ mod tests {
     }
 
     #[test]
+    fn an_unlabeled_pool_traces_sizes_without_a_precision_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["neg".to_string(), "pos".to_string()];
+        let splits = [(3, vec![true, false, true])];
+        let labels = [Some(0), Some(1), Some(1)];
+        write_split_trace(dir.path(), 0, &labels, None, &splits, &names).unwrap();
+        let got = std::fs::read_to_string(dir.path().join("split_trace_round0.csv")).unwrap();
+        assert_eq!(got, "epoch,clean,clean[neg],clean[pos]\n3,2,1,1\n");
+    }
+
+    #[test]
     fn no_split_writes_no_trace() {
         let dir = tempfile::tempdir().unwrap();
-        write_split_trace(dir.path(), 1, &[Some(0)], &[0], &[], &["a".into()]).unwrap();
+        write_split_trace(dir.path(), 1, &[Some(0)], Some(&[0]), &[], &["a".into()]).unwrap();
         assert!(!dir.path().join("split_trace_round1.csv").exists());
     }
 }

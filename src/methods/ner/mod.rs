@@ -40,7 +40,7 @@ pub fn gold_tags(examples: &[Example], who: &str) -> Result<Vec<Vec<usize>>> {
         .iter()
         .map(|e| match &e.target {
             Target::Tags(t) => Ok(t.clone()),
-            Target::Class(_) => Err(Error::Cell {
+            Target::Class(_) | Target::Unlabeled => Err(Error::Cell {
                 cell: who.to_string(),
                 message: "this NER method needs a token-tagged dataset".into(),
             }),
@@ -369,7 +369,7 @@ pub fn estimate_extraction(cell: &Cell, dataset: &Dataset, n: usize, demos: usiz
         .take(demos)
         .filter_map(|e| match &e.target {
             Target::Tags(t) => Some((e, t.as_slice())),
-            Target::Class(_) => None,
+            Target::Class(_) | Target::Unlabeled => None,
         })
         .collect();
     let chars: usize = extractor

@@ -1,0 +1,254 @@
+//! A pool with no gold labels (`files.train_unlabeled = true`): FreeAL labels it exactly as it
+//! labels the same texts with gold beside them (gold only scores, never decides), hands the
+//! labels back in `pool_labels.csv`, and the methods that read pool gold are refused up front.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The toy sentiment task as three files (labelled pool, the same pool's texts alone, labelled
+/// test), a replay file of its pool labels with 25% flipped and 5% `-1`, and two definitions
+/// over them: `labeled.toml` and `unlabeled.toml`.
+fn toy_files(dir: &Path) {
+    let filler = [
+        "the", "movie", "plot", "actor", "scene", "music", "story", "film", "ending", "cast",
+    ];
+    let cues = [
+        ["awful", "dull", "boring"],
+        ["great", "wonderful", "superb"],
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    let sentence = |rng: &mut ChaCha8Rng, n: usize| {
+        let label = rng.random_range(0..2usize);
+        let mut words: Vec<&str> = (0..4).map(|_| *filler.choose(rng).unwrap()).collect();
+        for _ in 0..2 {
+            let at = rng.random_range(0..=words.len());
+            words.insert(at, cues[label].choose(rng).unwrap());
+        }
+        // A counter keeps every text distinct: replay matches labels by text.
+        (label, format!("{} {n}", words.join(" ")))
+    };
+    let (mut labeled, mut texts, mut replay, mut test) = (vec![], vec![], vec![], vec![]);
+    for n in 0..400 {
+        let (label, text) = sentence(&mut rng, n);
+        labeled.push(format!("{label} {text}"));
+        texts.push(text.clone());
+        let given = match rng.random_range(0..100) {
+            0..5 => "-1".to_string(),
+            5..30 => (1 - label).to_string(),
+            _ => label.to_string(),
+        };
+        replay.push(format!("{given},{text}"));
+    }
+    for n in 400..600 {
+        let (label, text) = sentence(&mut rng, n);
+        test.push(format!("{label} {text}"));
+    }
+    common::write(dir, "pool_labeled.txt", &(labeled.join("\n") + "\n"));
+    common::write(dir, "pool.txt", &(texts.join("\n") + "\n"));
+    common::write(dir, "replay.csv", &(replay.join("\n") + "\n"));
+    common::write(dir, "test.txt", &(test.join("\n") + "\n"));
+    let def = |name: &str, train: &str, unlabeled: &str| {
+        format!(
+            "name = \"{name}\"\ntask = \"classification\"\n[format]\nkind = \"label_text\"\n\
+             [files]\ntrain = \"{train}\"\n{unlabeled}test = \"test.txt\"\n\
+             [labels]\nnames = [\"negative\", \"positive\"]\n"
+        )
+    };
+    common::write(dir, "labeled.toml", &def("labeled", "pool_labeled.txt", ""));
+    common::write(
+        dir,
+        "unlabeled.toml",
+        &def("unlabeled", "pool.txt", "train_unlabeled = true\n"),
+    );
+}
+
+fn spec(dir: &Path, methods: &str, sweep: &str, backend: &str) -> PathBuf {
+    common::write(
+        dir,
+        "spec.toml",
+        &format!(
+            r#"
+[experiment]
+name = "pool"
+metric = "test_accuracy"
+
+[methods.freeal_pool]
+kind = "freeal"
+initial = "replay"
+rounds = 1
+warmup_epochs = 2
+rampup_epochs = 2.0
+medoids_per_class = 10
+{methods}
+
+[llm]
+backend = "{backend}"
+prompts = "{prompts}"
+[llm.replay]
+file = "replay.csv"
+label = 0
+text = 1
+
+{slm}
+[run]
+results_dir = "{results}"
+
+[sweep]
+{sweep}
+seed = [5]
+"#,
+            prompts = common::root().join("configs/prompts/sst2.toml").display(),
+            slm = common::tiny_slm_toml(),
+            results = dir.join("results").display(),
+        ),
+    )
+}
+
+fn cell_dir(experiment: &Path, dataset: &str) -> PathBuf {
+    std::fs::read_dir(experiment.join("cells"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(&format!("{dataset}.toml-"))
+        })
+        .unwrap_or_else(|| panic!("no {dataset} cell under {}", experiment.display()))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The CSV's rows with column `drop` left out.
+fn without_column(csv: &str, drop: usize) -> Vec<Vec<String>> {
+    csv.lines()
+        .map(|l| {
+            l.split(',')
+                .enumerate()
+                .filter(|(i, _)| *i != drop)
+                .map(|(_, f)| f.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn freeal_labels_an_unlabeled_pool_as_it_labels_the_same_pool_with_gold() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_files(dir.path());
+    let spec = spec(
+        dir.path(),
+        "",
+        "dataset = [\"labeled.toml\", \"unlabeled.toml\"]\nmethod = [\"freeal_pool\"]",
+        "replay",
+    );
+    common::run_spec(&spec);
+    let experiment = dir.path().join("results/pool");
+    let (with_gold, without) = (
+        cell_dir(&experiment, "labeled"),
+        cell_dir(&experiment, "unlabeled"),
+    );
+    let records = |cell: &Path| -> serde_json::Value {
+        serde_json::from_str(&read(&cell.join("records.json"))).unwrap()
+    };
+    let (a, b) = (records(&with_gold), records(&without));
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    assert_eq!(a.len(), 2, "round 0 and one refinery round");
+    assert_eq!(b.len(), 2);
+    for (round, (a, b)) in a.iter().zip(b).enumerate() {
+        let (ma, mb) = (&a["metrics"], &b["metrics"]);
+        for key in ["test_accuracy", "clean_count", "pool_label_coverage"] {
+            assert_eq!(ma[key], mb[key], "round {round}: {key}");
+            assert!(mb[key].is_number(), "round {round}: {key} missing");
+        }
+        // What needs pool gold is measured only where there is gold.
+        for key in [
+            "pool_label_accuracy",
+            "clean_precision",
+            "slm_pool_accuracy",
+        ] {
+            assert!(ma[key].is_number(), "round {round}: {key}");
+            assert!(mb.get(key).is_none(), "round {round}: {key} = {}", mb[key]);
+        }
+    }
+    assert_eq!(a[1]["metrics"]["relabeled"], b[1]["metrics"]["relabeled"]);
+    assert!(b[1]["metrics"].get("relabel_fixed").is_none());
+    // The learnable toy task: the SLM generalises past its 70%-correct labels without gold.
+    let accuracy = b[1]["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.85, "{accuracy}");
+
+    for round in 0..2 {
+        let name = format!("labels_round{round}.csv");
+        let (la, lb) = (read(&with_gold.join(&name)), read(&without.join(&name)));
+        assert_eq!(without_column(&la, 1), without_column(&lb, 1), "{name}");
+        assert!(lb.lines().skip(1).all(|l| l.split(',').nth(1) == Some("")));
+    }
+    // The labelled pool a user takes away, the same for both cells: text, label by name, the
+    // clean flag, the SLM's label.
+    let pool_labels = read(&without.join("pool_labels.csv"));
+    assert_eq!(pool_labels, read(&with_gold.join("pool_labels.csv")));
+    let mut reader = csv::Reader::from_reader(pool_labels.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["text", "label", "clean", "slm_label"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let texts = read(&dir.path().join("pool.txt"));
+    assert_eq!(
+        rows.iter().map(|r| r[0].to_string()).collect::<Vec<_>>(),
+        texts.lines().collect::<Vec<_>>()
+    );
+    let final_labels: Vec<&str> = read(&without.join("labels_round1.csv"))
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap())
+        .map(|l| match l {
+            "0" => "negative",
+            "1" => "positive",
+            _ => "",
+        })
+        .collect();
+    assert_eq!(rows.iter().map(|r| &r[1]).collect::<Vec<_>>(), final_labels);
+    assert!(
+        rows.iter()
+            .all(|r| ["negative", "positive"].contains(&&r[3]))
+    );
+
+    // The report builds its tables from records that lack the pool metrics.
+    let out = common::bench(&["report", experiment.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn methods_that_read_pool_gold_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_files(dir.path());
+    let cases = [
+        ("supervised", "replay", "methods.supervised.kind"),
+        ("freeal_pool", "simulated", "llm.backend"),
+        ("knn_icl", "replay", "methods.knn_icl.demos"),
+    ];
+    for (method, backend, key) in cases {
+        let spec = spec(
+            dir.path(),
+            "[methods.knn_icl]\nkind = \"icl\"\ndemos = \"knn\"\nk = 4",
+            &format!("dataset = [\"unlabeled.toml\"]\nmethod = [\"{method}\"]"),
+            backend,
+        );
+        let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{method}: {stderr}");
+        assert!(stderr.contains(key), "{method}: {stderr}");
+        assert!(stderr.contains("train_unlabeled"), "{method}: {stderr}");
+        assert!(!dir.path().join("results/pool/cells").exists(), "{stderr}");
+    }
+}
