@@ -346,6 +346,8 @@ fn a_failing_item_names_its_cell_and_the_rerun_asks_only_for_the_rest() {
         stderr.contains("HTTP 503") && stderr.contains("after 3 attempt(s)"),
         "{stderr}"
     );
+    let failed = stderr.lines().find(|l| l.contains("FAILED")).unwrap();
+    assert_eq!(failed.matches("zero_shot-s0").count(), 1, "{failed}");
     let cell = common::only_cell(&results.join("faults"));
     assert!(
         !cell.join("records.json").exists(),

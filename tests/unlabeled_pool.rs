@@ -252,3 +252,43 @@ fn methods_that_read_pool_gold_are_refused_before_anything_runs() {
         assert!(!dir.path().join("results/pool/cells").exists(), "{stderr}");
     }
 }
+
+#[test]
+fn zero_shot_icl_labels_an_unlabeled_pool_and_hands_the_labels_back() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_files(dir.path());
+    let spec = spec(
+        dir.path(),
+        "[methods.label_pool]\nkind = \"icl\"\ndemos = \"none\"\nlabel_pool = true",
+        "dataset = [\"unlabeled.toml\"]\nmethod = [\"label_pool\"]",
+        "replay",
+    );
+    common::run_spec(&spec);
+    let experiment = dir.path().join("results/pool");
+    let cell = common::only_cell(&experiment);
+    let records = common::only_cell_records(&experiment);
+    let metrics = &records[0]["metrics"];
+    assert!(metrics.get("pool_label_accuracy").is_none(), "{metrics}");
+    assert!(metrics["test_accuracy"].is_number(), "{metrics}");
+    // The replay file leaves about 5% of the pool at -1: those are unparsable, not guessed.
+    let unparsable = metrics["pool_label_unparsable_rate"].as_f64().unwrap();
+    assert!((0.02..0.09).contains(&unparsable), "{unparsable}");
+    let replay = read(&dir.path().join("replay.csv"));
+    let pool_labels = read(&cell.join("pool_labels.csv"));
+    let mut reader = csv::Reader::from_reader(pool_labels.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec!["text", "label", "confidence"]
+    );
+    for (row, line) in reader.records().map(Result::unwrap).zip(replay.lines()) {
+        let (given, text) = line.split_once(',').unwrap();
+        assert_eq!(&row[0], text);
+        let expected = match given {
+            "0" => "negative",
+            "1" => "positive",
+            _ => "",
+        };
+        assert_eq!(&row[1], expected, "{line}");
+        assert_eq!(row[2].is_empty(), expected.is_empty(), "{line}");
+    }
+}

@@ -74,6 +74,8 @@ impl Icl {
         let dataset = ctx.dataset;
         let indices = self.pool_indices(dataset.train.len(), ctx.cell.config.seed);
         let labels = match dataset.task {
+            // Zero-shot has no pool to read, so an unlabeled pool is no obstacle.
+            _ if indices.is_empty() => Vec::new(),
             Task::Ner => vec![0; indices.len()],
             Task::Classification => {
                 let all = gold_classes(&dataset.train, &ctx.cell.name)?;

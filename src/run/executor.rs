@@ -168,12 +168,14 @@ fn run_cell_once(
         out_dir: &dir,
         epoch_checkpoint_every: plan.run.epoch_checkpoint_every(),
     };
-    let outcomes = build(&cell.config.method)
-        .run(&ctx)
-        .map_err(|e| Error::Cell {
+    // A method's own cell error already names the cell.
+    let outcomes = build(&cell.config.method).run(&ctx).map_err(|e| match e {
+        Error::Cell { .. } => e,
+        other => Error::Cell {
             cell: cell.name.clone(),
-            message: e.to_string(),
-        })?;
+            message: other.to_string(),
+        },
+    })?;
     let records: Vec<RoundRecord> = outcomes
         .into_iter()
         .map(|outcome| RoundRecord {
@@ -373,7 +375,11 @@ pub fn execute(
                 match run_cell(plan, cell, &dev, &name, progress) {
                     Ok(_) => summary.ran += 1,
                     Err(e) => {
-                        let text = e.to_string();
+                        // The line names the cell once, not again inside the error's text.
+                        let text = match e {
+                            Error::Cell { message, .. } => message,
+                            other => other.to_string(),
+                        };
                         progress.println(&format!("FAILED {}: {text}", cell.name));
                         summary.failed.push((cell.name.clone(), text));
                     }
