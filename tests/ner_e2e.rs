@@ -140,14 +140,18 @@ seed = [2]
     )
 }
 
-fn records(dir: &Path, cell: &str) -> Vec<serde_json::Value> {
+fn cell_dir(dir: &Path, cell: &str) -> PathBuf {
     let cells = dir.join("results/ner_toy/cells");
-    let found = std::fs::read_dir(&cells)
+    std::fs::read_dir(&cells)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| p.file_name().unwrap().to_string_lossy().contains(cell))
-        .unwrap_or_else(|| panic!("no cell {cell} under {}", cells.display()));
+        .unwrap_or_else(|| panic!("no cell {cell} under {}", cells.display()))
+}
+
+fn records(dir: &Path, cell: &str) -> Vec<serde_json::Value> {
+    let found = cell_dir(dir, cell);
     serde_json::from_slice::<serde_json::Value>(&std::fs::read(found.join("records.json")).unwrap())
         .unwrap()
         .as_array()
@@ -213,6 +217,29 @@ fn zero_shot_freeal_and_supervised_tag_entities() {
     assert_eq!(rounds[1]["slm_steps"].as_u64(), Some(0));
     assert_eq!(metric(&rounds[1], "test_f1"), metric(&rounds[0], "test_f1"));
     assert_eq!(metric(&rounds[0], "gold_labels_used"), 0.0);
+    // The tagged pool handed back as CoNLL: the final round's tags, one sentence per labelled
+    // pool sentence, masked ones left out.
+    let cell = cell_dir(dir.path(), "freeal_ner");
+    let conll = std::fs::read_to_string(cell.join("pool_labels.conll")).unwrap();
+    let sentences: Vec<String> = conll
+        .split("\n\n")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.lines()
+                .map(|l| l.split_once('\t').unwrap().1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let csv = std::fs::read_to_string(cell.join("labels_round1.csv")).unwrap();
+    let tagged: Vec<String> = csv
+        .lines()
+        .skip(1) // index,exact,clean,tags,gold
+        .map(|l| l.split(',').nth(3).unwrap().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(!tagged.is_empty());
+    assert_eq!(sentences, tagged);
 
     let sup = &records(dir.path(), "supervised")[0];
     assert!(metric(sup, "test_f1") > 0.9, "{sup}");

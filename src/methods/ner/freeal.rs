@@ -306,6 +306,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
             &gold,
             Some(&finished.split.clean),
         )?;
+        super::write_pool_conll(ctx.out_dir, dataset, &labels)?;
         outcomes.push(RoundOutcome {
             round: round as u32,
             metrics,

@@ -319,6 +319,9 @@ pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
             None,
         )?;
         got.write_answers(&ctx.out_dir.join(format!("answers_{file}.jsonl")))?;
+        if file == "pool" {
+            write_pool_conll(ctx.out_dir, dataset, &got.tags)?;
+        }
         score_spans(&mut metrics, prefix, dataset, &got.tags, &gold);
         got.record(&mut metrics, prefix);
     }
@@ -355,6 +358,25 @@ pub fn write_tags(
         ));
     }
     write_atomic(path, out.as_bytes())
+}
+
+/// The tagged pool a NER run hands back: `pool_labels.conll` in the cell directory, one
+/// `token<TAB>tag` line per token (BIO) and a blank line after each sentence, in pool order.
+/// Sentences the LLM gave no answer for are left out: writing them all-`O` would be a guess.
+pub fn write_pool_conll(
+    dir: &std::path::Path,
+    dataset: &Dataset,
+    tags: &[Option<Vec<usize>>],
+) -> Result<()> {
+    let mut out = String::new();
+    for (example, tags) in dataset.train.iter().zip(tags) {
+        let Some(tags) = tags else { continue };
+        for (token, tag) in example.tokens.iter().zip(dataset.tag_names(tags)) {
+            out.push_str(&format!("{token}\t{tag}\n"));
+        }
+        out.push('\n');
+    }
+    write_atomic(&dir.join("pool_labels.conll"), out.as_bytes())
 }
 
 /// Cost of labelling `n` sentences of `dataset` with `demos` demonstrations each, for `plan`.
