@@ -112,6 +112,8 @@ pub struct Plan {
     pub spec_path: PathBuf,
     /// The checkout holding configs/ and datasets/.
     pub project_root: PathBuf,
+    /// The layered TOML files, highest priority first, for locating a key in an error.
+    pub files: Vec<PathBuf>,
     /// Overrides that change no cell, one line each (`--set methods.NAME...` for a method no
     /// cell runs).
     pub warnings: Vec<String>,
@@ -260,6 +262,7 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
         cells,
         spec_path: layered.spec_path.clone(),
         project_root: layered.project_root.clone(),
+        files: layered.files.clone(),
         warnings,
     })
 }

@@ -232,12 +232,19 @@ fn freeal_labels_an_unlabeled_pool_as_it_labels_the_same_pool_with_gold() {
 fn methods_that_read_pool_gold_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     toy_files(dir.path());
+    // The place named is where the method or key is defined: `supervised` comes from the
+    // project's defaults, the others from the spec.
     let cases = [
-        ("supervised", "replay", "methods.supervised.kind"),
-        ("freeal_pool", "simulated", "llm.backend"),
-        ("knn_icl", "replay", "methods.knn_icl.demos"),
+        (
+            "supervised",
+            "replay",
+            "methods.supervised.kind",
+            "defaults.toml:",
+        ),
+        ("freeal_pool", "simulated", "llm.backend", "spec.toml:"),
+        ("knn_icl", "replay", "methods.knn_icl.demos", "spec.toml:"),
     ];
-    for (method, backend, key) in cases {
+    for (method, backend, key, place) in cases {
         let spec = spec(
             dir.path(),
             "[methods.knn_icl]\nkind = \"icl\"\ndemos = \"knn\"\nk = 4",
@@ -248,6 +255,7 @@ fn methods_that_read_pool_gold_are_refused_before_anything_runs() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{method}: {stderr}");
         assert!(stderr.contains(key), "{method}: {stderr}");
+        assert!(stderr.contains(place), "{method}: {stderr}");
         assert!(stderr.contains("train_unlabeled"), "{method}: {stderr}");
         assert!(!dir.path().join("results/pool/cells").exists(), "{stderr}");
     }

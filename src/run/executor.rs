@@ -13,7 +13,7 @@ use super::records::{
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
-use crate::config::locate::locate_in_file;
+use crate::config::locate::locate;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::llm::ensure_gguf;
@@ -59,9 +59,12 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
     let mut loaded: HashMap<String, Dataset> = HashMap::new();
     let mut warnings = Vec::new();
     let mut problems: BTreeMap<String, Error> = BTreeMap::new();
-    let locate = |key: &str| {
+    // Where the key is set, or its own table; a shallower match (the `methods` table of a spec
+    // that does not define this method) would point at an unrelated line.
+    let location = |key: &str| {
         let path: Vec<String> = key.split('.').map(str::to_string).collect();
-        locate_in_file(&plan.spec_path, &path)
+        locate(&plan.files, &path)
+            .filter(|l| l.depth + 1 >= path.len())
             .map(|l| l.display())
             .unwrap_or_else(|| plan.spec_path.display().to_string())
     };
@@ -90,7 +93,7 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
             problems
                 .entry("llm.backend".into())
                 .or_insert(Error::Config {
-                    location: locate("llm.backend"),
+                    location: location("llm.backend"),
                     key: "llm.backend".into(),
                     message: format!(
                         "the simulated annotator answers from gold labels, and dataset {}'s pool \
@@ -103,7 +106,7 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
         if let Err((field, message)) = build(&cell.config.method).check(cell, dataset) {
             let key = format!("methods.{}.{field}", cell.config.method_name);
             problems.entry(key.clone()).or_insert(Error::Config {
-                location: locate(&key),
+                location: location(&key),
                 key,
                 message: format!("{message} (cell {})", cell.name),
             });
