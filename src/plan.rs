@@ -183,11 +183,26 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
         let mut dataset = DatasetDef::from_file(&def_path)?;
         let method = spec.methods[&spec.method].clone();
         let llm = if method.uses_llm() {
-            let prompt_path = if spec.llm.prompts.trim().is_empty() {
+            let by_name = spec.llm.prompts.trim().is_empty();
+            let prompt_path = if by_name {
                 default_prompt_path(&layered.project_root, &dataset.name)
             } else {
                 layered.project_root.join("configs").join(&spec.llm.prompts)
             };
+            if by_name && !prompt_path.is_file() {
+                return Err(layered_sweep_error(
+                    layered,
+                    "llm.prompts",
+                    format!(
+                        "dataset `{}` has no prompt file at {}: write one (copy \
+                         configs/prompts/sst2.toml, or conll03.toml for NER, and reword it for \
+                         your labels), or set llm.prompts = \"prompts/<file>.toml\" (relative \
+                         to configs/)",
+                        dataset.name,
+                        prompt_path.display()
+                    ),
+                ));
+            }
             let mut prompt = PromptTemplate::load(&prompt_path)?;
             if spec.llm.label_descriptions {
                 if dataset.task != Task::Classification {

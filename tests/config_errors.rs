@@ -471,3 +471,35 @@ fn attention_dropout_follows_dropout_unless_set_and_is_range_checked() {
         "{message}"
     );
 }
+
+#[test]
+fn a_dataset_without_a_prompt_file_says_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "all.txt", "0 bad\n1 good\n0 dull\n1 fine\n");
+    write(
+        dir.path(),
+        "mine.toml",
+        "name = \"mine\"\ntask = \"classification\"\n[format]\nkind = \"label_text\"\n\
+         [files]\ntrain = \"all.txt\"\ntest = \"all.txt\"\n[labels]\nnames = [\"n\", \"p\"]\n",
+    );
+    let body =
+        "dataset = \"mine.toml\"\n[experiment]\nname = \"x\"\n[sweep]\nmethod = [\"zero_shot\"]\n";
+    let spec = write(dir.path(), "spec.toml", body);
+    let message = layer(&spec, &[])
+        .and_then(|l| plan(&l))
+        .expect_err("no prompt for `mine`")
+        .to_string();
+    assert!(
+        message.contains("llm.prompts")
+            && message.contains("`mine` has no prompt file")
+            && message.contains("configs/prompts/sst2.toml"),
+        "{message}"
+    );
+    // Naming a shipped prompt file is the fix.
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        &format!("{body}[llm]\nprompts = \"prompts/sst2.toml\"\n"),
+    );
+    assert!(layer(&spec, &[]).and_then(|l| plan(&l)).is_ok());
+}
