@@ -348,6 +348,22 @@ fn an_unlabeled_pool_reads_texts_only_and_keeps_its_test_labels() {
     assert!(d.train.iter().all(|e| e.target == Target::Unlabeled));
     assert!(!d.pool_labeled());
     assert_eq!(counts(&d.test, 2), vec![1, 1]);
+    // Headerless: `text = -1` reads the last column of `label,text` and of `text` rows alike.
+    let def = "name = \"u\"\ntask = \"classification\"\n[format]\nkind = \"csv\"\n\
+               label = 0\ntext = -1\n[files]\ntrain = \"pool.csv\"\ntrain_unlabeled = true\n\
+               test = \"test.csv\"\n[labels]\nnames = [\"ex\", \"why\"]\n";
+    let d = custom(
+        dir.path(),
+        def,
+        &[
+            ("pool.csv", "\"first, text\"\nsecond\n"),
+            ("test.csv", "0,one\n1,\"two, too\"\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(d.train[0].text, "first, text");
+    assert_eq!(d.test[1].text, "two, too");
+    assert_eq!(d.test[1].target, Target::Class(1));
     // label_text: the whole line is the text, a leading word included.
     let def = "name = \"u\"\ntask = \"classification\"\n[format]\nkind = \"label_text\"\n\
                [files]\ntrain = \"pool.txt\"\ntrain_unlabeled = true\ntest = \"test.txt\"\n\
