@@ -219,12 +219,19 @@ fn freeal_labels_an_unlabeled_pool_as_it_labels_the_same_pool_with_gold() {
             .all(|r| ["negative", "positive"].contains(&&r[3]))
     );
 
-    // The report builds its tables from records that lack the pool metrics.
+    // The report builds its tables from records that lack the pool metrics, and its per-round
+    // plot draws label accuracy only where there is some.
     let out = common::bench(&["report", experiment.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let readme = read(&experiment.join("README.md"));
+    assert!(
+        readme.contains("labeled: test_accuracy and pool-label accuracy per round")
+            && readme.contains("unlabeled: test_accuracy per round"),
+        "{readme}"
     );
 }
 

@@ -151,7 +151,7 @@ pub fn figures(records: &[RoundRecord], metric: &str) -> Vec<Figure> {
                 |r| Some(f64::from(r.outcome.round)),
                 |r| r.outcome.metrics.get(metric).map(|v| v * scale),
             );
-            series.extend(mean_curves(
+            let pool = mean_curves(
                 by_round.iter().copied(),
                 |r| format!("{} pool labels", row_label(r)),
                 |r| Some(f64::from(r.outcome.round)),
@@ -161,12 +161,24 @@ pub fn figures(records: &[RoundRecord], metric: &str) -> Vec<Figure> {
                         .get("pool_label_accuracy")
                         .map(|v| v * scale)
                 },
-            ));
+            );
+            // An unlabeled pool has no label accuracy to draw.
+            let (title, y_label) = match pool.is_empty() {
+                true => (
+                    format!("{dataset}: {metric} per round"),
+                    format!("{metric}{unit}"),
+                ),
+                false => (
+                    format!("{dataset}: {metric} and pool-label accuracy per round"),
+                    format!("{metric}, pool_label_accuracy{unit}"),
+                ),
+            };
+            series.extend(pool);
             out.push(Figure {
                 stem: format!("rounds_{dataset}"),
-                title: format!("{dataset}: {metric} and pool-label accuracy per round"),
+                title,
                 x_label: "round".into(),
-                y_label: format!("{metric}, pool_label_accuracy{unit}"),
+                y_label,
                 style: Style::Lines,
                 series,
             });
