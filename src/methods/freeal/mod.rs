@@ -866,15 +866,25 @@ impl Method for Freeal {
         } else {
             0
         };
-        let calls = generated + round0 + self.spec.rounds * n + test;
-        let k = self.spec.knn.max(self.spec.demos_per_class * num_labels);
-        let demos: Vec<&Example> = dataset.train.iter().take(k).collect();
-        let chars = prompt_chars(&llm.prompt, dataset, dataset.train.first(), &demos);
-        let slm = &cell.config.slm;
+        let refinery = self.spec.rounds * n + test;
+        // Each phase's prompt length at its own demonstration count: round 0 shows `knn`
+        // generated demonstrations (none zero-shot), the refinery and the test side
+        // `demos_per_class` per class. Writing a demonstration costs about a zero-shot prompt.
+        let chars = |k: usize| {
+            let demos: Vec<&Example> = dataset.train.iter().take(k).collect();
+            prompt_chars(&llm.prompt, dataset, dataset.train.first(), &demos)
+        };
+        let round0_demos = match self.spec.initial {
+            InitialLabels::Generated => self.spec.knn,
+            _ => 0,
+        };
+        let chars_total = generated * chars(0)
+            + round0 * chars(round0_demos)
+            + refinery * chars(self.spec.demos_per_class * num_labels);
         Estimate {
-            llm_calls: calls as u64,
-            llm_prompt_tokens: (calls * chars / 4) as u64,
-            slm_steps: ((self.spec.rounds + 1) * slm.epochs * n.div_ceil(slm.batch_size)) as u64,
+            llm_calls: (generated + round0 + refinery) as u64,
+            llm_prompt_tokens: (chars_total / 4) as u64,
+            slm_steps,
         }
     }
 }
