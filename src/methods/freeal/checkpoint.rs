@@ -38,17 +38,40 @@ pub struct Checkpoint {
     pub rng_word_pos: StreamPos,
 }
 
-/// What every round checkpoint (classification or NER) knows of itself.
-pub trait RoundCheckpoint {
-    /// Rounds finished.
-    fn rounds_done(&self) -> usize;
-    /// Where the cell's random stream stood after them.
+/// What every round checkpoint (classification or NER) knows of itself: enough for [`load`]
+/// to check that it fits the cell and for [`resume`] to go on from it.
+pub trait RoundCheckpoint: DeserializeOwned {
+    /// The cell it was written for.
+    fn cell_id(&self) -> &str;
+    /// Every finished round's outcome, in order.
+    fn outcomes(&self) -> &[RoundOutcome];
+    /// The length of each per-example vector it holds: each must be the pool's.
+    fn lengths(&self) -> Vec<usize>;
+    /// Where the cell's random stream stood after the finished rounds.
     fn stream(&self) -> &StreamPos;
+    /// Rounds finished.
+    fn rounds_done(&self) -> usize {
+        self.outcomes().len()
+    }
 }
 
 impl RoundCheckpoint for Checkpoint {
-    fn rounds_done(&self) -> usize {
-        self.outcomes.len()
+    fn cell_id(&self) -> &str {
+        &self.cell_id
+    }
+    fn outcomes(&self) -> &[RoundOutcome] {
+        &self.outcomes
+    }
+    fn lengths(&self) -> Vec<usize> {
+        vec![
+            self.labels.len(),
+            self.queried.len(),
+            self.pool.pooled.len(),
+            self.pool.probs.len(),
+            self.pool.logits.len(),
+            self.split.clean.len(),
+            self.split.posterior.len(),
+        ]
     }
     fn stream(&self) -> &StreamPos {
         &self.rng_word_pos
@@ -98,24 +121,23 @@ pub fn save(dir: &Path, checkpoint: &impl Serialize) -> Result<()> {
 }
 
 /// The checkpoint file in `dir`, parsed; `Err` says why not, naming the file.
-pub fn read<T: DeserializeOwned>(dir: &Path) -> std::result::Result<T, String> {
+fn read<T: DeserializeOwned>(dir: &Path) -> std::result::Result<T, String> {
     let path = dir.join(CHECKPOINT_JSON);
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| format!("{}: not a FreeAL checkpoint ({e})", path.display()))
 }
 
-/// Why a checkpoint does not fit the cell `cell_id` of `rounds` refinery rounds over a pool of
+/// Why `checkpoint` does not fit the cell `cell_id` of `rounds` refinery rounds over a pool of
 /// `pool_len` examples, if it does not: written for another cell, with no round or every round
-/// done, rounds out of order, or per-example state of another length (`lengths`).
-pub fn misfit(
-    written_for: &str,
-    outcomes: &[RoundOutcome],
-    lengths: &[usize],
+/// done, rounds out of order, or per-example state of another length.
+fn misfit(
+    checkpoint: &impl RoundCheckpoint,
     cell_id: &str,
     pool_len: usize,
     rounds: usize,
 ) -> Option<String> {
+    let (written_for, outcomes) = (checkpoint.cell_id(), checkpoint.outcomes());
     let done = outcomes.len();
     if written_for != cell_id {
         Some(format!("written for cell {written_for}, not {cell_id}"))
@@ -124,7 +146,7 @@ pub fn misfit(
             "{done} rounds done, expected 1 to {rounds} of this cell's {} rounds",
             rounds + 1
         ))
-    } else if lengths.iter().any(|&n| n != pool_len) {
+    } else if checkpoint.lengths().iter().any(|&n| n != pool_len) {
         Some(format!(
             "its per-example state does not cover the {pool_len}-example pool"
         ))
@@ -140,36 +162,32 @@ pub fn misfit(
 }
 
 /// The checkpoint in `dir` when there is one this cell can resume from: written for `cell_id`,
-/// labelling a pool of `pool_len` examples, with fewer than `rounds + 1` rounds done. Anything
-/// else (no file, another cell's, unreadable, inconsistent) is `Err` with why, for a warning;
-/// the cell then starts from round 0.
+/// labelling a pool of `pool_len` examples, with fewer than `rounds + 1` rounds done, and
+/// passing the kind's own check `also` (`None`: fits). Anything else (no file, another cell's,
+/// unreadable, inconsistent) is `Err` with why, for a warning; the cell then starts from
+/// round 0.
+pub fn load_fitting<C: RoundCheckpoint>(
+    dir: &Path,
+    cell_id: &str,
+    pool_len: usize,
+    rounds: usize,
+    also: impl FnOnce(&C) -> Option<String>,
+) -> std::result::Result<C, String> {
+    let checkpoint: C = read(dir)?;
+    match misfit(&checkpoint, cell_id, pool_len, rounds).or_else(|| also(&checkpoint)) {
+        Some(why) => Err(format!("{}: {why}", dir.join(CHECKPOINT_JSON).display())),
+        None => Ok(checkpoint),
+    }
+}
+
+/// A classification cell's checkpoint in `dir`, if it fits (see [`load_fitting`]).
 pub fn load(
     dir: &Path,
     cell_id: &str,
     pool_len: usize,
     rounds: usize,
 ) -> std::result::Result<Checkpoint, String> {
-    let checkpoint: Checkpoint = read(dir)?;
-    let lengths = [
-        checkpoint.labels.len(),
-        checkpoint.queried.len(),
-        checkpoint.pool.pooled.len(),
-        checkpoint.pool.probs.len(),
-        checkpoint.pool.logits.len(),
-        checkpoint.split.clean.len(),
-        checkpoint.split.posterior.len(),
-    ];
-    match misfit(
-        &checkpoint.cell_id,
-        &checkpoint.outcomes,
-        &lengths,
-        cell_id,
-        pool_len,
-        rounds,
-    ) {
-        Some(why) => Err(format!("{}: {why}", dir.join(CHECKPOINT_JSON).display())),
-        None => Ok(checkpoint),
-    }
+    load_fitting(dir, cell_id, pool_len, rounds, |_| None)
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::methods::freeal::checkpoint::{RoundCheckpoint, misfit, read};
+use crate::methods::freeal::checkpoint::{RoundCheckpoint, load_fitting};
 use crate::methods::freeal::self_train::Split;
-use crate::run::records::{CHECKPOINT_JSON, RoundOutcome};
+use crate::run::records::RoundOutcome;
 use crate::slm::tagging::TagInference;
 use crate::stream_pos::StreamPos;
 
@@ -34,8 +34,20 @@ pub struct NerCheckpoint {
 }
 
 impl RoundCheckpoint for NerCheckpoint {
-    fn rounds_done(&self) -> usize {
-        self.outcomes.len()
+    fn cell_id(&self) -> &str {
+        &self.cell_id
+    }
+    fn outcomes(&self) -> &[RoundOutcome] {
+        &self.outcomes
+    }
+    fn lengths(&self) -> Vec<usize> {
+        vec![
+            self.labels.len(),
+            self.pool.probs.len(),
+            self.pool.pooled.len(),
+            self.split.clean.len(),
+            self.split.posterior.len(),
+        ]
     }
     fn stream(&self) -> &StreamPos {
         &self.rng_word_pos
@@ -52,36 +64,17 @@ pub fn load(
     test_len: usize,
     rounds: usize,
 ) -> std::result::Result<NerCheckpoint, String> {
-    let checkpoint: NerCheckpoint = read(dir)?;
-    let lengths = [
-        checkpoint.labels.len(),
-        checkpoint.pool.probs.len(),
-        checkpoint.pool.pooled.len(),
-        checkpoint.split.clean.len(),
-        checkpoint.split.posterior.len(),
-    ];
-    let why = misfit(
-        &checkpoint.cell_id,
-        &checkpoint.outcomes,
-        &lengths,
-        cell_id,
-        pool_len,
-        rounds,
-    )
-    .or_else(|| {
-        (checkpoint.test_tags.len() != test_len)
+    load_fitting(dir, cell_id, pool_len, rounds, |c: &NerCheckpoint| {
+        (c.test_tags.len() != test_len)
             .then(|| format!("its test tags do not cover the {test_len}-sentence test split"))
-    });
-    match why {
-        Some(why) => Err(format!("{}: {why}", dir.join(CHECKPOINT_JSON).display())),
-        None => Ok(checkpoint),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::methods::freeal::checkpoint::save;
+    use crate::run::records::CHECKPOINT_JSON;
 
     fn checkpoint(pool_len: usize, rounds_done: u32) -> NerCheckpoint {
         NerCheckpoint {
