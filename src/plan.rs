@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::load::within;
+use crate::config::locate::key_location;
 use crate::config::sweep::{Axis, axes, expand};
 use crate::config::{
     DataSpec, ExperimentSpec, Layered, LlmSpec, MethodSpec, RunSpec, SlmSpec, Spec,
@@ -329,12 +330,8 @@ fn unused_method_overrides(layered: &Layered, cells: &[Cell]) -> Vec<String> {
 }
 
 fn layered_sweep_error(layered: &Layered, key: &str, message: String) -> Error {
-    let path: Vec<String> = key.split('.').map(str::to_string).collect();
-    let location = crate::config::locate::locate(&layered.files, &path)
-        .map(|l| l.display())
-        .unwrap_or_else(|| layered.spec_path.display().to_string());
     Error::Config {
-        location,
+        location: key_location(&layered.files, key, &layered.spec_path),
         key: key.to_string(),
         message,
     }

@@ -58,6 +58,17 @@ pub fn locate_in_file(file: &Path, path: &[String]) -> Option<KeyLocation> {
     best
 }
 
+/// `file:line` of the dotted `key` in `files` (highest priority first), or of the table that
+/// should hold it when the key itself is not set; `fallback` otherwise: a shallower match (the
+/// `[methods.*]` table of a method defined in another file) would point at an unrelated line.
+pub fn key_location(files: &[PathBuf], key: &str, fallback: &Path) -> String {
+    let path: Vec<String> = key.split('.').map(str::to_string).collect();
+    locate(files, &path)
+        .filter(|l| l.depth + 1 >= path.len())
+        .map(|l| l.display())
+        .unwrap_or_else(|| fallback.display().to_string())
+}
+
 /// Finds `path` in the first of `files` (highest priority first) that has it whole, else the
 /// deepest partial match.
 pub fn locate(files: &[PathBuf], path: &[String]) -> Option<KeyLocation> {
@@ -90,6 +101,20 @@ mod tests {
         let partial = locate_in_file(&file, &["slm".into(), "nope".into()]).unwrap();
         assert_eq!((partial.line, partial.depth), (3, 1));
         assert!(locate_in_file(&file, &["nope".into()]).is_none());
+    }
+
+    #[test]
+    fn a_key_is_located_at_itself_or_its_table_and_no_shallower() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(&file, "[methods.f]\nkind = \"freeal\"\nknn = 3\n").unwrap();
+        let files = [file.clone()];
+        let at = |key: &str| key_location(&files, key, Path::new("spec.toml"));
+        let shown = file.display();
+        assert_eq!(at("methods.f.knn"), format!("{shown}:3"));
+        assert_eq!(at("methods.f.rounds"), format!("{shown}:1"));
+        // `methods` matches, but another method's table is not where `s` is defined.
+        assert_eq!(at("methods.s.kind"), "spec.toml");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::locate::line_of;
+use crate::config::locate::{key_location, line_of};
 use crate::error::{Error, Result};
 
 /// Whether a dataset labels whole texts or tokens.
@@ -187,16 +187,10 @@ impl DatasetDef {
             message: e.message().trim().to_string(),
         })?;
         def.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        def.check().map_err(|(key, message)| {
-            let path_parts: Vec<String> = key.split('.').map(str::to_string).collect();
-            let loc = crate::config::locate::locate_in_file(path, &path_parts)
-                .map(|l| l.display())
-                .unwrap_or_else(|| path.display().to_string());
-            Error::Config {
-                location: loc,
-                key,
-                message,
-            }
+        def.check().map_err(|(key, message)| Error::Config {
+            location: key_location(&[path.to_path_buf()], &key, path),
+            key,
+            message,
         })?;
         Ok(def)
     }

@@ -13,7 +13,7 @@ use super::records::{
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
-use crate::config::locate::locate;
+use crate::config::locate::key_location;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::llm::ensure_gguf;
@@ -59,15 +59,7 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
     let mut loaded: HashMap<String, Dataset> = HashMap::new();
     let mut warnings = Vec::new();
     let mut problems: BTreeMap<String, Error> = BTreeMap::new();
-    // Where the key is set, or its own table; a shallower match (the `methods` table of a spec
-    // that does not define this method) would point at an unrelated line.
-    let location = |key: &str| {
-        let path: Vec<String> = key.split('.').map(str::to_string).collect();
-        locate(&plan.files, &path)
-            .filter(|l| l.depth + 1 >= path.len())
-            .map(|l| l.display())
-            .unwrap_or_else(|| plan.spec_path.display().to_string())
-    };
+    let location = |key: &str| key_location(&plan.files, key, &plan.spec_path);
     for cell in cells {
         let key =
             serde_json::to_string(&(&cell.config.dataset, &cell.dataset_dir, &cell.config.data))
