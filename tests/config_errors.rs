@@ -157,6 +157,17 @@ fn bad_sweep_value_points_at_the_sweep() {
         message.contains(&format!("{}:5 (sweep value)", spec.display())),
         "{message}"
     );
+    // A malformed axis of a dotted (quoted) key is found at its [sweep] table.
+    let (message, spec) = plan_error(
+        "[experiment]\nname = \"x\"\n[sweep]\n\"slm.lr\" = []\n",
+        &[],
+    );
+    assert!(
+        message.contains(&format!("{}:3", spec.display()))
+            && message.contains("sweep.slm.lr")
+            && message.contains("at least one value"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -58,13 +58,34 @@ pub fn locate_in_file(file: &Path, path: &[String]) -> Option<KeyLocation> {
     best
 }
 
-/// `file:line` of the dotted `key` in `files` (highest priority first), or of the table that
-/// should hold it when the key itself is not set; `fallback` otherwise: a shallower match (the
-/// `[methods.*]` table of a method defined in another file) would point at an unrelated line.
+/// `file:line` of the dotted `key` in `files` (highest priority first), or of its deepest
+/// enclosing table that is set (a quoted `"slm.lr"` under `[sweep]` is found at `[sweep]`);
+/// `fallback` when not even the first segment is.
 pub fn key_location(files: &[PathBuf], key: &str, fallback: &Path) -> String {
+    located(files, key, |_| 1, fallback)
+}
+
+/// As [`key_location`], but a match must reach the table that holds the key: under a table of
+/// names such as `[methods.*]`, a shallower match is another entry's line, unrelated to `key`
+/// (a method defined in the defaults is not at the spec's first `[methods.x]`).
+pub fn key_or_table_location(files: &[PathBuf], key: &str, fallback: &Path) -> String {
+    located(
+        files,
+        key,
+        |segments| segments.saturating_sub(1).max(1),
+        fallback,
+    )
+}
+
+fn located(
+    files: &[PathBuf],
+    key: &str,
+    least_depth: impl Fn(usize) -> usize,
+    fallback: &Path,
+) -> String {
     let path: Vec<String> = key.split('.').map(str::to_string).collect();
     locate(files, &path)
-        .filter(|l| l.depth + 1 >= path.len())
+        .filter(|l| l.depth >= least_depth(path.len()))
         .map(|l| l.display())
         .unwrap_or_else(|| fallback.display().to_string())
 }
@@ -109,12 +130,19 @@ mod tests {
         let file = dir.path().join("a.toml");
         std::fs::write(&file, "[methods.f]\nkind = \"freeal\"\nknn = 3\n").unwrap();
         let files = [file.clone()];
-        let at = |key: &str| key_location(&files, key, Path::new("spec.toml"));
+        let fallback = Path::new("spec.toml");
+        let at = |key: &str| key_or_table_location(&files, key, fallback);
         let shown = file.display();
         assert_eq!(at("methods.f.knn"), format!("{shown}:3"));
         assert_eq!(at("methods.f.rounds"), format!("{shown}:1"));
         // `methods` matches, but another method's table is not where `s` is defined.
         assert_eq!(at("methods.s.kind"), "spec.toml");
+        // The permissive form takes any enclosing table, and falls back only without one.
+        assert_eq!(
+            key_location(&files, "methods.s.kind", fallback),
+            format!("{shown}:1")
+        );
+        assert_eq!(key_location(&files, "slm.lr", fallback), "spec.toml");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::records::{
 };
 use crate::config::LlmBackend;
 use crate::config::load::combine;
-use crate::config::locate::key_location;
+use crate::config::locate::key_or_table_location;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::llm::ensure_gguf;
@@ -59,7 +59,7 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
     let mut loaded: HashMap<String, Dataset> = HashMap::new();
     let mut warnings = Vec::new();
     let mut problems: BTreeMap<String, Error> = BTreeMap::new();
-    let location = |key: &str| key_location(&plan.files, key, &plan.spec_path);
+    let location = |key: &str| key_or_table_location(&plan.files, key, &plan.spec_path);
     for cell in cells {
         let key =
             serde_json::to_string(&(&cell.config.dataset, &cell.dataset_dir, &cell.config.data))
