@@ -13,10 +13,11 @@ use freeal_bench::plan::{Plan, plan, select};
 use freeal_bench::progress::Progress;
 use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
-    ExecOptions, cell_dir, execute, load_dataset, models_dir, preflight, run_cell,
+    CellRun, EXIT_BUSY, ExecOptions, cell_dir, execute, load_dataset, models_dir, preflight,
+    run_cell,
 };
 use freeal_bench::run::records::{CHECKPOINT_JSON, EPOCH_CHECKPOINT_JSON, read_cell_records};
-use freeal_bench::run::slurm;
+use freeal_bench::run::{lock, slurm};
 use freeal_bench::slm::device;
 
 /// Reproduce FreeAL / LLMaAA experiments from a TOML spec.
@@ -188,6 +189,8 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
         let dir = cell_dir(&plan, cell);
         let status = if read_cell_records(&dir, &cell.id).is_some() {
             "complete"
+        } else if lock::holder(&dir).is_some() {
+            "running"
         } else if dir.join(CHECKPOINT_JSON).exists() || dir.join(EPOCH_CHECKPOINT_JSON).exists() {
             "resumable"
         } else {
@@ -283,10 +286,11 @@ fn cmd_run(spec: &Path, opts: &SpecOpts) -> anyhow::Result<bool> {
     let progress = Progress::new();
     let summary = execute(&plan, &cells, &exec, &|| device::select(backend), &progress)?;
     eprintln!(
-        "{}: {} cells run, {} already complete, {} failed; results in {}",
+        "{}: {} cells run, {} already complete, {} running elsewhere, {} failed; results in {}",
         plan.experiment.name,
         summary.ran,
         summary.skipped,
+        summary.busy.len(),
         summary.failed.len(),
         plan.results_dir().display()
     );
@@ -299,7 +303,7 @@ fn cmd_run(spec: &Path, opts: &SpecOpts) -> anyhow::Result<bool> {
     Ok(summary.failed.is_empty())
 }
 
-fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
+fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<CellRun> {
     let plan = load_plan(spec, opts)?;
     let cell = plan.cells.iter().find(|c| c.id == id).with_context(|| {
         format!(
@@ -312,8 +316,19 @@ fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<()> {
     }
     let (dev, name) = device::select(plan.run.backend)?;
     // A child's stdout is its cell's log.txt, so this writes progress lines there.
-    run_cell(&plan, cell, &dev, &name, &Progress::new())?;
-    Ok(())
+    let outcome = run_cell(&plan, cell, &dev, &name, &Progress::new())?;
+    match &outcome {
+        CellRun::Ran => {}
+        CellRun::Complete => eprintln!(
+            "{}: already complete (its records.json); delete that file to run it again",
+            cell.name
+        ),
+        CellRun::Busy(who) => eprintln!(
+            "{}: another process is running it ({who}); nothing done",
+            cell.name
+        ),
+    }
+    Ok(outcome)
 }
 
 fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
@@ -432,9 +447,10 @@ fn main() -> ExitCode {
             mlflow,
         })
         .map(|_| true),
-        (Some(Cmd::RunCell { spec, cell, opts }), _) => {
-            cmd_run_cell(&spec, &cell, &opts).map(|_| true)
-        }
+        (Some(Cmd::RunCell { spec, cell, opts }), _) => match cmd_run_cell(&spec, &cell, &opts) {
+            Ok(CellRun::Busy(_)) => return ExitCode::from(EXIT_BUSY as u8),
+            other => other.map(|_| true),
+        },
         (None, Some(spec)) => cmd_run(&spec, &cli.opts),
         (None, None) => {
             eprintln!(

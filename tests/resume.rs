@@ -1,5 +1,6 @@
 //! End to end through the binary: a sweep killed with SIGKILL and started again skips the cells
-//! it finished and ends with the same tables as an uninterrupted run; `report` rebuilds them.
+//! it finished and ends with the same tables as an uninterrupted run; `report` rebuilds them; a
+//! cell another process holds is left to it.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{bench, root};
+use freeal_bench::run::lock::{self, Claim};
 
 const SPEC: &str = "tests/fixtures/specs/tiny.toml";
 
@@ -166,4 +168,83 @@ fn parallel_jobs_match_sequential_and_only_selects_cells() {
         read(&par.path().join("tiny/summary.csv")),
         read(&seq.path().join("tiny/summary.csv"))
     );
+}
+
+/// The id `plan` gives the cell named `name`.
+fn planned_id(results: &Path, name: &str) -> String {
+    let set = format!("run.results_dir=\"{}\"", results.display());
+    let out = bench(&["plan", SPEC, "--set", &set]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    listing
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&name)).then(|| fields[0].to_string())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {listing}"))
+}
+
+#[test]
+fn a_cell_another_process_holds_is_left_to_it() {
+    let _ = common::minilm_dir();
+    let results = tempfile::tempdir().unwrap();
+    let set = format!("run.results_dir=\"{}\"", results.path().display());
+    let id = planned_id(results.path(), "sst2-supervised-s1");
+    let dir = results
+        .path()
+        .join("tiny/cells")
+        .join(format!("sst2-supervised-s1-{id}"));
+    // This test process plays the other runner: it holds the cell as `run_cell` would.
+    let Claim::Held(held) = lock::claim(&dir).unwrap() else {
+        panic!("a fresh cell is free");
+    };
+    let holder = format!("pid {} on ", std::process::id());
+
+    for jobs in ["1", "2"] {
+        let out = run(results.path(), &["--only", "*-s1", "--jobs", jobs]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "SKIPPED sst2-supervised-s1: another process is running it ({holder}"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("1 running elsewhere, 0 failed"), "{stderr}");
+        assert!(!dir.join("records.json").exists());
+    }
+    assert_eq!(complete_cells(results.path()).len(), 1, "half-s1 ran");
+    let readme = read(&results.path().join("tiny/README.md"));
+    assert!(
+        readme.contains(&format!("| running ({holder}")),
+        "the generated README says who runs it: {readme}"
+    );
+    let listing = bench(&["plan", SPEC, "--set", &set]);
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let line = listing.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(line.ends_with(" running"), "{line}");
+    let out = bench(&["run-cell", SPEC, "--cell", &id, "--set", &set]);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Released (as a finished or killed holder's lock is), the cell runs; run again, it is
+    // complete and `run-cell` leaves it as it is.
+    drop(held);
+    let out = run(results.path(), &["--only", "*-s1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 cells run, 1 already complete, 0 running elsewhere, 0 failed"),
+        "{stderr}"
+    );
+    let records = read(&dir.join("records.json"));
+    let out = bench(&["run-cell", SPEC, "--cell", &id, "--set", &set]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("already complete"), "{stderr}");
+    assert_eq!(read(&dir.join("records.json")), records);
 }

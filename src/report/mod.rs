@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::config::spec::ExperimentSpec;
 use crate::error::{Error, Result};
 use crate::llm::cache::LlmCache;
+use crate::run::lock;
 use crate::run::records::{
     CHECKPOINT_JSON, EPOCH_CHECKPOINT_JSON, ERROR_TXT, RECORDS_JSON, RoundRecord, WARNINGS_TXT,
     write_atomic,
@@ -33,8 +34,8 @@ pub const RERUN_TXT: &str = "rerun.txt";
 pub struct Incomplete {
     /// Cell name.
     pub name: String,
-    /// `failed: <first line of error.txt>`, `interrupted` or `not run`, and whether a rerun
-    /// resumes from a round checkpoint.
+    /// `running (<who>)`, `failed: <first line of error.txt>`, `interrupted` or `not run`,
+    /// and whether a rerun resumes from a round checkpoint.
     pub status: String,
     /// The command that runs just this cell.
     pub rerun: String,
@@ -60,14 +61,19 @@ pub fn incomplete(loaded: &Loaded) -> Vec<Incomplete> {
             } else {
                 None
             };
-            let status = match std::fs::read_to_string(cell_dir.join(ERROR_TXT)) {
-                Ok(text) => format!("failed: {}", text.lines().next().unwrap_or("")),
-                Err(_) if resumes.is_some() => "interrupted".to_string(),
-                Err(_) => "not run".to_string(),
-            };
-            let status = match resumes {
-                Some(point) => format!("{status}; resumes after {point}"),
-                None => status,
+            // A running cell's error.txt and checkpoints are from before this attempt.
+            let status = if let Some(who) = lock::holder(&cell_dir) {
+                format!("running ({who})")
+            } else {
+                let status = match std::fs::read_to_string(cell_dir.join(ERROR_TXT)) {
+                    Ok(text) => format!("failed: {}", text.lines().next().unwrap_or("")),
+                    Err(_) if resumes.is_some() => "interrupted".to_string(),
+                    Err(_) => "not run".to_string(),
+                };
+                match resumes {
+                    Some(point) => format!("{status}; resumes after {point}"),
+                    None => status,
+                }
             };
             let log = loaded
                 .dir

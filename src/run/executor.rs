@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use burn::tensor::Device;
 
+use super::lock::{self, Claim};
 use super::records::{
     CHECKPOINT_JSON, ERROR_TXT, RoundRecord, WARNINGS_TXT, read_cell_records,
     remove_epoch_checkpoint, remove_stale_temporaries, write_atomic, write_cell_records,
@@ -111,7 +112,20 @@ pub fn preflight(plan: &Plan, cells: &[Cell]) -> Result<Vec<String>> {
     }
 }
 
-/// Runs one cell in this process and writes its records.
+/// What [`run_cell`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CellRun {
+    /// Ran the cell and wrote its records.
+    Ran,
+    /// The cell already had its records (another process may have just finished it); nothing
+    /// was run.
+    Complete,
+    /// Another process is running the cell (who, from its lock file); nothing was run.
+    Busy(String),
+}
+
+/// Runs one cell in this process and writes its records, unless it is complete or another
+/// process holds it.
 ///
 /// A failure is also written to the cell's `error.txt` (what `report` shows for it, whoever
 /// ran the cell: this process, a `--jobs` child or a Slurm array task); success removes it.
@@ -121,12 +135,21 @@ pub fn run_cell(
     device: &Device,
     device_name: &str,
     progress: &Progress,
-) -> Result<Vec<RoundRecord>> {
-    let error_path = cell_dir(plan, cell).join(ERROR_TXT);
+) -> Result<CellRun> {
+    let dir = cell_dir(plan, cell);
+    let _lock = match lock::claim(&dir)? {
+        Claim::Held(lock) => lock,
+        Claim::Busy(who) => return Ok(CellRun::Busy(who)),
+    };
+    // Checked under the lock: a process that held it until now may have finished the cell.
+    if read_cell_records(&dir, &cell.id).is_some() {
+        return Ok(CellRun::Complete);
+    }
+    let error_path = dir.join(ERROR_TXT);
     match run_cell_once(plan, cell, device, device_name, progress) {
-        Ok(records) => {
+        Ok(()) => {
             let _ = std::fs::remove_file(&error_path);
-            Ok(records)
+            Ok(CellRun::Ran)
         }
         Err(e) => {
             // Best effort: the error is returned either way.
@@ -142,7 +165,7 @@ fn run_cell_once(
     device: &Device,
     device_name: &str,
     progress: &Progress,
-) -> Result<Vec<RoundRecord>> {
+) -> Result<()> {
     let dir = cell_dir(plan, cell);
     remove_stale_temporaries(&dir);
     // An earlier, interrupted attempt's warnings describe results this run replaces.
@@ -188,8 +211,7 @@ fn run_cell_once(
     let _ = std::fs::remove_file(dir.join(CHECKPOINT_JSON));
     remove_epoch_checkpoint(&dir);
     let device_path = dir.join("device.txt");
-    write_atomic(&device_path, device_name.as_bytes())?;
-    Ok(records)
+    write_atomic(&device_path, device_name.as_bytes())
 }
 
 /// How a plan is executed.
@@ -211,9 +233,24 @@ pub struct RunSummary {
     pub skipped: usize,
     /// Cells that failed, with their error.
     pub failed: Vec<(String, String)>,
+    /// Cells left alone because another process was running them, with who.
+    pub busy: Vec<(String, String)>,
     /// The summary table in Markdown (empty when nothing is complete).
     pub table: String,
 }
+
+impl RunSummary {
+    fn note_busy(&mut self, progress: &Progress, cell: &Cell, who: String) {
+        progress.println(&format!(
+            "SKIPPED {}: another process is running it ({who})",
+            cell.name
+        ));
+        self.busy.push((cell.name.clone(), who));
+    }
+}
+
+/// The exit status of `run-cell` when another process holds the cell (EX_TEMPFAIL: try later).
+pub const EXIT_BUSY: i32 = 75;
 
 fn spawn_child(plan: &Plan, cell: &Cell, opts: &ExecOptions) -> Result<Child> {
     let dir = cell_dir(plan, cell);
@@ -368,7 +405,9 @@ pub fn execute(
             for cell in &pending {
                 progress.cell(&bar, &cell.name);
                 match run_cell(plan, cell, &dev, &name, progress) {
-                    Ok(_) => summary.ran += 1,
+                    Ok(CellRun::Ran) => summary.ran += 1,
+                    Ok(CellRun::Complete) => summary.skipped += 1,
+                    Ok(CellRun::Busy(who)) => summary.note_busy(progress, cell, who),
                     Err(e) => {
                         // The line names the cell once, not again inside the error's text.
                         let text = match e {
@@ -387,6 +426,13 @@ pub fn execute(
             while !queue.is_empty() || !running.is_empty() {
                 while running.len() < opts.jobs {
                     let Some(cell) = queue.pop_front() else { break };
+                    // A child would find the cell busy too; asking first keeps it from
+                    // truncating the running process's log.txt.
+                    if let Some(who) = lock::holder(&cell_dir(plan, &cell)) {
+                        summary.note_busy(progress, &cell, who);
+                        bar.inc(1);
+                        continue;
+                    }
                     progress.cell(&bar, &cell.name);
                     let child = spawn_child(plan, &cell, opts)?;
                     running.push((cell, child));
@@ -403,6 +449,10 @@ pub fn execute(
                             bar.inc(1);
                             if status.success() {
                                 summary.ran += 1;
+                            } else if status.code() == Some(EXIT_BUSY) {
+                                let log = cell_dir(plan, &cell).join("log.txt");
+                                let who = format!("see {}", log.display());
+                                summary.note_busy(progress, &cell, who);
                             } else {
                                 let log = cell_dir(plan, &cell).join("log.txt");
                                 let text = format!("exited with {status}; see {}", log.display());
