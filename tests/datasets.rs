@@ -402,12 +402,22 @@ fn an_unlabeled_pool_reads_texts_only_and_keeps_its_test_labels() {
     let dev_cut = def.replace("[labels]", "[split]\ndev_fraction = 0.2\n[labels]");
     let err = custom(dir.path(), &dev_cut, &[]).unwrap_err();
     assert!(err.contains("split.dev_fraction"), "{err}");
+    // NER: the pool's token column alone; the test file keeps its tags.
     let ner = "name = \"u\"\ntask = \"ner\"\n[format]\nkind = \"conll\"\n[files]\n\
                train = \"pool.txt\"\ntrain_unlabeled = true\ntest = \"test.txt\"\n\
                [labels]\nnames = [\"PER\"]\n";
-    let err = custom(dir.path(), ner, &[]).unwrap_err();
-    assert!(
-        err.contains("dataset.toml:7") && err.contains("files.train_unlabeled"),
-        "{err}"
-    );
+    let d = custom(
+        dir.path(),
+        ner,
+        &[
+            ("pool.txt", "Ann\nsat\n\nBob\n"),
+            ("test.txt", "Eve B-PER\nran O\n"),
+        ],
+    )
+    .unwrap();
+    assert!(!d.pool_labeled());
+    assert_eq!(d.train.len(), 2);
+    assert_eq!(d.train[0].tokens, ["Ann", "sat"]);
+    assert_eq!(d.train[1].target, Target::Unlabeled);
+    assert!(matches!(&d.test[0].target, Target::Tags(t) if t.len() == 2));
 }

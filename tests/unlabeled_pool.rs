@@ -1,6 +1,7 @@
 //! A pool with no gold labels (`files.train_unlabeled = true`): FreeAL labels it exactly as it
 //! labels the same texts with gold beside them (gold only scores, never decides), hands the
-//! labels back in `pool_labels.csv`, and the methods that read pool gold are refused up front.
+//! labels back in `pool_labels.csv` (NER: `pool_labels.conll`), and the methods that read pool
+//! gold are refused up front.
 
 mod common;
 
@@ -306,4 +307,252 @@ fn zero_shot_icl_labels_an_unlabeled_pool_and_hands_the_labels_back() {
         assert_eq!(&row[1], expected, "{line}");
         assert_eq!(row[2].is_empty(), expected.is_empty(), "{line}");
     }
+}
+
+/// A toy NER task in CoNLL columns (person names and cities among filler words): the labelled
+/// pool, the same pool's tokens alone, a labelled test file, and two definitions over them,
+/// `ner_labeled.toml` and `ner_unlabeled.toml`.
+fn toy_ner_files(dir: &Path) {
+    let filler = [
+        "the", "met", "in", "said", "on", "today", "visited", "with", "after",
+    ];
+    let people = [["Alice", "Moreau"], ["Bob", "Tanaka"], ["Erik", "Olsen"]];
+    let cities = ["Paris", "Lagos", "Osaka", "Lima"];
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let mut sentence = || {
+        let mut tokens: Vec<(&str, &str)> = (0..4)
+            .map(|_| (*filler.choose(&mut rng).unwrap(), "O"))
+            .collect();
+        if rng.random_bool(0.7) {
+            let [first, last] = *people.choose(&mut rng).unwrap();
+            let at = rng.random_range(0..=tokens.len());
+            tokens.splice(at..at, [(first, "B-PER"), (last, "I-PER")]);
+        }
+        if rng.random_bool(0.6) {
+            // At the end, never inside a name.
+            tokens.push((cities.choose(&mut rng).unwrap(), "B-LOC"));
+        }
+        tokens
+    };
+    let (mut labeled, mut tokens_only, mut test) = (String::new(), String::new(), String::new());
+    for n in 0..360 {
+        for (token, tag) in sentence() {
+            let line = format!("{token}\t{tag}\n");
+            if n < 240 {
+                labeled.push_str(&line);
+                tokens_only.push_str(&format!("{token}\n"));
+            } else {
+                test.push_str(&line);
+            }
+        }
+        for file in [&mut labeled, &mut tokens_only, &mut test] {
+            if !file.is_empty() && !file.ends_with("\n\n") {
+                file.push('\n');
+            }
+        }
+    }
+    common::write(dir, "ner_pool_labeled.tsv", &labeled);
+    common::write(dir, "ner_pool.tsv", &tokens_only);
+    common::write(dir, "ner_test.tsv", &test);
+    let def = |name: &str, train: &str, unlabeled: &str| {
+        format!(
+            "name = \"{name}\"\ntask = \"ner\"\n[format]\nkind = \"conll\"\ntoken_column = 0\n\
+             tag_column = -1\nscheme = \"bio\"\n[files]\ntrain = \"{train}\"\n{unlabeled}\
+             test = \"ner_test.tsv\"\n[labels]\nnames = [\"PER\", \"LOC\"]\n\
+             [labels.descriptions]\nPER = \"person\"\nLOC = \"city\"\n"
+        )
+    };
+    common::write(
+        dir,
+        "ner_labeled.toml",
+        &def("ner_labeled", "ner_pool_labeled.tsv", ""),
+    );
+    common::write(
+        dir,
+        "ner_unlabeled.toml",
+        &def("ner_unlabeled", "ner_pool.tsv", "train_unlabeled = true\n"),
+    );
+}
+
+/// An extraction "model" for the toy NER task, deterministic per prompt: with demonstrations it
+/// finds every entity; zero-shot it calls Erik Olsen a city and misses the city of every third
+/// sentence (by a checksum of its text), so round 0's labels have errors for the refinery.
+fn toy_extractor(body: &serde_json::Value) -> serde_json::Value {
+    let query = common::llm_server::query_of(body);
+    let sentence = query.strip_prefix("Sentence: ").unwrap_or(&query);
+    let words: Vec<&str> = sentence.split_whitespace().collect();
+    let with_demos = body["messages"].as_array().is_some_and(|m| m.len() > 2);
+    let checksum: u32 = sentence.bytes().map(u32::from).sum();
+    let mut entities = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied().unwrap_or("");
+        let name = match *word {
+            "Alice" | "Bob" | "Erik" => format!("{word} {next}"),
+            _ => String::new(),
+        };
+        if !name.is_empty() {
+            let kind = if *word == "Erik" && !with_demos {
+                "LOC"
+            } else {
+                "PER"
+            };
+            entities.push(serde_json::json!({"span": name, "type": kind}));
+        }
+        if ["Paris", "Lagos", "Osaka", "Lima"].contains(word)
+            && (with_demos || !checksum.is_multiple_of(3))
+        {
+            entities.push(serde_json::json!({"span": word, "type": "LOC"}));
+        }
+    }
+    let text = serde_json::Value::Array(entities).to_string();
+    common::llm_server::chat_answer(&text, &[("[", 1.0)])
+}
+
+#[test]
+fn ner_freeal_tags_an_unlabeled_pool_as_it_tags_the_same_pool_with_gold() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_ner_files(dir.path());
+    let server = common::llm_server::serve(std::sync::Arc::new(|body, _| {
+        common::llm_server::Reply::Json(200, toy_extractor(body))
+    }));
+    let spec = common::write(
+        dir.path(),
+        "ner_spec.toml",
+        &format!(
+            r#"
+[experiment]
+name = "ner_pool"
+metric = "test_f1"
+
+[methods.freeal_ner]
+kind = "freeal"
+initial = "zero_shot"
+rounds = 1
+warmup_epochs = 3
+rampup_epochs = 2.0
+medoids_per_class = 10
+demos_per_class = 2
+
+[methods.label_pool]
+kind = "icl"
+demos = "none"
+label_pool = true
+
+[llm]
+backend = "http"
+model = "test-model"
+base_url = "{url}"
+prompts = "{prompts}"
+
+{slm}
+[run]
+results_dir = "{results}"
+[run.llm]
+cache = "{cache}"
+
+[sweep]
+dataset = ["ner_labeled.toml", "ner_unlabeled.toml"]
+method = ["freeal_ner", "label_pool"]
+seed = [4]
+"#,
+            url = server.url,
+            prompts = common::root()
+                .join("configs/prompts/conll03.toml")
+                .display(),
+            slm = common::tiny_slm_toml(),
+            results = dir.path().join("results").display(),
+            cache = dir.path().join("cache.sqlite").display(),
+        ),
+    );
+    common::run_spec(&spec);
+    let experiment = dir.path().join("results/ner_pool");
+    let cell = |dataset: &str, method: &str| -> PathBuf {
+        std::fs::read_dir(experiment.join("cells"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with(&format!("{dataset}.toml-{method}-"))
+            })
+            .unwrap_or_else(|| panic!("no {dataset} {method} cell"))
+    };
+    let records = |cell: &Path| -> Vec<serde_json::Value> {
+        serde_json::from_str(&read(&cell.join("records.json"))).unwrap()
+    };
+
+    let (with_gold, without) = (
+        cell("ner_labeled", "freeal_ner"),
+        cell("ner_unlabeled", "freeal_ner"),
+    );
+    let (a, b) = (records(&with_gold), records(&without));
+    assert_eq!((a.len(), b.len()), (2, 2), "round 0 and one refinery round");
+    for (round, (a, b)) in a.iter().zip(&b).enumerate() {
+        let (ma, mb) = (&a["metrics"], &b["metrics"]);
+        for key in ["test_f1", "clean_count", "pool_label_coverage"] {
+            assert!(mb[key].is_number(), "round {round}: {key} missing");
+            assert_eq!(ma[key], mb[key], "round {round}: {key}");
+        }
+        for key in [
+            "pool_label_f1",
+            "clean_precision",
+            "pool_label_sentence_accuracy",
+            "slm_pool_f1",
+        ] {
+            assert!(ma[key].is_number(), "round {round}: {key}");
+            assert!(mb.get(key).is_none(), "round {round}: {key} = {}", mb[key]);
+        }
+    }
+    let (ra, rb) = (&a[1]["metrics"], &b[1]["metrics"]);
+    assert_eq!(ra["relabeled"], rb["relabeled"]);
+    assert!(rb["relabeled"].as_f64().unwrap() > 0.0, "{rb}");
+    assert!(ra["relabel_fixed"].as_f64().unwrap() > 0.0, "{ra}");
+    assert!(rb.get("relabel_fixed").is_none() && rb.get("demo_pool_precision").is_none());
+    // The refinery's demonstrations fixed labels in the labelled twin, so round 1's pool F1
+    // beats round 0's there; the unlabeled cell made exactly the same labels.
+    assert!(
+        ra["pool_label_f1"].as_f64() > a[0]["metrics"]["pool_label_f1"].as_f64(),
+        "{ra}"
+    );
+    for round in 0..2 {
+        let name = format!("labels_round{round}.csv");
+        let (la, lb) = (read(&with_gold.join(&name)), read(&without.join(&name)));
+        // index, exact, clean, tags, gold: all but exact and gold agree; those are empty.
+        let keep = |csv: &str| -> Vec<Vec<String>> {
+            csv.lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    vec![f[0].to_string(), f[2].to_string(), f[3].to_string()]
+                })
+                .collect()
+        };
+        assert_eq!(keep(&la), keep(&lb), "{name}");
+        assert!(
+            lb.lines()
+                .skip(1)
+                .all(|l| l.split(',').nth(1) == Some("") && l.ends_with(',')),
+            "{name}"
+        );
+    }
+    // The tagged pool a user takes away: the same for both cells, the pool's own tokens.
+    let conll = read(&without.join("pool_labels.conll"));
+    assert_eq!(conll, read(&with_gold.join("pool_labels.conll")));
+    let tokens: Vec<&str> = conll
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    let pool: Vec<String> = read(&dir.path().join("ner_pool.tsv"))
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(tokens, pool, "every sentence answered, in pool order");
+
+    // Zero-shot extraction of the pool needs no gold either, and scores the test split.
+    let icl = records(&cell("ner_unlabeled", "label_pool"));
+    let metrics = &icl[0]["metrics"];
+    assert!(metrics["test_f1"].as_f64().unwrap() > 0.5, "{metrics}");
+    assert!(metrics.get("pool_label_f1").is_none(), "{metrics}");
+    assert_eq!(
+        read(&cell("ner_unlabeled", "label_pool").join("pool_labels.conll")),
+        read(&cell("ner_labeled", "label_pool").join("pool_labels.conll"))
+    );
 }

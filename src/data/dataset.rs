@@ -141,9 +141,16 @@ fn to_examples(
                 })
             }
             RawRow::Tokens {
+                tokens, tags: None, ..
+            } => Ok(Example {
+                text: tokens.join(" "),
+                tokens,
+                target: Target::Unlabeled,
+            }),
+            RawRow::Tokens {
                 line,
                 tokens,
-                tags: row_tags,
+                tags: Some(row_tags),
             } => {
                 let ids = row_tags
                     .iter()

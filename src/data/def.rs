@@ -312,12 +312,6 @@ impl DatasetDef {
             }
         }
         if self.files.train_unlabeled {
-            if self.task == Task::Ner {
-                return Err((
-                    "files.train_unlabeled".into(),
-                    "an unlabeled pool is supported for classification datasets only".into(),
-                ));
-            }
             if self.files.test.is_none() {
                 return Err((
                     "files.test".into(),

@@ -23,8 +23,8 @@ pub enum RawRow {
         line: usize,
         /// Tokens.
         tokens: Vec<String>,
-        /// One tag per token (`O`, `B-X`, `I-X`).
-        tags: Vec<String>,
+        /// One tag per token (`O`, `B-X`, `I-X`); `None` in a file read as unlabeled.
+        tags: Option<Vec<String>>,
     },
 }
 
@@ -60,7 +60,8 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 /// Reads every row of a file according to the definition; `labeled = false` reads texts only
-/// (no label column is looked up; a `label_text` line is all text).
+/// (no label column is looked up; a `label_text` line is all text; a CoNLL line needs only its
+/// token column).
 pub fn read_rows(def: &DatasetDef, path: &Path, labeled: bool) -> Result<Vec<RawRow>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = decode(path, &bytes, def.format.encoding)?;
@@ -69,7 +70,7 @@ pub fn read_rows(def: &DatasetDef, path: &Path, labeled: bool) -> Result<Vec<Raw
         FormatKind::Csv => read_delimited(def, path, &text, b',', true, labeled)?,
         FormatKind::Tsv => read_delimited(def, path, &text, b'\t', false, labeled)?,
         FormatKind::Jsonl => read_jsonl(def, path, &text, labeled)?,
-        FormatKind::Conll => read_conll(def, path, &text)?,
+        FormatKind::Conll => read_conll(def, path, &text, labeled)?,
     };
     if rows.is_empty() {
         return Err(Error::data(path, 0, "the file has no rows"));
@@ -265,7 +266,7 @@ pub fn iob1_to_bio(tags: &[String]) -> Vec<String> {
     out
 }
 
-fn read_conll(def: &DatasetDef, path: &Path, text: &str) -> Result<Vec<RawRow>> {
+fn read_conll(def: &DatasetDef, path: &Path, text: &str, labeled: bool) -> Result<Vec<RawRow>> {
     let token_col = def.format.token_column.clone().unwrap_or(Column::Index(0));
     let tag_col = def.format.tag_column.clone().unwrap_or(Column::Index(-1));
     let pick = |column: &Column, fields: &[&str], line: usize| -> Result<String> {
@@ -297,7 +298,7 @@ fn read_conll(def: &DatasetDef, path: &Path, text: &str) -> Result<Vec<RawRow>> 
         rows.push(RawRow::Tokens {
             line: start,
             tokens: std::mem::take(tokens),
-            tags: tags_bio,
+            tags: labeled.then_some(tags_bio),
         });
         tags.clear();
     };
@@ -317,7 +318,9 @@ fn read_conll(def: &DatasetDef, path: &Path, text: &str) -> Result<Vec<RawRow>> 
             start = line;
         }
         tokens.push(pick(&token_col, &fields, line)?);
-        tags.push(pick(&tag_col, &fields, line)?);
+        if labeled {
+            tags.push(pick(&tag_col, &fields, line)?);
+        }
     }
     flush(&mut tokens, &mut tags, start);
     Ok(rows)
@@ -337,6 +340,37 @@ mod tests {
         assert_eq!(
             iob1_to_bio(&tags),
             s(&["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-LOC"])
+        );
+    }
+
+    #[test]
+    fn unlabeled_conll_needs_only_the_token_column() {
+        let def: DatasetDef = toml::from_str(
+            "name = \"n\"\ntask = \"ner\"\n[format]\nkind = \"conll\"\n[files]\n\
+             train = \"t\"\n[labels]\nnames = [\"PER\"]\n",
+        )
+        .unwrap();
+        // A tag column, where present, is ignored; blank lines still end sentences.
+        let text = "Ann\nsat\n\nBob B-PER\n";
+        let rows = read_conll(&def, Path::new("p"), text, false).unwrap();
+        assert_eq!(
+            rows,
+            [
+                RawRow::Tokens {
+                    line: 1,
+                    tokens: s(&["Ann", "sat"]),
+                    tags: None
+                },
+                RawRow::Tokens {
+                    line: 4,
+                    tokens: s(&["Bob"]),
+                    tags: None
+                },
+            ]
+        );
+        let rows = read_conll(&def, Path::new("p"), "Ann B-PER\nsat O\n", true).unwrap();
+        assert!(
+            matches!(&rows[..], [RawRow::Tokens { tags: Some(t), .. }] if *t == s(&["B-PER", "O"]))
         );
     }
 

@@ -14,7 +14,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::checkpoint::{self as ner_checkpoint, NerCheckpoint};
-use super::{Extracted, Extractor, gold_tags, score_spans, score_test, sentence_words, test_tags};
+use super::{
+    Extracted, Extractor, pool_gold_tags, score_spans, score_test, sentence_words, test_tags,
+};
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::llm::demos::{knn, normalize_rows};
@@ -203,7 +205,8 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
     let llm = ctx.llm("freeal")?;
     let mut client = crate::llm::build_client(ctx.cell, dataset, ctx.llm_run, ctx.models_dir)?;
     let extractor = Extractor::new(llm, dataset);
-    let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
+    // `None` for an unlabeled pool: gold only scores, it never decides.
+    let gold = pool_gold_tags(dataset, &ctx.cell.name)?;
     let seed = ctx.cell.config.seed;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf3ee_a1e4);
     let base = ctx.load_slm()?;
@@ -258,7 +261,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                     &mut client,
                     finished,
                     &mut labels,
-                    &gold,
+                    gold.as_deref(),
                     spec,
                     &mut rng,
                     &mut metrics,
@@ -280,7 +283,6 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                 )
             }
         };
-        score_spans(&mut metrics, "pool_label", dataset, &labels, &gold);
         let masked = labels.iter().filter(|l| l.is_none()).count();
         metrics.insert(
             "pool_label_coverage".into(),
@@ -290,20 +292,23 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
             .filter(|&i| finished.split.clean[i])
             .collect();
         metrics.insert("clean_count".into(), clean.len() as f64);
-        let exact = |i: usize| labels[i].as_ref() == Some(&gold[i]);
-        record_precision(&mut metrics, "clean_precision", &clean, exact);
-        let all: Vec<usize> = (0..labels.len()).collect();
-        record_precision(&mut metrics, "pool_label_sentence_accuracy", &all, exact);
-        let slm_pool: Vec<Option<Vec<usize>>> =
-            finished.pool.tags().into_iter().map(Some).collect();
-        score_spans(&mut metrics, "slm_pool", dataset, &slm_pool, &gold);
+        if let Some(gold) = &gold {
+            score_spans(&mut metrics, "pool_label", dataset, &labels, gold);
+            let exact = |i: usize| labels[i].as_ref() == Some(&gold[i]);
+            record_precision(&mut metrics, "clean_precision", &clean, exact);
+            let all: Vec<usize> = (0..labels.len()).collect();
+            record_precision(&mut metrics, "pool_label_sentence_accuracy", &all, exact);
+            let slm_pool: Vec<Option<Vec<usize>>> =
+                finished.pool.tags().into_iter().map(Some).collect();
+            score_spans(&mut metrics, "slm_pool", dataset, &slm_pool, gold);
+        }
         score_test(&finished.test_tags, dataset, ctx, &mut metrics)?;
         metrics.insert("gold_labels_used".into(), 0.0);
         super::write_tags(
             &ctx.out_dir.join(format!("labels_round{round}.csv")),
             dataset,
             &labels,
-            &gold,
+            gold.as_deref(),
             Some(&finished.split.clean),
         )?;
         super::write_pool_conll(ctx.out_dir, dataset, &labels)?;
@@ -367,7 +372,7 @@ fn refine(
     client: &mut crate::llm::client::LlmClient,
     finished: &Finished,
     labels: &mut [Option<Vec<usize>>],
-    gold: &[Vec<usize>],
+    gold: Option<&[Vec<usize>]>,
     spec: &FreealSpec,
     rng: &mut ChaCha8Rng,
     metrics: &mut BTreeMap<String, f64>,
@@ -385,9 +390,11 @@ fn refine(
         rng,
     );
     metrics.insert("demo_pool_size".into(), pool.len() as f64);
-    record_precision(metrics, "demo_pool_precision", &pool, |i| {
-        labels[i].as_ref() == Some(&gold[i])
-    });
+    if let Some(gold) = gold {
+        record_precision(metrics, "demo_pool_precision", &pool, |i| {
+            labels[i].as_ref() == Some(&gold[i])
+        });
+    }
     if pool.is_empty() {
         // Re-asking with no demonstration would repeat round 0's prompts (and answers).
         metrics.insert("relabeled".into(), 0.0);
@@ -418,18 +425,22 @@ fn refine(
     let got = extractor.run(ctx, client, &sentences, &requests, "LLM re-extracts noisy")?;
     let (mut fixed, mut broken) = (0usize, 0usize);
     for (&i, new) in noisy.iter().zip(&got.tags) {
-        let was = labels[i].as_ref() == Some(&gold[i]);
-        let now = new.as_ref() == Some(&gold[i]);
-        fixed += usize::from(!was && now);
-        broken += usize::from(was && !now);
+        if let Some(gold) = gold {
+            let was = labels[i].as_ref() == Some(&gold[i]);
+            let now = new.as_ref() == Some(&gold[i]);
+            fixed += usize::from(!was && now);
+            broken += usize::from(was && !now);
+        }
         // An unparsable new answer keeps the old tags: it says nothing against them.
         if new.is_some() {
             labels[i] = new.clone();
         }
     }
     metrics.insert("relabeled".into(), noisy.len() as f64);
-    metrics.insert("relabel_fixed".into(), fixed as f64);
-    metrics.insert("relabel_broken".into(), broken as f64);
+    if gold.is_some() {
+        metrics.insert("relabel_fixed".into(), fixed as f64);
+        metrics.insert("relabel_broken".into(), broken as f64);
+    }
     Ok(got)
 }
 

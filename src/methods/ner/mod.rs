@@ -48,6 +48,15 @@ pub fn gold_tags(examples: &[Example], who: &str) -> Result<Vec<Vec<usize>>> {
         .collect()
 }
 
+/// The pool's gold tags, or `None` for an unlabeled pool (`files.train_unlabeled`), whose
+/// label-quality metrics are then not computed.
+pub fn pool_gold_tags(dataset: &Dataset, who: &str) -> Result<Option<Vec<Vec<usize>>>> {
+    match dataset.pool_labeled() {
+        true => gold_tags(&dataset.train, who).map(Some),
+        false => Ok(None),
+    }
+}
+
 /// What the LLM's answers to a batch of extraction requests came to.
 #[derive(Debug, Clone, Default)]
 pub struct Extracted {
@@ -268,23 +277,28 @@ pub fn icl_requests(
 ) -> Result<Vec<GenerateRequest>> {
     let dataset = ctx.dataset;
     let llm = ctx.llm("icl")?;
-    let gold = gold_tags(&dataset.train, &ctx.cell.name)?;
     let extractor = Extractor::new(llm, dataset);
     let chosen = icl.choose(ctx, pool, queries, train_index, salt)?;
-    Ok(queries
+    queries
         .iter()
         .zip(chosen)
         .map(|(query, chosen)| {
-            let demos: Vec<(&Example, &[usize])> = chosen
+            let demos = chosen
                 .iter()
                 .map(|&j| {
-                    let d = pool.set.members[j];
-                    (&dataset.train[d], gold[d].as_slice())
+                    let demo = &dataset.train[pool.set.members[j]];
+                    match &demo.target {
+                        Target::Tags(tags) => Ok((demo, tags.as_slice())),
+                        Target::Class(_) | Target::Unlabeled => Err(Error::Cell {
+                            cell: ctx.cell.name.clone(),
+                            message: "icl's demonstrations need gold tags on the pool".into(),
+                        }),
+                    }
                 })
-                .collect();
-            extractor.request(query, &demos)
+                .collect::<Result<Vec<_>>>()?;
+            Ok(extractor.request(query, &demos))
         })
-        .collect())
+        .collect()
 }
 
 /// `icl` on NER: the LLM extracts the entities of every test sentence (and, with
@@ -310,19 +324,25 @@ pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
         let requests = icl_requests(ctx, icl, &pool, &queries, &index, salt)?;
         let phase = format!("LLM extracts {file}");
         let got = extractor.run(ctx, &mut client, &queries, &requests, &phase)?;
-        let gold = gold_tags(examples, &ctx.cell.name)?;
+        // Only an unlabeled pool lacks gold; the test split always has it.
+        let gold = match file {
+            "pool" => pool_gold_tags(dataset, &ctx.cell.name)?,
+            _ => Some(gold_tags(examples, &ctx.cell.name)?),
+        };
         write_tags(
             &ctx.out_dir.join(format!("labels_{file}.csv")),
             dataset,
             &got.tags,
-            &gold,
+            gold.as_deref(),
             None,
         )?;
         got.write_answers(&ctx.out_dir.join(format!("answers_{file}.jsonl")))?;
         if file == "pool" {
             write_pool_conll(ctx.out_dir, dataset, &got.tags)?;
         }
-        score_spans(&mut metrics, prefix, dataset, &got.tags, &gold);
+        if let Some(gold) = &gold {
+            score_spans(&mut metrics, prefix, dataset, &got.tags, gold);
+        }
         got.record(&mut metrics, prefix);
     }
     metrics.insert("gold_labels_used".into(), pool.set.members.len() as f64);
@@ -336,26 +356,29 @@ pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
 }
 
 /// Writes per-sentence tags: index, whether they equal gold exactly, the clean flag when
-/// known, and the tags themselves (space-separated, empty for a masked sentence).
+/// known, the tags themselves (space-separated, empty for a masked sentence) and gold; the
+/// exact and gold columns are empty for an unlabeled pool (`gold` = `None`).
 pub fn write_tags(
     path: &std::path::Path,
     dataset: &Dataset,
     tags: &[Option<Vec<usize>>],
-    gold: &[Vec<usize>],
+    gold: Option<&[Vec<usize>]>,
     clean: Option<&[bool]>,
 ) -> Result<()> {
     let mut out = String::from("index,exact,clean,tags,gold\n");
-    for (i, (t, g)) in tags.iter().zip(gold).enumerate() {
-        let exact = t.as_ref() == Some(g);
+    for (i, t) in tags.iter().enumerate() {
+        let (exact, gold) = match gold {
+            Some(gold) => (
+                u8::from(t.as_ref() == Some(&gold[i])).to_string(),
+                dataset.tag_names(&gold[i]).join(" "),
+            ),
+            None => (String::new(), String::new()),
+        };
         let clean = clean.map_or_else(String::new, |c| u8::from(c[i]).to_string());
         let shown = t
             .as_ref()
             .map_or_else(String::new, |t| dataset.tag_names(t).join(" "));
-        out.push_str(&format!(
-            "{i},{},{clean},{shown},{}\n",
-            u8::from(exact),
-            dataset.tag_names(g).join(" ")
-        ));
+        out.push_str(&format!("{i},{exact},{clean},{shown},{gold}\n"));
     }
     write_atomic(path, out.as_bytes())
 }
@@ -385,13 +408,21 @@ pub fn estimate_extraction(cell: &Cell, dataset: &Dataset, n: usize, demos: usiz
         return Estimate::default();
     };
     let extractor = Extractor::new(llm, dataset);
-    let shown: Vec<(&Example, &[usize])> = dataset
+    // Only the length counts: an unlabeled stand-in is shown with no entity.
+    let untagged: Vec<Vec<usize>> = dataset
         .train
         .iter()
         .take(demos)
-        .filter_map(|e| match &e.target {
+        .map(|e| vec![0; e.tokens.len()])
+        .collect();
+    let shown: Vec<(&Example, &[usize])> = dataset
+        .train
+        .iter()
+        .zip(&untagged)
+        .filter_map(|(e, none)| match &e.target {
             Target::Tags(t) => Some((e, t.as_slice())),
-            Target::Class(_) | Target::Unlabeled => None,
+            Target::Unlabeled => Some((e, none.as_slice())),
+            Target::Class(_) => None,
         })
         .collect();
     let chars: usize = extractor
