@@ -266,7 +266,7 @@ impl Method for ActiveLearning {
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
         let what = match self.spec.oracle {
             Oracle::Gold => "active learning's gold oracle",
-            Oracle::Llm => "LLMaAA's gold demo pool and the pool metrics",
+            Oracle::Llm => "LLMaAA (for its gold demo pool and pool metrics)",
         };
         refuse_unlabeled_pool(dataset, "oracle", what)?;
         let pool = dataset.train.len();
