@@ -110,15 +110,20 @@ seed = [5]
     )
 }
 
-fn cell_dir(experiment: &Path, dataset: &str) -> PathBuf {
+/// The cell of definition file `dataset` (cells of path-named datasets are named by the file)
+/// whose name continues with `method`.
+fn cell_dir(experiment: &Path, dataset: &str, method: &str) -> PathBuf {
+    let prefix = format!("{dataset}.toml-{method}");
     std::fs::read_dir(experiment.join("cells"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with(&format!("{dataset}.toml-"))
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
         })
-        .unwrap_or_else(|| panic!("no {dataset} cell under {}", experiment.display()))
+        .unwrap_or_else(|| panic!("no {prefix} cell under {}", experiment.display()))
 }
 
 fn read(path: &Path) -> String {
@@ -151,8 +156,8 @@ fn freeal_labels_an_unlabeled_pool_as_it_labels_the_same_pool_with_gold() {
     common::run_spec(&spec);
     let experiment = dir.path().join("results/pool");
     let (with_gold, without) = (
-        cell_dir(&experiment, "labeled"),
-        cell_dir(&experiment, "unlabeled"),
+        cell_dir(&experiment, "labeled", ""),
+        cell_dir(&experiment, "unlabeled", ""),
     );
     let records = |cell: &Path| -> serde_json::Value {
         serde_json::from_str(&read(&cell.join("records.json"))).unwrap()
@@ -466,16 +471,7 @@ seed = [4]
     );
     common::run_spec(&spec);
     let experiment = dir.path().join("results/ner_pool");
-    let cell = |dataset: &str, method: &str| -> PathBuf {
-        std::fs::read_dir(experiment.join("cells"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                name.starts_with(&format!("{dataset}.toml-{method}-"))
-            })
-            .unwrap_or_else(|| panic!("no {dataset} {method} cell"))
-    };
+    let cell = |dataset: &str, method: &str| cell_dir(&experiment, dataset, &format!("{method}-"));
     let records = |cell: &Path| -> Vec<serde_json::Value> {
         serde_json::from_str(&read(&cell.join("records.json"))).unwrap()
     };
