@@ -426,10 +426,17 @@ pub fn execute(
             while !queue.is_empty() || !running.is_empty() {
                 while running.len() < opts.jobs {
                     let Some(cell) = queue.pop_front() else { break };
-                    // A child would find the cell busy too; asking first keeps it from
-                    // truncating the running process's log.txt.
-                    if let Some(who) = lock::holder(&cell_dir(plan, &cell)) {
+                    // A child would find the cell busy or complete too (another run of the
+                    // spec may have finished it since the start); asking first keeps it from
+                    // truncating the running process's log.txt and the counts right.
+                    let dir = cell_dir(plan, &cell);
+                    if let Some(who) = lock::holder(&dir) {
                         summary.note_busy(progress, &cell, who);
+                        bar.inc(1);
+                        continue;
+                    }
+                    if read_cell_records(&dir, &cell.id).is_some() {
+                        summary.skipped += 1;
                         bar.inc(1);
                         continue;
                     }
