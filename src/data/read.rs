@@ -317,6 +317,17 @@ fn read_conll(def: &DatasetDef, path: &Path, text: &str, labeled: bool) -> Resul
         if tokens.is_empty() {
             start = line;
         }
+        if labeled && fields.len() < 2 {
+            // With one field the token would be read as its own tag.
+            return Err(Error::data(
+                path,
+                line,
+                format!(
+                    "`{}` is the line's only column: a labelled CoNLL file needs a token and a                      tag on each line (a training pool without tags is read with                      files.train_unlabeled = true)",
+                    fields[0]
+                ),
+            ));
+        }
         tokens.push(pick(&token_col, &fields, line)?);
         if labeled {
             tags.push(pick(&tag_col, &fields, line)?);
@@ -367,6 +378,13 @@ mod tests {
                     tags: None
                 },
             ]
+        );
+        // Read as labelled, a line without its tag column is named, not read as its own tag.
+        let err = read_conll(&def, Path::new("p"), "Ann O\nO\n", true).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("p:2: `O` is the line's only column"),
+            "{err}"
         );
         let rows = read_conll(&def, Path::new("p"), "Ann B-PER\nsat O\n", true).unwrap();
         assert!(
