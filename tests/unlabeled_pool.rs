@@ -552,3 +552,120 @@ seed = [4]
         read(&cell("ner_labeled", "label_pool").join("pool_labels.conll"))
     );
 }
+
+/// `unlabeled_consistency = false` (the official code's treatment of its `-1` labels): sentences
+/// without a usable label add no loss term, so rewording them changes nothing else the cell
+/// computes; with the default they train through the consistency term and it does.
+#[test]
+fn unlabeled_consistency_false_keeps_unlabeled_sentences_out_of_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_files(dir.path());
+    // A second copy of the labelled pool whose `-1` sentences are reworded with the same number
+    // of words (each filler word is one MiniLM token: the batches keep their shapes), and a
+    // replay file that answers for both copies.
+    let filler = [
+        "the", "movie", "plot", "actor", "scene", "music", "story", "film", "ending", "cast",
+    ];
+    let replay = read(&dir.path().join("replay.csv"));
+    let pool = read(&dir.path().join("pool_labeled.txt"));
+    let (mut pool2, mut extra) = (String::new(), String::new());
+    let mut reworded = Vec::new();
+    for (i, (line, answer)) in pool.lines().zip(replay.lines()).enumerate() {
+        let (given, text) = answer.split_once(',').unwrap();
+        let (gold, _) = line.split_once(' ').unwrap();
+        if given == "-1" {
+            let new: Vec<&str> = text
+                .split(' ')
+                .map(|w| match filler.iter().position(|f| *f == w) {
+                    Some(k) => filler[(k + 3) % filler.len()],
+                    None => w,
+                })
+                .collect();
+            let new = new.join(" ");
+            assert_ne!(new, text);
+            pool2.push_str(&format!("{gold} {new}\n"));
+            extra.push_str(&format!("-1,{new}\n"));
+            reworded.push(i);
+        } else {
+            pool2.push_str(&format!("{line}\n"));
+        }
+    }
+    assert!(reworded.len() > 5, "{reworded:?}");
+    common::write(dir.path(), "pool_labeled2.txt", &pool2);
+    common::write(dir.path(), "replay.csv", &(replay + &extra));
+    let def = read(&dir.path().join("labeled.toml"))
+        .replace("\"labeled\"", "\"labeled2\"")
+        .replace("pool_labeled.txt", "pool_labeled2.txt");
+    common::write(dir.path(), "labeled2.toml", &def);
+
+    // Whether the two copies' cells agree: labels_round0.csv (index,gold,label,clean,
+    // clean_posterior,slm_pred) less the SLM's predictions on the reworded sentences, which read
+    // other words, and the test metrics.
+    let same = |setting: &str| -> bool {
+        let spec = spec(
+            dir.path(),
+            "",
+            &format!(
+                "dataset = [\"labeled.toml\", \"labeled2.toml\"]\nmethod = \
+                 [\"freeal_pool\"]\n\"methods.freeal_pool.rounds\" = [0]\n\
+                 \"methods.freeal_pool.unlabeled_consistency\" = [{setting}]"
+            ),
+            "replay",
+        );
+        common::run_spec(&spec);
+        let experiment = dir.path().join("results/pool");
+        let outputs: Vec<(Vec<String>, String)> = ["labeled", "labeled2"]
+            .iter()
+            .map(|d| {
+                let cell = cell_dir(&experiment, d, "");
+                let rows = read(&cell.join("labels_round0.csv"))
+                    .lines()
+                    .enumerate()
+                    .map(|(n, l)| match n > 0 && reworded.contains(&(n - 1)) {
+                        true => l.rsplit_once(',').unwrap().0.to_string(),
+                        false => l.to_string(),
+                    })
+                    .collect();
+                let records: serde_json::Value =
+                    serde_json::from_str(&read(&cell.join("records.json"))).unwrap();
+                let m = &records[0]["metrics"];
+                (
+                    rows,
+                    format!("{} {}", m["test_accuracy"], m["test_macro_f1"]),
+                )
+            })
+            .collect();
+        std::fs::remove_dir_all(&experiment).unwrap();
+        outputs[0] == outputs[1]
+    };
+    assert!(
+        same("false"),
+        "false: rewording the unlabeled sentences changed the cell"
+    );
+    assert!(
+        !same("true"),
+        "true: the reworded sentences train through the consistency term and must move the cell"
+    );
+}
+
+#[test]
+fn unlabeled_consistency_false_is_refused_with_a_label_fraction() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_files(dir.path());
+    let spec = spec(
+        dir.path(),
+        "",
+        "dataset = [\"labeled.toml\"]\nmethod = [\"freeal_pool\"]\n\
+         \"methods.freeal_pool.label_fraction\" = [0.5]\n\
+         \"methods.freeal_pool.unlabeled_consistency\" = [false]",
+        "replay",
+    );
+    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unlabeled_consistency") && stderr.contains("label_fraction = 1.0"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("results/pool/cells").exists(), "{stderr}");
+}

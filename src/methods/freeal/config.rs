@@ -115,6 +115,11 @@ pub struct FreealSpec {
     /// Share of the pool the LLM labels in round 0 (and newly each refinery round), for large
     /// pools (the paper's P%); the unlabeled rest joins the consistency loss.
     pub label_fraction: f64,
+    /// Robust self-training: examples with no usable label train through the noisy side's
+    /// consistency term (true), or get no loss term, as the official code treats its `-1`
+    /// labels (false).
+    #[serde(skip_serializing_if = "is_true")]
+    pub unlabeled_consistency: bool,
     /// After the last round, the LLM also labels the test split with k-NN demonstrations from
     /// the final demonstration pool (FreeAL's LLM side on unseen text: `llm_test_accuracy`);
     /// one LLM call per test example.
@@ -148,6 +153,7 @@ impl Default for FreealSpec {
             medoids_per_class: 50,
             demos_per_class: 5,
             label_fraction: 1.0,
+            unlabeled_consistency: true,
             llm_test: false,
             sentence_loss: SentenceLoss::Mean,
         }
@@ -176,6 +182,12 @@ fn is_every_epoch(s: &SplitSchedule) -> bool {
 /// their ids.
 fn is_mean(s: &SentenceLoss) -> bool {
     *s == SentenceLoss::Mean
+}
+
+/// Leaves `unlabeled_consistency = true` out of the serialised spec, so cells that predate it
+/// keep their ids.
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Leaves `llm_test = false` out of the serialised spec, so cells that predate it keep their ids.

@@ -790,6 +790,14 @@ impl Method for Freeal {
     }
 
     fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+        if !self.spec.unlabeled_consistency && self.spec.label_fraction < 1.0 {
+            return Err((
+                "unlabeled_consistency".into(),
+                "false would leave label_fraction's unlabeled rest with no loss term at all: \
+                 keep it true, or set label_fraction = 1.0"
+                    .into(),
+            ));
+        }
         if dataset.task != Task::Ner {
             return Ok(());
         }

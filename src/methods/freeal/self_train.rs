@@ -157,6 +157,7 @@ fn index(positions: &[usize], step: &Step) -> Tensor<1, Int> {
 fn robust_loss(
     step: &Step,
     clean: &[bool],
+    consistent: &[bool],
     targets: &[Vec<f32>],
     view: &View,
     spec: &FreealSpec,
@@ -167,7 +168,7 @@ fn robust_loss(
         .filter(|&p| clean[step.rows[p]])
         .collect();
     let u: Vec<usize> = (0..step.rows.len())
-        .filter(|&p| !clean[step.rows[p]])
+        .filter(|&p| !clean[step.rows[p]] && consistent[step.rows[p]])
         .collect();
     let w = rampup(step.epoch_pos, spec.rampup_epochs);
     let mut terms: Vec<Tensor<1>> = Vec::new();
@@ -200,18 +201,19 @@ fn robust_loss(
             let ui = index(&u, step);
             terms.push(
                 symmetric_kl(
-                    logits.select(0, ui.clone()),
+                    logits.clone().select(0, ui.clone()),
                     logits_v.select(0, ui),
                     spec.temperature as f32,
                 ) * w,
             );
         }
     }
-    // Every row is clean or noisy, and noisy rows are only trained with a view: never empty.
-    terms
+    // A batch of unlabeled rows alone has no term when they are kept out of the consistency
+    // term (`unlabeled_consistency = false`): it moves nothing.
+    Ok(terms
         .into_iter()
         .reduce(|a, b| a + b)
-        .ok_or_else(|| Error::model("freeal", "a training batch had no loss term"))
+        .unwrap_or_else(|| logits.sum() * 0.0))
 }
 
 /// Where a self-training run stands after a whole number of epochs: with the SLM's own
@@ -309,6 +311,12 @@ pub fn self_train(
         .iter()
         .map(|l| f32::from(u8::from(l.is_some())))
         .collect();
+    // Unlabeled rows stay in the batches either way (as in the official code, whose batches
+    // hold its -1 examples); this only decides whether they add a consistency term.
+    let consistent: Vec<bool> = labels
+        .iter()
+        .map(|l| l.is_some() || spec.unlabeled_consistency)
+        .collect();
     let earlier_wall_s = at.wall_s;
     for epoch in at.epochs_done..epochs {
         if robust && epoch >= spec.warmup_epochs && at.steps >= spec.warmup_steps {
@@ -328,7 +336,7 @@ pub fn self_train(
                 let label = format!("self-train epoch {}/{epochs}", epoch + 1);
                 let clean = &at.clean;
                 slm.train_epoch(&mut trainer, encoded, &epoch_rows, &label, progress, |s| {
-                    robust_loss(s, clean, &targets, view, spec, &mut rng)
+                    robust_loss(s, clean, &consistent, &targets, view, spec, &mut rng)
                 })?
             } else {
                 let label = format!("train epoch {}/{epochs}", epoch + 1);
