@@ -454,14 +454,13 @@ pub fn execute(
                         None => still.push((cell, child)),
                         Some(status) => {
                             bar.inc(1);
+                            let log = cell_dir(plan, &cell).join("log.txt");
                             if status.success() {
                                 summary.ran += 1;
                             } else if status.code() == Some(EXIT_BUSY) {
-                                let log = cell_dir(plan, &cell).join("log.txt");
                                 let who = format!("see {}", log.display());
                                 summary.note_busy(progress, &cell, who);
                             } else {
-                                let log = cell_dir(plan, &cell).join("log.txt");
                                 let text = format!("exited with {status}; see {}", log.display());
                                 progress.println(&format!("FAILED {}: {text}", cell.name));
                                 summary.failed.push((cell.name.clone(), text));

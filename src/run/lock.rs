@@ -86,10 +86,14 @@ pub fn holder(dir: &Path) -> Option<String> {
 }
 
 fn describe_self() -> String {
-    let since = SystemTime::now()
+    format!("{} {} {}\n", std::process::id(), host_name(), now_s())
+}
+
+/// Seconds since the Unix epoch (0 on a clock set before it).
+fn now_s() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{} {} {since}\n", std::process::id(), host_name())
+        .map_or(0, |d| d.as_secs())
 }
 
 /// "pid P on host H, for N min", from the holder's note; the holder may not have written it
@@ -101,9 +105,7 @@ fn read_holder(file: &mut File) -> String {
     let [pid, host, since] = fields[..] else {
         return "another process".into();
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = now_s();
     match since.parse::<u64>() {
         Ok(since) if since <= now => {
             format!("pid {pid} on {host}, for {} min", (now - since) / 60)

@@ -315,20 +315,18 @@ pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
     let test: Vec<&Example> = dataset.test.iter().collect();
     let test_index = vec![None; test.len()];
     let train_index: Vec<Option<usize>> = (0..train.len()).map(Some).collect();
-    // (split name in files and progress, metric prefix, sentences, pool indices, demo salt)
-    let mut splits = vec![("test", "test", &dataset.test, test, test_index, 1)];
+    // (split name in files and progress, metric prefix, gold tags (`None`: an unlabeled pool),
+    // sentences, pool indices, demo salt)
+    let test_gold = Some(gold_tags(&dataset.test, &ctx.cell.name)?);
+    let mut splits = vec![("test", "test", test_gold, test, test_index, 1)];
     if icl.label_pool {
-        splits.push(("pool", "pool_label", &dataset.train, train, train_index, 2));
+        let pool_gold = pool_gold_tags(dataset, &ctx.cell.name)?;
+        splits.push(("pool", "pool_label", pool_gold, train, train_index, 2));
     }
-    for (file, prefix, examples, queries, index, salt) in splits {
+    for (file, prefix, gold, queries, index, salt) in splits {
         let requests = icl_requests(ctx, icl, &pool, &queries, &index, salt)?;
         let phase = format!("LLM extracts {file}");
         let got = extractor.run(ctx, &mut client, &queries, &requests, &phase)?;
-        // Only an unlabeled pool lacks gold; the test split always has it.
-        let gold = match file {
-            "pool" => pool_gold_tags(dataset, &ctx.cell.name)?,
-            _ => Some(gold_tags(examples, &ctx.cell.name)?),
-        };
         write_tags(
             &ctx.out_dir.join(format!("labels_{file}.csv")),
             dataset,
