@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use freeal_bench::config::{BackendChoice, GradClipScope, Pooling, SlmSpec};
+use freeal_bench::config::{BackendChoice, GradClipScope, Head, Pooling, SlmSpec};
 use freeal_bench::progress::Progress;
 use freeal_bench::slm::Slm;
 use freeal_bench::slm::model::default_models_dir;
@@ -47,6 +47,7 @@ fn spec(max_len: usize) -> SlmSpec {
         dropout: 0.1,
         attention_dropout: None,
         pooling: Pooling::Mean,
+        head: Head::Linear,
     }
 }
 

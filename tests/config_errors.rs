@@ -484,6 +484,24 @@ fn attention_dropout_follows_dropout_unless_set_and_is_range_checked() {
 }
 
 #[test]
+fn the_dense_tanh_head_rekeys_cells_and_the_default_keeps_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(dir.path(), "spec.toml", "[experiment]\nname = \"x\"\n");
+    let ids =
+        |sets: &[&str]| -> Vec<String> { planned(&spec, sets).into_iter().map(|c| c.id).collect() };
+    let base = ids(&[]);
+    // Cells recorded before the key existed plan as complete: the default is left out of ids.
+    assert_eq!(base, ids(&["slm.head=\"linear\""]));
+    let dense = ids(&["slm.head=\"dense_tanh\""]);
+    assert!(base.iter().zip(&dense).all(|(a, b)| a != b));
+    let (message, _) = plan_error("[experiment]\nname = \"x\"\n[slm]\nhead = \"mlp\"\n", &[]);
+    assert!(
+        message.contains("slm.head") && message.contains("dense_tanh"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_dataset_without_a_prompt_file_says_how_to_give_one() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "all.txt", "0 bad\n1 good\n0 dull\n1 fine\n");

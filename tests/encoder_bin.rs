@@ -5,7 +5,7 @@
 mod common;
 
 use burn::tensor::Device;
-use freeal_bench::config::Pooling;
+use freeal_bench::config::{Head, Pooling};
 use freeal_bench::slm::classifier::ClassifierModel;
 use freeal_bench::slm::encoder::Encoder;
 use freeal_bench::slm::model::read_config;
@@ -37,7 +37,15 @@ fn pytorch_bin_weights_give_the_reference_hidden_states() {
     let config = read_config(&dir).unwrap();
     let mut encoder = Encoder::new(&config, None, &device);
     load_weights(&mut encoder, &dir).unwrap();
-    let model = ClassifierModel::new(encoder, config.hidden_size, 2, 0.0, Pooling::Mean, &device);
+    let model = ClassifierModel::new(
+        encoder,
+        config.hidden_size,
+        2,
+        0.0,
+        Pooling::Mean,
+        Head::Linear,
+        &device,
+    );
     let encoded: Vec<Encoded> = expected
         .rows
         .iter()

@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::Device;
-use freeal_bench::config::Pooling;
+use freeal_bench::config::{Head, Pooling};
 use freeal_bench::slm::classifier::ClassifierModel;
 use freeal_bench::slm::device::CUBECL_PAD_MULTIPLE;
 use freeal_bench::slm::encoder::Encoder;
@@ -36,7 +36,15 @@ fn check_on(device: Device) {
     let config = read_config(&dir).unwrap();
     let mut encoder = Encoder::new(&config, None, &device);
     load_weights(&mut encoder, &dir).unwrap();
-    let model = ClassifierModel::new(encoder, config.hidden_size, 2, 0.0, Pooling::Mean, &device);
+    let model = ClassifierModel::new(
+        encoder,
+        config.hidden_size,
+        2,
+        0.0,
+        Pooling::Mean,
+        Head::Linear,
+        &device,
+    );
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 128, 0).unwrap();
     let fixture = fixture();
     let texts: Vec<&str> = fixture.rows.iter().map(|r| r.text.as_str()).collect();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Mutex;
 
 use burn::tensor::Device;
-use freeal_bench::config::{GradClipScope, Pooling, RandomInit, SlmSpec};
+use freeal_bench::config::{GradClipScope, Head, Pooling, RandomInit, SlmSpec};
 use freeal_bench::metrics::argmax;
 use freeal_bench::progress::Progress;
 use freeal_bench::slm::Slm;
@@ -33,6 +33,7 @@ fn spec() -> SlmSpec {
         dropout: 0.0,
         attention_dropout: None,
         pooling: Pooling::Mean,
+        head: Head::Linear,
     }
 }
 
@@ -122,6 +123,19 @@ fn dropout_follows_the_seed() {
     );
     // Dropout is on: without it the same seed trains to other numbers.
     assert_ne!(train_with(&self::spec(), &device, 5).1, run.1);
+}
+
+#[test]
+fn the_dense_tanh_head_trains_reproducibly_to_other_numbers() {
+    let device = Device::flex();
+    let spec = SlmSpec {
+        head: Head::DenseTanh,
+        ..spec()
+    };
+    let (accuracy, first) = train_with(&spec, &device, 5);
+    assert!(accuracy >= 0.95, "training accuracy {accuracy}");
+    assert_eq!(train_with(&spec, &device, 5), (accuracy, first.clone()));
+    assert_ne!(train_with(&self::spec(), &device, 5).1, first);
 }
 
 #[test]

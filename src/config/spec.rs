@@ -174,6 +174,27 @@ impl GradClipScope {
     }
 }
 
+/// What reads the pooled sentence vector.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// Dropout and one linear layer; the default, and what every result recorded before this
+    /// option existed used, so their cell ids stay.
+    #[default]
+    Linear,
+    /// RoBERTa's sequence-classification head, which the official FreeAL code trains: dropout,
+    /// a hidden-size dense layer, tanh, dropout, the output layer. Embedding mixup mixes what
+    /// it reads, so its mixtures pass through a nonlinearity (through a linear head, mixing
+    /// two inputs mixes their logits).
+    DenseTanh,
+}
+
+impl Head {
+    fn is_linear(&self) -> bool {
+        *self == Head::Linear
+    }
+}
+
 /// Pooling of token states into one sentence vector.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -237,6 +258,9 @@ pub struct SlmSpec {
     pub attention_dropout: Option<f64>,
     /// Sentence pooling for the classification head and embeddings.
     pub pooling: Pooling,
+    /// The classification head on the pooled vector.
+    #[serde(default, skip_serializing_if = "Head::is_linear")]
+    pub head: Head,
 }
 
 impl SlmSpec {

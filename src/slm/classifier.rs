@@ -1,19 +1,23 @@
-//! Encoder + pooling + dropout + linear head: the sequence classifier FreeAL trains.
+//! Encoder + pooling + dropout + head (linear, or RoBERTa's dense-tanh one): the sequence
+//! classifier FreeAL trains.
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::encoder::Encoder;
 use super::fused;
 use super::tokenize::Batch;
-use crate::config::Pooling;
+use crate::config::{Head, Pooling};
 
 /// The classification model.
 #[derive(Module, Debug)]
 pub struct ClassifierModel {
     encoder: Encoder,
     dropout: Dropout,
+    /// The hidden layer of `Head::DenseTanh`.
+    dense: Option<Linear>,
     head: Linear,
     mean_pool: bool,
 }
@@ -37,11 +41,14 @@ impl ClassifierModel {
         num_labels: usize,
         dropout: f64,
         pooling: Pooling,
+        head: Head,
         device: &Device,
     ) -> Self {
         Self {
             encoder,
             dropout: DropoutConfig::new(dropout).init(),
+            dense: (head == Head::DenseTanh)
+                .then(|| LinearConfig::new(hidden, hidden).init(device)),
             head: LinearConfig::new(hidden, num_labels).init(device),
             mean_pool: pooling == Pooling::Mean,
         }
@@ -87,7 +94,16 @@ impl ClassifierModel {
 
     /// Logits [batch, labels] from pooled vectors.
     pub fn head(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.head.forward(fused::dropout(pooled, &self.dropout))
+        self.apply_head(pooled)
+    }
+
+    /// The head on the last axis of `x` (pooled vectors, or every token's state).
+    fn apply_head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let read = match &self.dense {
+            Some(dense) => tanh(dense.forward(fused::dropout(x, &self.dropout))),
+            None => x,
+        };
+        self.head.forward(fused::dropout(read, &self.dropout))
     }
 
     /// Pooled vectors and logits of a batch.
@@ -108,9 +124,7 @@ impl ClassifierModel {
     /// and the head on every token, [batch, seq, labels].
     pub fn token_states_logits(&self, batch: &DeviceBatch) -> (Tensor<3>, Tensor<3>) {
         let states = self.hidden_states(batch);
-        let logits = self
-            .head
-            .forward(fused::dropout(states.clone(), &self.dropout));
+        let logits = self.apply_head(states.clone());
         (states, logits)
     }
 
@@ -133,4 +147,95 @@ pub fn pool(states: Tensor<3>, pad: Tensor<2, Bool>, mean: bool) -> Tensor<2> {
     let summed = (states * keep.clone()).sum_dim(1).reshape([batch, hidden]);
     let counts = keep.sum_dim(1).reshape([batch, 1]).clamp_min(1.0);
     summed / counts
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+
+    use super::*;
+    use crate::slm::encoder::EncoderConfig;
+
+    fn model(head: Head) -> ClassifierModel {
+        let config: EncoderConfig = serde_json::from_str(
+            r#"{"model_type": "bert", "vocab_size": 8, "hidden_size": 2, "num_hidden_layers": 1,
+                "num_attention_heads": 1, "intermediate_size": 4, "max_position_embeddings": 8}"#,
+        )
+        .unwrap();
+        let device = Device::flex();
+        let mut model = ClassifierModel::new(
+            Encoder::new(&config, None, &device),
+            2,
+            2,
+            0.0,
+            Pooling::Mean,
+            head,
+            &device,
+        );
+        let matrix = |v: [f32; 4]| {
+            Param::from_tensor(Tensor::<2>::from_data(
+                TensorData::new(v.to_vec(), [2, 2]),
+                &device,
+            ))
+        };
+        let vector = |v: [f32; 2]| Some(Param::from_tensor(Tensor::<1>::from_data(v, &device)));
+        // burn stores a linear layer's weight as [inputs, outputs].
+        model.head.weight = matrix([1.0, -1.0, 2.0, 0.5]);
+        model.head.bias = vector([0.1, -0.2]);
+        if let Some(dense) = &mut model.dense {
+            dense.weight = matrix([0.5, -1.0, 1.5, 2.0]);
+            dense.bias = vector([0.0, 0.3]);
+        }
+        model
+    }
+
+    fn logits(model: &ClassifierModel, rows: &[[f32; 2]]) -> Vec<f32> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        let x = Tensor::<2>::from_data(TensorData::new(flat, [rows.len(), 2]), &Device::flex());
+        model.head(x).into_data().try_into_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn dense_tanh_head_matches_hand_values_and_mixes_nonlinearly() {
+        let (a, b) = ([1.0f32, 2.0], [-0.5f32, 0.25]);
+        let out = |h: [f32; 2]| [h[0] + 2.0 * h[1] + 0.1, -h[0] + 0.5 * h[1] - 0.2];
+        let dense = |x: [f32; 2]| {
+            [
+                (0.5 * x[0] + 1.5 * x[1]).tanh(),
+                (-x[0] + 2.0 * x[1] + 0.3).tanh(),
+            ]
+        };
+        let close =
+            |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5);
+
+        let linear = model(Head::Linear);
+        let got = logits(&linear, &[a, b]);
+        assert!(close(&got, &[out(a), out(b)].concat()), "{got:?}");
+        let tanh_head = model(Head::DenseTanh);
+        let got = logits(&tanh_head, &[a, b]);
+        assert!(
+            close(&got, &[out(dense(a)), out(dense(b))].concat()),
+            "{got:?}"
+        );
+
+        // Embedding mixup through a linear head mixes the two logits; through the dense-tanh
+        // head it does not.
+        let lambda = 0.7;
+        let mixed = [
+            lambda * a[0] + (1.0 - lambda) * b[0],
+            lambda * a[1] + (1.0 - lambda) * b[1],
+        ];
+        let mix_logits = |m: &ClassifierModel| {
+            let both = logits(m, &[a, b]);
+            [
+                lambda * both[0] + (1.0 - lambda) * both[2],
+                lambda * both[1] + (1.0 - lambda) * both[3],
+            ]
+        };
+        assert!(close(&logits(&linear, &[mixed]), &mix_logits(&linear)));
+        assert!(!close(
+            &logits(&tanh_head, &[mixed]),
+            &mix_logits(&tanh_head)
+        ));
+    }
 }

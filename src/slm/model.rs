@@ -222,6 +222,7 @@ impl Slm {
             num_labels,
             spec.dropout,
             spec.pooling,
+            spec.head,
             &train_device,
         );
         Ok(Self {
