@@ -92,13 +92,9 @@ impl ClassifierModel {
         pool(states, pad, self.mean_pool)
     }
 
-    /// Logits [batch, labels] from pooled vectors.
-    pub fn head(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.apply_head(pooled)
-    }
-
-    /// The head on the last axis of `x` (pooled vectors, or every token's state).
-    fn apply_head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    /// Logits from what the head reads, on the last axis: [batch, labels] from pooled vectors,
+    /// [batch, seq, labels] from every token's state.
+    pub fn head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let read = match &self.dense {
             Some(dense) => tanh(dense.forward(fused::dropout(x, &self.dropout))),
             None => x,
@@ -124,7 +120,7 @@ impl ClassifierModel {
     /// and the head on every token, [batch, seq, labels].
     pub fn token_states_logits(&self, batch: &DeviceBatch) -> (Tensor<3>, Tensor<3>) {
         let states = self.hidden_states(batch);
-        let logits = self.apply_head(states.clone());
+        let logits = self.head(states.clone());
         (states, logits)
     }
 
