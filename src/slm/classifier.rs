@@ -80,16 +80,9 @@ impl ClassifierModel {
         }
     }
 
-    /// Token embeddings (the mixup point) of a batch.
-    pub fn embed_tokens(&self, batch: &DeviceBatch) -> Tensor<3> {
+    fn embed_tokens(&self, batch: &DeviceBatch) -> Tensor<3> {
         self.encoder
             .embed_tokens(batch.ids.clone(), batch.positions.clone())
-    }
-
-    /// Pooled sentence vectors [batch, hidden] from embedded tokens.
-    pub fn pool_embedded(&self, embedded: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<2> {
-        let states = self.encoder.encode(embedded, pad.clone());
-        pool(states, pad, self.mean_pool)
     }
 
     /// Logits from what the head reads, on the last axis: [batch, labels] from pooled vectors,
@@ -104,7 +97,7 @@ impl ClassifierModel {
 
     /// Pooled vectors and logits of a batch.
     pub fn forward(&self, batch: &DeviceBatch) -> (Tensor<2>, Tensor<2>) {
-        let pooled = self.pool_embedded(self.embed_tokens(batch), batch.pad.clone());
+        let pooled = pool(self.hidden_states(batch), batch.pad.clone(), self.mean_pool);
         let logits = self.head(pooled.clone());
         (pooled, logits)
     }
