@@ -5,8 +5,6 @@
 mod common;
 
 use burn::tensor::Device;
-use freeal_bench::config::{Head, Pooling};
-use freeal_bench::slm::classifier::ClassifierModel;
 use freeal_bench::slm::encoder::Encoder;
 use freeal_bench::slm::model::read_config;
 use freeal_bench::slm::tokenize::{Encoded, Padding, pad_batch};
@@ -34,18 +32,7 @@ fn pytorch_bin_weights_give_the_reference_hidden_states() {
     let expected: Expected =
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let device = Device::flex();
-    let config = read_config(&dir).unwrap();
-    let mut encoder = Encoder::new(&config, None, &device);
-    load_weights(&mut encoder, &dir).unwrap();
-    let model = ClassifierModel::new(
-        encoder,
-        config.hidden_size,
-        2,
-        0.0,
-        Pooling::Mean,
-        Head::Linear,
-        &device,
-    );
+    let model = common::pretrained_classifier(&dir, &device);
     let encoded: Vec<Encoded> = expected
         .rows
         .iter()

@@ -4,13 +4,9 @@
 mod common;
 
 use burn::tensor::Device;
-use freeal_bench::config::{Head, Pooling};
 use freeal_bench::slm::classifier::ClassifierModel;
 use freeal_bench::slm::device::CUBECL_PAD_MULTIPLE;
-use freeal_bench::slm::encoder::Encoder;
-use freeal_bench::slm::model::read_config;
 use freeal_bench::slm::tokenize::{Batch, TextTokenizer, pad_batch};
-use freeal_bench::slm::weights::load_weights;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -33,18 +29,7 @@ fn fixture() -> Fixture {
 
 fn check_on(device: Device) {
     let dir = common::minilm_dir();
-    let config = read_config(&dir).unwrap();
-    let mut encoder = Encoder::new(&config, None, &device);
-    load_weights(&mut encoder, &dir).unwrap();
-    let model = ClassifierModel::new(
-        encoder,
-        config.hidden_size,
-        2,
-        0.0,
-        Pooling::Mean,
-        Head::Linear,
-        &device,
-    );
+    let model = common::pretrained_classifier(&dir, &device);
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 128, 0).unwrap();
     let fixture = fixture();
     let texts: Vec<&str> = fixture.rows.iter().map(|r| r.text.as_str()).collect();

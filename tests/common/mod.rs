@@ -29,6 +29,26 @@ pub fn minilm_dir() -> PathBuf {
     dir
 }
 
+/// The Hugging Face checkpoint in `dir` under a two-label linear head, no dropout: what the
+/// parity tests read hidden states from.
+pub fn pretrained_classifier(
+    dir: &Path,
+    device: &burn::tensor::Device,
+) -> freeal_bench::slm::classifier::ClassifierModel {
+    let config = freeal_bench::slm::model::read_config(dir).unwrap();
+    let mut encoder = freeal_bench::slm::encoder::Encoder::new(&config, None, device);
+    freeal_bench::slm::weights::load_weights(&mut encoder, dir).unwrap();
+    freeal_bench::slm::classifier::ClassifierModel::new(
+        encoder,
+        config.hidden_size,
+        2,
+        0.0,
+        freeal_bench::config::Pooling::Mean,
+        freeal_bench::config::Head::Linear,
+        device,
+    )
+}
+
 /// The wgpu device, or a panic that says how to get an adapter (CI installs lavapipe, so a
 /// missing adapter there is a failure, not a skip).
 pub fn wgpu_device() -> burn::tensor::Device {
