@@ -194,8 +194,9 @@ mod tests {
                 (-x[0] + 2.0 * x[1] + 0.3).tanh(),
             ]
         };
-        let close =
-            |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5);
+        let close = |got: &[f32], want: &[f32]| {
+            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5)
+        };
 
         let linear = model(Head::Linear);
         let got = logits(&linear, &[a, b]);
