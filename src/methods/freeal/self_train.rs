@@ -209,7 +209,9 @@ fn robust_loss(
         }
     }
     // A batch of unlabeled rows alone has no term when they are kept out of the consistency
-    // term (`unlabeled_consistency = false`): it moves nothing.
+    // term (`unlabeled_consistency = false`): a zero loss, so no gradient from its rows; the
+    // optimiser's step still counts (schedule, AdamW's moments and weight decay), whatever
+    // the rows' texts.
     Ok(terms
         .into_iter()
         .reduce(|a, b| a + b)
