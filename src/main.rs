@@ -13,8 +13,8 @@ use freeal_bench::plan::{Plan, plan, select};
 use freeal_bench::progress::Progress;
 use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
-    CellRun, EXIT_BUSY, ExecOptions, cell_dir, execute, load_dataset, models_dir, preflight,
-    run_cell,
+    CellClaim, CellRun, EXIT_BUSY, EXIT_COMPLETE, ExecOptions, cell_dir, claim_cell, execute,
+    load_dataset, models_dir, preflight, restart_cell_log, run_claimed,
 };
 use freeal_bench::run::records::{CHECKPOINT_JSON, EPOCH_CHECKPOINT_JSON, read_cell_records};
 use freeal_bench::run::{lock, slurm};
@@ -78,6 +78,10 @@ enum Cmd {
         /// Cell id (see `plan`).
         #[arg(long)]
         cell: String,
+        /// Started by `--jobs`: quiet when the cell is busy or complete (its log is someone
+        /// else's), exit 76 when complete, and empty the log once the cell is ours.
+        #[arg(long, hide = true)]
+        jobs_child: bool,
         #[command(flatten)]
         opts: SpecOpts,
     },
@@ -303,7 +307,12 @@ fn cmd_run(spec: &Path, opts: &SpecOpts) -> anyhow::Result<bool> {
     Ok(summary.failed.is_empty())
 }
 
-fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<CellRun> {
+fn cmd_run_cell(
+    spec: &Path,
+    id: &str,
+    jobs_child: bool,
+    opts: &SpecOpts,
+) -> anyhow::Result<CellRun> {
     let plan = load_plan(spec, opts)?;
     let cell = plan.cells.iter().find(|c| c.id == id).with_context(|| {
         format!(
@@ -311,24 +320,37 @@ fn cmd_run_cell(spec: &Path, id: &str, opts: &SpecOpts) -> anyhow::Result<CellRu
             spec.display()
         )
     })?;
+    let lock = match claim_cell(&plan, cell)? {
+        CellClaim::Held(lock) => lock,
+        CellClaim::Complete => {
+            if !jobs_child {
+                eprintln!(
+                    "{}: already complete (its records.json); delete that file to run it again",
+                    cell.name
+                );
+            }
+            return Ok(CellRun::Complete);
+        }
+        CellClaim::Busy(who) => {
+            if !jobs_child {
+                eprintln!(
+                    "{}: another process is running it ({who}); nothing done",
+                    cell.name
+                );
+            }
+            return Ok(CellRun::Busy(who));
+        }
+    };
+    if jobs_child {
+        restart_cell_log(&plan, cell)?;
+    }
     for warning in preflight(&plan, std::slice::from_ref(cell))? {
         eprintln!("{warning}");
     }
     let (dev, name) = device::select(plan.run.backend)?;
     // A child's stdout is its cell's log.txt, so this writes progress lines there.
-    let outcome = run_cell(&plan, cell, &dev, &name, &Progress::new())?;
-    match &outcome {
-        CellRun::Ran => {}
-        CellRun::Complete => eprintln!(
-            "{}: already complete (its records.json); delete that file to run it again",
-            cell.name
-        ),
-        CellRun::Busy(who) => eprintln!(
-            "{}: another process is running it ({who}); nothing done",
-            cell.name
-        ),
-    }
-    Ok(outcome)
+    run_claimed(&plan, cell, lock, &dev, &name, &Progress::new())?;
+    Ok(CellRun::Ran)
 }
 
 fn cmd_report(opts: ReportOpts) -> anyhow::Result<()> {
@@ -447,8 +469,17 @@ fn main() -> ExitCode {
             mlflow,
         })
         .map(|_| true),
-        (Some(Cmd::RunCell { spec, cell, opts }), _) => match cmd_run_cell(&spec, &cell, &opts) {
+        (
+            Some(Cmd::RunCell {
+                spec,
+                cell,
+                jobs_child,
+                opts,
+            }),
+            _,
+        ) => match cmd_run_cell(&spec, &cell, jobs_child, &opts) {
             Ok(CellRun::Busy(_)) => return ExitCode::from(EXIT_BUSY as u8),
+            Ok(CellRun::Complete) if jobs_child => return ExitCode::from(EXIT_COMPLETE as u8),
             other => other.map(|_| true),
         },
         (None, Some(spec)) => cmd_run(&spec, &cli.opts),

@@ -230,21 +230,53 @@ fn a_cell_another_process_holds_is_left_to_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A `--jobs` child that loses the race to the holder says so by its status alone: its
+    // output would land in the holder's log, which it must leave as it is.
+    let holders_log = "the holder's progress\n";
+    std::fs::write(dir.join("log.txt"), holders_log).unwrap();
+    let out = bench(&[
+        "run-cell",
+        SPEC,
+        "--cell",
+        &id,
+        "--jobs-child",
+        "--set",
+        &set,
+    ]);
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(read(&dir.join("log.txt")), holders_log);
 
-    // Released (as a finished or killed holder's lock is), the cell runs; run again, it is
-    // complete and `run-cell` leaves it as it is.
+    // Released (as a finished or killed holder's lock is), the cell runs, in a child that
+    // starts the log afresh; run again, it is complete and `run-cell` leaves it as it is.
     drop(held);
-    let out = run(results.path(), &["--only", "*-s1"]);
+    let out = run(results.path(), &["--only", "*-s1", "--jobs", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("1 cells run, 1 already complete, 0 running elsewhere, 0 failed"),
         "{stderr}"
     );
+    let log = read(&dir.join("log.txt"));
+    assert!(!log.contains("holder") && log.contains("] "), "{log}");
     let records = read(&dir.join("records.json"));
     let out = bench(&["run-cell", SPEC, "--cell", &id, "--set", &set]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("already complete"), "{stderr}");
+    // A child that finds the cell complete exits 76, which its parent counts as skipped
+    // rather than run, and leaves the log of the run that completed it.
+    let out = bench(&[
+        "run-cell",
+        SPEC,
+        "--cell",
+        &id,
+        "--jobs-child",
+        "--set",
+        &set,
+    ]);
+    assert_eq!(out.status.code(), Some(76));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(read(&dir.join("log.txt")), log);
     assert_eq!(read(&dir.join("records.json")), records);
 }

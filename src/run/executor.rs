@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use burn::tensor::Device;
 
-use super::lock::{self, Claim};
+use super::lock::{self, CellLock, Claim};
 use super::records::{
     CHECKPOINT_JSON, ERROR_TXT, RoundRecord, WARNINGS_TXT, read_cell_records,
     remove_epoch_checkpoint, remove_stale_temporaries, write_atomic, write_cell_records,
@@ -124,11 +124,35 @@ pub enum CellRun {
     Busy(String),
 }
 
+/// What claiming a cell gave.
+#[derive(Debug)]
+pub enum CellClaim {
+    /// This process holds the cell, and it had no records under the claim: run it with
+    /// [`run_claimed`].
+    Held(CellLock),
+    /// The cell already had its records (another process may have just finished it).
+    Complete,
+    /// Another process is running the cell (who, from its lock file).
+    Busy(String),
+}
+
+/// Claims a cell for this process without waiting, unless it is complete or another process
+/// holds it.
+pub fn claim_cell(plan: &Plan, cell: &Cell) -> Result<CellClaim> {
+    let dir = cell_dir(plan, cell);
+    let lock = match lock::claim(&dir)? {
+        Claim::Held(lock) => lock,
+        Claim::Busy(who) => return Ok(CellClaim::Busy(who)),
+    };
+    // Checked under the lock: a process that held it until now may have finished the cell.
+    if read_cell_records(&dir, &cell.id).is_some() {
+        return Ok(CellClaim::Complete);
+    }
+    Ok(CellClaim::Held(lock))
+}
+
 /// Runs one cell in this process and writes its records, unless it is complete or another
 /// process holds it.
-///
-/// A failure is also written to the cell's `error.txt` (what `report` shows for it, whoever
-/// ran the cell: this process, a `--jobs` child or a Slurm array task); success removes it.
 pub fn run_cell(
     plan: &Plan,
     cell: &Cell,
@@ -136,27 +160,54 @@ pub fn run_cell(
     device_name: &str,
     progress: &Progress,
 ) -> Result<CellRun> {
-    let dir = cell_dir(plan, cell);
-    let _lock = match lock::claim(&dir)? {
-        Claim::Held(lock) => lock,
-        Claim::Busy(who) => return Ok(CellRun::Busy(who)),
-    };
-    // Checked under the lock: a process that held it until now may have finished the cell.
-    if read_cell_records(&dir, &cell.id).is_some() {
-        return Ok(CellRun::Complete);
+    match claim_cell(plan, cell)? {
+        CellClaim::Held(lock) => {
+            run_claimed(plan, cell, lock, device, device_name, progress)?;
+            Ok(CellRun::Ran)
+        }
+        CellClaim::Complete => Ok(CellRun::Complete),
+        CellClaim::Busy(who) => Ok(CellRun::Busy(who)),
     }
-    let error_path = dir.join(ERROR_TXT);
-    match run_cell_once(plan, cell, device, device_name, progress) {
+}
+
+/// Runs a cell this process has claimed (`lock`, released on return) and writes its records.
+///
+/// A failure is also written to the cell's `error.txt` (what `report` shows for it, whoever
+/// ran the cell: this process, a `--jobs` child or a Slurm array task); success removes it.
+pub fn run_claimed(
+    plan: &Plan,
+    cell: &Cell,
+    lock: CellLock,
+    device: &Device,
+    device_name: &str,
+    progress: &Progress,
+) -> Result<()> {
+    let error_path = cell_dir(plan, cell).join(ERROR_TXT);
+    let result = run_cell_once(plan, cell, device, device_name, progress);
+    match &result {
         Ok(()) => {
             let _ = std::fs::remove_file(&error_path);
-            Ok(CellRun::Ran)
         }
         Err(e) => {
             // Best effort: the error is returned either way.
             let _ = write_atomic(&error_path, e.to_string().as_bytes());
-            Err(e)
         }
     }
+    drop(lock);
+    result
+}
+
+/// Empties the cell's `log.txt` once a `--jobs` child owns the cell. The parent opens the log
+/// for appending without truncating it, so a child that finds the cell busy or complete
+/// leaves the log of whoever ran it intact; the child's writes, appended, start again at the
+/// beginning.
+pub fn restart_cell_log(plan: &Plan, cell: &Cell) -> Result<()> {
+    let path = cell_dir(plan, cell).join(LOG_TXT);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|file| file.set_len(0))
+        .map_err(|e| Error::io(&path, e))
 }
 
 fn run_cell_once(
@@ -252,11 +303,25 @@ impl RunSummary {
 /// The exit status of `run-cell` when another process holds the cell (EX_TEMPFAIL: try later).
 pub const EXIT_BUSY: i32 = 75;
 
+/// The exit status of `run-cell --jobs-child` when the cell was already complete (a plain
+/// `run-cell` exits 0 then, which a Slurm array counts as done); the parent counts it as
+/// skipped, not run.
+pub const EXIT_COMPLETE: i32 = 76;
+
+/// A cell's log in `--jobs` runs: the child's stdout and stderr.
+const LOG_TXT: &str = "log.txt";
+
 fn spawn_child(plan: &Plan, cell: &Cell, opts: &ExecOptions) -> Result<Child> {
     let dir = cell_dir(plan, cell);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let log_path = dir.join("log.txt");
-    let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let log_path = dir.join(LOG_TXT);
+    // Appending, not truncating: the child empties it once it owns the cell
+    // ([`restart_cell_log`]); until then it may be the log of a run that holds or finished it.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
     let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
     Command::new(exe)
@@ -264,6 +329,7 @@ fn spawn_child(plan: &Plan, cell: &Cell, opts: &ExecOptions) -> Result<Child> {
         .arg(&plan.spec_path)
         .arg("--cell")
         .arg(&cell.id)
+        .arg("--jobs-child")
         .args(opts.sets.iter().flat_map(|set| ["--set", set.as_str()]))
         .stdin(Stdio::null())
         .stdout(log)
@@ -426,9 +492,9 @@ pub fn execute(
             while !queue.is_empty() || !running.is_empty() {
                 while running.len() < opts.jobs {
                     let Some(cell) = queue.pop_front() else { break };
-                    // A child would find the cell busy or complete too (another run of the
-                    // spec may have finished it since the start); asking first keeps it from
-                    // truncating the running process's log.txt and the counts right.
+                    // Another run of the spec may hold or have finished the cell since the
+                    // start. Asking here saves starting a child for it; a child that loses
+                    // the same race later says so by its exit status.
                     let dir = cell_dir(plan, &cell);
                     if let Some(who) = lock::holder(&dir) {
                         summary.note_busy(progress, &cell, who);
@@ -454,11 +520,17 @@ pub fn execute(
                         None => still.push((cell, child)),
                         Some(status) => {
                             bar.inc(1);
-                            let log = cell_dir(plan, &cell).join("log.txt");
+                            let dir = cell_dir(plan, &cell);
+                            let log = dir.join(LOG_TXT);
                             if status.success() {
                                 summary.ran += 1;
+                            } else if status.code() == Some(EXIT_COMPLETE) {
+                                summary.skipped += 1;
                             } else if status.code() == Some(EXIT_BUSY) {
-                                let who = format!("see {}", log.display());
+                                // The child leaves the holder's log alone, so ask the lock.
+                                let who = lock::holder(&dir).unwrap_or_else(|| {
+                                    "a process that has finished since".to_string()
+                                });
                                 summary.note_busy(progress, &cell, who);
                             } else {
                                 let text = format!("exited with {status}; see {}", log.display());
