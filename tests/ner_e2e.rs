@@ -251,6 +251,50 @@ fn zero_shot_freeal_and_supervised_tag_entities() {
 }
 
 #[test]
+fn the_dense_tanh_head_tags_every_token_and_learns_the_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let path = spec(
+        dir.path(),
+        &dataset,
+        r#""freeal_ner", "supervised""#,
+        "zero_shot",
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[sweep]\n",
+        "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    common::run_spec(&path);
+
+    let sup = &records(dir.path(), "supervised-s2-head=dense_tanh")[0];
+    assert!(metric(sup, "test_f1") > 0.9, "{sup}");
+    let linear = &records(dir.path(), "supervised-s2-head=linear")[0];
+    assert_ne!(
+        metric(sup, "train_loss"),
+        metric(linear, "train_loss"),
+        "the head changed nothing: {sup}"
+    );
+    // FreeAL's tagger with the head, as with the linear one: more precise than the labels it
+    // learned from (by less: 0.84 against 0.81, where the linear head's reaches 0.91; the
+    // extra layer fits more of the retyped entities on this tiny encoder), and its clean
+    // sentences exactly right more often than the rest.
+    let rounds = records(dir.path(), "freeal_ner-s2-head=dense_tanh");
+    assert_eq!(rounds.len(), 2);
+    assert!(
+        metric(&rounds[0], "test_precision") > metric(&rounds[0], "pool_label_precision"),
+        "{}",
+        rounds[0]
+    );
+    assert!(
+        metric(&rounds[0], "clean_precision")
+            > metric(&rounds[0], "pool_label_sentence_accuracy") + 0.1,
+        "{}",
+        rounds[0]
+    );
+}
+
+#[test]
 fn a_cell_stopped_after_round_0_resumes_from_its_checkpoint_with_the_same_records() {
     let reference = tempfile::tempdir().unwrap();
     let dataset = toy_ner(reference.path());
