@@ -178,10 +178,29 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
     }
     let mut cells = Vec::new();
     let mut seen = BTreeMap::new();
+    let mut definitions: BTreeMap<String, PathBuf> = BTreeMap::new();
     for assignments in expand(&sweep_axes) {
         let spec: Spec = layered.spec_with(&assignments)?;
         let def_path = resolve(&layered.project_root, &spec_dir, &spec.dataset)?;
         let mut dataset = DatasetDef::from_file(&def_path)?;
+        // Cells and tables know a dataset by its definition's name, so two definitions under
+        // one name would share table rows.
+        let canonical = def_path.canonicalize().unwrap_or_else(|_| def_path.clone());
+        if let Some(other) = definitions.insert(dataset.name.clone(), canonical.clone())
+            && other != canonical
+        {
+            return Err(layered_sweep_error(
+                layered,
+                "sweep.dataset",
+                format!(
+                    "{} and {} both define a dataset named `{}`, and tables would merge their \
+                     cells; give each its own `name`",
+                    other.display(),
+                    canonical.display(),
+                    dataset.name
+                ),
+            ));
+        }
         let method = spec.methods[&spec.method].clone();
         let llm = if method.uses_llm() {
             let by_name = spec.llm.prompts.trim().is_empty();
@@ -251,7 +270,9 @@ pub fn plan(layered: &Layered) -> Result<Plan> {
             .filter(|(k, _)| !matches!(k.as_str(), "dataset" | "method" | "seed"))
             .map(|(k, v)| (k.clone(), display_value(v)))
             .collect();
-        let mut name = format!("{}-{}-s{}", spec.dataset, spec.method, spec.seed);
+        // The definition's name, not the spec's reference to it: a path would fill the
+        // directory name's 80 characters before the method and seed.
+        let mut name = format!("{}-{}-s{}", config.dataset.name, spec.method, spec.seed);
         for (k, v) in &params {
             name.push_str(&format!("-{}={v}", k.rsplit('.').next().unwrap_or(k)));
         }

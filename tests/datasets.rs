@@ -246,7 +246,29 @@ fn a_csv_dataset_with_header_runs_end_to_end_through_plan() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("dataset.toml-supervised-s0"));
+    // Its cells are named by the definition's name, as the tables name the dataset.
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" topics-supervised-s0"));
+
+    // A second definition under the same name would share those table rows: refused.
+    write(
+        dir.path(),
+        "copy/dataset.toml",
+        &def.replace("\"t.csv\"", "\"../t.csv\""),
+    );
+    let spec = write(
+        dir.path(),
+        "spec.toml",
+        "[experiment]\nname = \"topics\"\n[sweep]\ndataset = [\"dataset.toml\", \"copy/dataset.toml\"]\n",
+    );
+    let out = common::bench(&["plan", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sweep.dataset")
+            && stderr.contains("both define a dataset named `topics`")
+            && stderr.contains("give each its own `name`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -170,6 +170,37 @@ fn parallel_jobs_match_sequential_and_only_selects_cells() {
     );
 }
 
+#[test]
+fn a_cell_recorded_under_an_earlier_name_is_adopted_not_run_again() {
+    let _ = common::minilm_dir();
+    let results = tempfile::tempdir().unwrap();
+    let out = run(results.path(), &["--only", "*-s1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = read(&results.path().join("tiny/summary.csv"));
+    // As an older version would have named it (cells of a path-named dataset were named by
+    // the path); the id, the hash of the configuration, is what identifies the cell.
+    let id = planned_id(results.path(), "sst2-supervised-s1");
+    let cells = results.path().join("tiny/cells");
+    let current = cells.join(format!("sst2-supervised-s1-{id}"));
+    let earlier = cells.join(format!("datasets_sst2_dataset.toml-supervised-s1-{id}"));
+    for jobs in ["1", "2"] {
+        std::fs::rename(&current, &earlier).unwrap();
+        let out = run(results.path(), &["--only", "*-s1", "--jobs", jobs]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("0 cells run, 2 already complete"),
+            "{stderr}"
+        );
+        assert!(current.join("records.json").is_file() && !earlier.exists());
+        assert_eq!(read(&results.path().join("tiny/summary.csv")), table);
+    }
+}
+
 /// The id `plan` gives the cell named `name`.
 fn planned_id(results: &Path, name: &str) -> String {
     let set = format!("run.results_dir=\"{}\"", results.display());

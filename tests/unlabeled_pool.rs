@@ -110,10 +110,9 @@ seed = [5]
     )
 }
 
-/// The cell of definition file `dataset` (cells of path-named datasets are named by the file)
-/// whose name continues with `method`.
+/// The cell of dataset `dataset` (its definition's `name`) whose name continues with `method`.
 fn cell_dir(experiment: &Path, dataset: &str, method: &str) -> PathBuf {
-    let prefix = format!("{dataset}.toml-{method}");
+    let prefix = format!("{dataset}-{method}");
     std::fs::read_dir(experiment.join("cells"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -29,6 +29,37 @@ pub fn cell_dir(plan: &Plan, cell: &Cell) -> PathBuf {
     plan.results_dir().join("cells").join(cell.dir_name())
 }
 
+/// Gives cells recorded under an earlier name their current one. A cell's id is the hash of
+/// its configuration, so a directory under `cells/` ending in `-<id>` holds that cell whatever
+/// name it was run under (before, cells of a dataset named by its definition's path were named
+/// by the path); left alone, the cell would run again under the new name and then count twice.
+/// A directory another process is running is left where it is.
+pub fn adopt_renamed_cells(plan: &Plan) -> Result<()> {
+    let cells = plan.results_dir().join("cells");
+    let Ok(entries) = std::fs::read_dir(&cells) else {
+        return Ok(());
+    };
+    let mut by_id: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((_, id)) = name.rsplit_once('-') {
+            by_id.entry(id.to_string()).or_default().push(entry.path());
+        }
+    }
+    for cell in &plan.cells {
+        let current = cell_dir(plan, cell);
+        if current.exists() {
+            continue;
+        }
+        if let Some([earlier]) = by_id.get(&cell.id).map(Vec::as_slice)
+            && lock::holder(earlier).is_none()
+        {
+            std::fs::rename(earlier, &current).map_err(|e| Error::io(earlier, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Where fetched models live for this plan.
 pub fn models_dir(plan: &Plan) -> PathBuf {
     if plan.run.models_dir.is_empty() {
@@ -429,6 +460,7 @@ pub fn execute(
     device: &dyn Fn() -> Result<(Device, String)>,
     progress: &Progress,
 ) -> Result<RunSummary> {
+    adopt_renamed_cells(plan)?;
     let mut summary = RunSummary::default();
     let mut pending = Vec::new();
     for cell in cells {

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::executor::{absolute, cell_dir, prepare_experiment_dir, shell_quote};
+use super::executor::{
+    absolute, adopt_renamed_cells, cell_dir, prepare_experiment_dir, shell_quote,
+};
 use super::records::{read_cell_records, write_atomic};
 use crate::error::{Error, Result};
 use crate::plan::{Cell, Plan};
@@ -22,6 +24,7 @@ pub struct Emitted {
 /// name) for the cells of `cells` that have no records yet, so emitting again after a partial
 /// run resubmits exactly the missing and failed cells. `sets` are repeated to every task.
 pub fn emit(plan: &Plan, cells: &[Cell], sets: &[String], binary: &Path) -> Result<Emitted> {
+    adopt_renamed_cells(plan)?;
     let exp_dir = absolute(&prepare_experiment_dir(plan, sets)?)?;
     let dir = exp_dir.join("slurm");
     let logs = dir.join("logs");
