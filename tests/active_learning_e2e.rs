@@ -50,7 +50,7 @@ fn llm_oracle_with_reweighting_holds_out_its_gold_sets() {
              [methods.llmaaa]\nbudget = 60.0\ninitial = 20.0\nrounds = 1\ndemo_pool = 20\n\
              meta_set = 30\n{}\n[llm]\nbackend = \"simulated\"\nprompts = \"{}\"\n\
              [llm.simulated]\naccuracy = 0.7\n[run]\nresults_dir = \"{}\"\n\
-             [sweep]\nmethod = [\"llmaaa\"]\nseed = [4]\n",
+             [sweep]\nmethod = [\"llmaaa\"]\nseed = [4]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
             dataset.display(),
             common::tiny_slm_toml(),
             common::root().join("configs/prompts/sst2.toml").display(),
@@ -58,8 +58,22 @@ fn llm_oracle_with_reweighting_holds_out_its_gold_sets() {
         ),
     );
     common::run_spec(&spec);
-    let records = common::only_cell_records(&dir.path().join("results/al_toy"));
-    let rounds = records.as_array().unwrap();
+    // Under either head: the closed form covers the output layer, which reads the dense
+    // layer's tanh under dense_tanh.
+    let cells = dir.path().join("results/al_toy/cells");
+    let mut heads = Vec::new();
+    for cell in std::fs::read_dir(&cells).unwrap() {
+        let cell = cell.unwrap().path();
+        let text = std::fs::read_to_string(cell.join("records.json")).unwrap();
+        let records: serde_json::Value = serde_json::from_str(&text).unwrap();
+        heads.push(records[0]["params"].as_str().unwrap().to_string());
+        check_llmaaa_rounds(records.as_array().unwrap());
+    }
+    heads.sort();
+    assert_eq!(heads, ["slm.head=dense_tanh", "slm.head=linear"]);
+}
+
+fn check_llmaaa_rounds(rounds: &[serde_json::Value]) {
     assert_eq!(rounds.len(), 2);
     let m = |r: usize, k: &str| rounds[r]["metrics"][k].as_f64().unwrap();
     // Gold labels: the demo pool and the meta set only; the LLM labels what AL acquires.

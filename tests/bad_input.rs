@@ -162,18 +162,6 @@ fn sizes_only_the_data_can_judge_are_refused_before_running() {
         &llmaaa,
         &["methods.aa.demo_pool", "take all 30 pool examples"],
     );
-    // Learning-to-reweight's closed form is exact only for a linear head.
-    refused(
-        dir.path(),
-        &data,
-        &format!(
-            "{}\n[slm]\nhead = \"dense_tanh\"",
-            llmaaa
-                .replace("demo_pool = 20", "demo_pool = 5")
-                .replace("meta_set = 20", "meta_set = 5")
-        ),
-        &["methods.aa.reweight", "slm.head = \"linear\""],
-    );
 }
 
 #[test]

@@ -416,10 +416,21 @@ fn reweighted_llmaaa_puts_less_weight_on_wrong_labels() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());
     let spec = spec_with(dir.path(), &dataset, r#""llmaaa_ner""#, "zero_shot", true);
-    let text = std::fs::read_to_string(&spec).unwrap();
+    // Under either head: the closed form covers the output layer, whose input the dense head
+    // makes its dense layer's tanh rather than the token's state.
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "[sweep]\n",
+        "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
+    );
     std::fs::write(&spec, text.replace("epochs = 8\n", "epochs = 40\n")).unwrap();
     common::run_spec(&spec);
-    let rounds = records(dir.path(), "llmaaa_ner");
+    for head in ["linear", "dense_tanh"] {
+        let rounds = records(dir.path(), &format!("llmaaa_ner-s2-head={head}"));
+        check_reweighting(head, &rounds);
+    }
+}
+
+fn check_reweighting(head: &str, rounds: &[serde_json::Value]) {
     for (r, round) in rounds.iter().enumerate() {
         // The demo pool and the meta set are the gold it used.
         assert_eq!(metric(round, "gold_labels_used"), 60.0);
@@ -432,11 +443,11 @@ fn reweighted_llmaaa_puts_less_weight_on_wrong_labels() {
         if r > 0 {
             assert!(
                 on_wrong < wrong - 0.05,
-                "round {r}: weight on wrong labels {on_wrong} vs their share {wrong}"
+                "{head}, round {r}: weight on wrong labels {on_wrong} vs their share {wrong}"
             );
         }
     }
-    assert!(metric(&rounds[2], "test_f1") > 0.6, "{}", rounds[2]);
+    assert!(metric(&rounds[2], "test_f1") > 0.6, "{head}: {}", rounds[2]);
 }
 
 #[test]

@@ -19,7 +19,6 @@ use super::{
     CellContext, Estimate, Method, gold_classes, prompt_chars, refuse_unlabeled_pool,
     require_classification, target_rows,
 };
-use crate::config::Head;
 use crate::data::{Dataset, Example, Task};
 use crate::error::Result;
 use crate::llm::annotator::{ClassifyRequest, one_hot};
@@ -264,19 +263,7 @@ impl ActiveLearning {
 }
 
 impl Method for ActiveLearning {
-    fn check(&self, cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
-        if self.spec.reweight
-            && self.spec.oracle == Oracle::Llm
-            && cell.config.slm.head != Head::Linear
-        {
-            return Err((
-                "reweight".into(),
-                "learning-to-reweight's closed-form meta-gradient treats the encoder's pooled \
-                 state as the output layer's input, which slm.head = \"dense_tanh\" puts a \
-                 dense layer between: set slm.head = \"linear\", or reweight = false"
-                    .into(),
-            ));
-        }
+    fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
         let what = match self.spec.oracle {
             Oracle::Gold => "active learning's gold oracle",
             Oracle::Llm => "LLMaAA (for its gold demo pool and pool metrics)",

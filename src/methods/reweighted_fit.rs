@@ -1,9 +1,10 @@
 //! SLM training with learning-to-reweight (Ren et al. 2018) against a gold meta set, as LLMaAA
 //! trains on LLM labels: every batch, each example's weight is the clamped, normalised
-//! meta-gradient of its loss, computed exactly for the classification head (closed form, see
-//! `select::reweight`). The encoder's parameters are left out of the meta-gradient: it weighs
-//! examples by how their head gradients align with the meta set's. A tagger's sentences are
-//! weighed the same way, their head gradient the mean of their labelled words'.
+//! meta-gradient of its loss, computed exactly for the classifier's output layer (closed form,
+//! see `select::reweight`). The encoder's parameters, and `dense_tanh`'s dense layer, are left
+//! out of the meta-gradient: it weighs examples by how their output-layer gradients align with
+//! the meta set's. A tagger's sentences are weighed the same way, their gradient the mean of
+//! their labelled words'.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
@@ -36,11 +37,11 @@ fn rows_of(t: Tensor<2>) -> Result<Vec<Vec<f64>>> {
 }
 
 fn head_examples(
-    pooled: Tensor<2>,
+    read: Tensor<2>,
     logits: Tensor<2>,
     targets: Tensor<2>,
 ) -> Result<Vec<HeadExample>> {
-    let features = rows_of(pooled.detach())?;
+    let features = rows_of(read.detach())?;
     let errors = rows_of(softmax(logits.detach(), 1) - targets)?;
     Ok(features
         .into_iter()
@@ -130,11 +131,11 @@ pub fn fit_reweighted(
     let num_labels = slm.num_labels();
     let report = slm.train_epochs(encoded, usable, "reweighted", progress, |step| {
         let target = step.rows_tensor(targets);
-        let (pooled, logits) = step.model.forward(&step.batch);
+        let (read, logits) = step.model.output_inputs_logits(&step.batch);
         let meta_rows: Vec<usize> =
             sample(rng, meta_encoded.len(), batch_size.min(meta_encoded.len())).into_vec();
         let meta_batch = step.batch_of(meta_encoded, &meta_rows);
-        let (meta_pooled, meta_logits) = step.model.forward(&meta_batch);
+        let (meta_read, meta_logits) = step.model.output_inputs_logits(&meta_batch);
         let flat: Vec<f32> = meta_rows
             .iter()
             .flat_map(|&r| meta_targets[r].iter().copied())
@@ -143,8 +144,8 @@ pub fn fit_reweighted(
             TensorData::new(flat, [meta_rows.len(), num_labels]),
             step.device(),
         );
-        let train = head_examples(pooled, logits.clone(), target.clone())?;
-        let meta = head_examples(meta_pooled, meta_logits, meta_target)?;
+        let train = head_examples(read, logits.clone(), target.clone())?;
+        let meta = head_examples(meta_read, meta_logits, meta_target)?;
         // The virtual step's learning rate only scales the meta-gradient; normalised
         // weights do not depend on it.
         let weights: Vec<f32> = example_weights(&train, &meta, 1.0)
@@ -158,10 +159,10 @@ pub fn fit_reweighted(
     Ok((report, stats))
 }
 
-/// Per batch row, the head's view of its labelled words: their last hidden states and
-/// `softmax - one-hot` errors (`positions` index the flattened `[rows, seq]` tokens).
+/// Per batch row, the output layer's view of its labelled words: what it reads at them and
+/// their `softmax - one-hot` errors (`positions` index the flattened `[rows, seq]` tokens).
 fn tagged_examples(
-    states: Tensor<3>,
+    read: Tensor<3>,
     logits: Tensor<3>,
     positions: &[i64],
     tags: &[usize],
@@ -173,7 +174,7 @@ fn tagged_examples(
         return Ok(out);
     }
     let seq = logits.dims()[1];
-    let features = rows_of(gather(states.detach(), positions, step))?;
+    let features = rows_of(gather(read.detach(), positions, step))?;
     let probs = rows_of(softmax(gather(logits.detach(), positions, step), 1))?;
     for ((&pos, &tag), (features, mut error)) in positions
         .iter()
@@ -213,7 +214,7 @@ pub fn fit_tags_reweighted(
     let meta_ids = ids_of(meta_words);
     let mut stats = WeightStats::default();
     let report = slm.train_epochs(&ids_of(words), &usable, "reweighted", progress, |step| {
-        let (states, logits) = step.model.token_states_logits(&step.batch);
+        let (read, logits) = step.model.token_output_inputs_logits(&step.batch);
         let seq = logits.dims()[1];
         let (positions, tags) = labelled_positions(words, labels, step.rows, seq, |_| true);
         if positions.is_empty() {
@@ -222,14 +223,14 @@ pub fn fit_tags_reweighted(
         }
         let meta_rows: Vec<usize> =
             sample(rng, meta_ids.len(), batch_size.min(meta_ids.len())).into_vec();
-        let (meta_states, meta_logits) = step
+        let (meta_read, meta_logits) = step
             .model
-            .token_states_logits(&step.batch_of(&meta_ids, &meta_rows));
+            .token_output_inputs_logits(&step.batch_of(&meta_ids, &meta_rows));
         let meta_seq = meta_logits.dims()[1];
         let (meta_positions, meta_truth) =
             labelled_positions(meta_words, meta_tags, &meta_rows, meta_seq, |_| true);
         let train = tagged_examples(
-            states,
+            read,
             logits.clone(),
             &positions,
             &tags,
@@ -237,7 +238,7 @@ pub fn fit_tags_reweighted(
             step,
         )?;
         let meta = tagged_examples(
-            meta_states,
+            meta_read,
             meta_logits,
             &meta_positions,
             &meta_truth,

@@ -10,7 +10,8 @@
 /// output against its (one-hot or soft) target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadExample {
-    /// Features entering the head (the pooled sentence vector).
+    /// Features entering the output layer (the pooled sentence vector under the linear head,
+    /// the dense layer's tanh of it under `dense_tanh`).
     pub features: Vec<f64>,
     /// `softmax(W x + b) - y`.
     pub error: Vec<f64>,

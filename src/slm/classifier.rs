@@ -88,10 +88,19 @@ impl ClassifierModel {
     /// Logits from what the head reads, on the last axis: [batch, labels] from pooled vectors,
     /// [batch, seq, labels] from every token's state.
     pub fn head<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let read = match &self.dense {
+        self.output(self.output_input(x))
+    }
+
+    /// What the output layer reads, before its dropout: `x` itself under the linear head, the
+    /// dense layer's tanh under the dense one.
+    fn output_input<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.dense {
             Some(dense) => tanh(dense.forward(fused::dropout(x, &self.dropout))),
             None => x,
-        };
+        }
+    }
+
+    fn output<const D: usize>(&self, read: Tensor<D>) -> Tensor<D> {
         self.head.forward(fused::dropout(read, &self.dropout))
     }
 
@@ -102,19 +111,29 @@ impl ClassifierModel {
         (pooled, logits)
     }
 
+    /// What the output layer reads for each row [batch, hidden], and the logits: the features
+    /// of learning-to-reweight's closed form, which covers the output layer.
+    pub fn output_inputs_logits(&self, batch: &DeviceBatch) -> (Tensor<2>, Tensor<2>) {
+        let pooled = pool(self.hidden_states(batch), batch.pad.clone(), self.mean_pool);
+        let read = self.output_input(pooled);
+        let logits = self.output(read.clone());
+        (read, logits)
+    }
+
     /// Token classification: pooled vectors [batch, hidden] and the head applied to every
     /// token's last hidden state, [batch, seq, labels].
     pub fn token_logits(&self, batch: &DeviceBatch) -> (Tensor<2>, Tensor<3>) {
-        let (states, logits) = self.token_states_logits(batch);
+        let states = self.hidden_states(batch);
+        let logits = self.head(states.clone());
         (pool(states, batch.pad.clone(), self.mean_pool), logits)
     }
 
-    /// Token classification with what the head reads: last hidden states [batch, seq, hidden]
-    /// and the head on every token, [batch, seq, labels].
-    pub fn token_states_logits(&self, batch: &DeviceBatch) -> (Tensor<3>, Tensor<3>) {
-        let states = self.hidden_states(batch);
-        let logits = self.head(states.clone());
-        (states, logits)
+    /// Token classification with what the output layer reads at every token
+    /// [batch, seq, hidden], and the logits [batch, seq, labels].
+    pub fn token_output_inputs_logits(&self, batch: &DeviceBatch) -> (Tensor<3>, Tensor<3>) {
+        let read = self.output_input(self.hidden_states(batch));
+        let logits = self.output(read.clone());
+        (read, logits)
     }
 
     /// Last hidden states [batch, seq, hidden].
@@ -227,5 +246,44 @@ mod tests {
             &logits(&tanh_head, &[mixed]),
             &mix_logits(&tanh_head)
         ));
+    }
+
+    #[test]
+    fn the_output_layer_reads_the_pooled_vector_or_the_dense_layers_tanh() {
+        let rows = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+        let close = |got: &[f32], want: &[f32]| {
+            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5)
+        };
+        let batch = Batch {
+            ids: vec![1, 4, 2, 3, 5, 0],
+            lengths: vec![3, 2],
+            seq: 3,
+        };
+        for head in [Head::Linear, Head::DenseTanh] {
+            let m = model(head);
+            let device = m.batch_to_device(&batch, &Device::flex());
+            let (pooled, logits) = m.forward(&device);
+            let (read, same) = m.output_inputs_logits(&device);
+            let (pooled, read) = (rows(pooled), rows(read));
+            assert!(close(&rows(same), &rows(logits.clone())), "{head:?}");
+            // Learning-to-reweight's features: the output layer's input, from which its
+            // weights alone give the logits.
+            let out = |h: &[f32]| [h[0] + 2.0 * h[1] + 0.1, -h[0] + 0.5 * h[1] - 0.2];
+            let want: Vec<f32> = read.chunks(2).flat_map(out).collect();
+            assert!(close(&rows(logits), &want), "{head:?}");
+            let expected: Vec<f32> = match head {
+                Head::Linear => pooled.clone(),
+                Head::DenseTanh => pooled
+                    .chunks(2)
+                    .flat_map(|x| {
+                        [
+                            (0.5 * x[0] + 1.5 * x[1]).tanh(),
+                            (-x[0] + 2.0 * x[1] + 0.3).tanh(),
+                        ]
+                    })
+                    .collect(),
+            };
+            assert!(close(&read, &expected), "{head:?}: {read:?}");
+        }
     }
 }
