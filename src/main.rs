@@ -13,8 +13,8 @@ use freeal_bench::plan::{Plan, plan, select};
 use freeal_bench::progress::Progress;
 use freeal_bench::report::{self, tables};
 use freeal_bench::run::executor::{
-    CellClaim, CellRun, EXIT_BUSY, EXIT_COMPLETE, ExecOptions, cell_dir, claim_cell, execute,
-    load_dataset, models_dir, preflight, restart_cell_log, run_claimed,
+    CellClaim, CellRun, EXIT_BUSY, EXIT_COMPLETE, ExecOptions, cell_dir, claim_cell,
+    earlier_cell_dirs, execute, load_dataset, models_dir, preflight, restart_cell_log, run_claimed,
 };
 use freeal_bench::run::records::{CHECKPOINT_JSON, EPOCH_CHECKPOINT_JSON, read_cell_records};
 use freeal_bench::run::{lock, slurm};
@@ -175,6 +175,7 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
     let (mut calls, mut tokens, mut steps, mut dollars) = (0, 0, 0, 0.0);
     // A server model with no [prices] entry costs an unknown amount, not nothing.
     let mut unpriced = std::collections::BTreeSet::new();
+    let earlier = earlier_cell_dirs(&plan);
     for cell in &cells {
         let dataset = load_dataset(cell)?;
         let estimate = build(&cell.config.method).estimate(cell, &dataset);
@@ -190,7 +191,11 @@ fn cmd_plan(spec: &Path, show_prompt: bool, opts: &SpecOpts) -> anyhow::Result<(
                 unpriced.insert(llm.spec.model.clone());
             }
         }
-        let dir = cell_dir(&plan, cell);
+        // A cell recorded under an earlier name is what the next run adopts.
+        let dir = earlier
+            .get(&cell.id)
+            .cloned()
+            .unwrap_or_else(|| cell_dir(&plan, cell));
         let status = if read_cell_records(&dir, &cell.id).is_some() {
             "complete"
         } else if lock::holder(&dir).is_some() {

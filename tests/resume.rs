@@ -189,6 +189,12 @@ fn a_cell_recorded_under_an_earlier_name_is_adopted_not_run_again() {
     let earlier = cells.join(format!("datasets_sst2_dataset.toml-supervised-s1-{id}"));
     for jobs in ["1", "2"] {
         std::fs::rename(&current, &earlier).unwrap();
+        // `plan` counts it complete already: it is what the next run adopts.
+        let set = format!("run.results_dir=\"{}\"", results.path().display());
+        let listing = bench(&["plan", SPEC, "--set", &set]);
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        let line = listing.lines().find(|l| l.starts_with(&id)).unwrap();
+        assert!(line.ends_with(" complete"), "{line}");
         let out = run(results.path(), &["--only", "*-s1", "--jobs", jobs]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");

@@ -29,15 +29,15 @@ pub fn cell_dir(plan: &Plan, cell: &Cell) -> PathBuf {
     plan.results_dir().join("cells").join(cell.dir_name())
 }
 
-/// Gives cells recorded under an earlier name their current one. A cell's id is the hash of
-/// its configuration, so a directory under `cells/` ending in `-<id>` holds that cell whatever
-/// name it was run under (before, cells of a dataset named by its definition's path were named
-/// by the path); left alone, the cell would run again under the new name and then count twice.
-/// A directory another process is running is left where it is.
-pub fn adopt_renamed_cells(plan: &Plan) -> Result<()> {
+/// Directories of the plan's cells recorded under an earlier name, by cell id. A cell's id is
+/// the hash of its configuration, so a directory under `cells/` ending in `-<id>` holds that
+/// cell whatever name it was run under (before, cells of a dataset named by its definition's
+/// path were named by the path). Only cells without a directory under their current name, and
+/// with exactly one such directory, are listed.
+pub fn earlier_cell_dirs(plan: &Plan) -> HashMap<String, PathBuf> {
     let cells = plan.results_dir().join("cells");
     let Ok(entries) = std::fs::read_dir(&cells) else {
-        return Ok(());
+        return HashMap::new();
     };
     let mut by_id: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for entry in entries.flatten() {
@@ -46,15 +46,26 @@ pub fn adopt_renamed_cells(plan: &Plan) -> Result<()> {
             by_id.entry(id.to_string()).or_default().push(entry.path());
         }
     }
+    plan.cells
+        .iter()
+        .filter(|cell| !cell_dir(plan, cell).exists())
+        .filter_map(|cell| match by_id.remove(&cell.id)?.as_slice() {
+            [earlier] => Some((cell.id.clone(), earlier.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gives cells recorded under an earlier name ([`earlier_cell_dirs`]) their current one; left
+/// alone, such a cell would run again under the new name and then count twice. A directory
+/// another process is running is left where it is.
+pub fn adopt_renamed_cells(plan: &Plan) -> Result<()> {
+    let earlier = earlier_cell_dirs(plan);
     for cell in &plan.cells {
-        let current = cell_dir(plan, cell);
-        if current.exists() {
-            continue;
-        }
-        if let Some([earlier]) = by_id.get(&cell.id).map(Vec::as_slice)
-            && lock::holder(earlier).is_none()
+        if let Some(dir) = earlier.get(&cell.id)
+            && lock::holder(dir).is_none()
         {
-            std::fs::rename(earlier, &current).map_err(|e| Error::io(earlier, e))?;
+            std::fs::rename(dir, cell_dir(plan, cell)).map_err(|e| Error::io(dir, e))?;
         }
     }
     Ok(())
