@@ -159,6 +159,15 @@ fn records(dir: &Path, cell: &str) -> Vec<serde_json::Value> {
         .clone()
 }
 
+/// Rewrites the spec at `path` to sweep `slm.head` over both heads, after `edit`.
+fn sweep_both_heads(path: &Path, edit: impl Fn(String) -> String) {
+    let text = edit(std::fs::read_to_string(path).unwrap()).replace(
+        "[sweep]\n",
+        "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
+    );
+    std::fs::write(path, text).unwrap();
+}
+
 fn metric(round: &serde_json::Value, key: &str) -> f64 {
     round["metrics"][key]
         .as_f64()
@@ -260,11 +269,7 @@ fn the_dense_tanh_head_tags_every_token_and_learns_the_entities() {
         r#""freeal_ner", "supervised""#,
         "zero_shot",
     );
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "[sweep]\n",
-        "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
-    );
-    std::fs::write(&path, text).unwrap();
+    sweep_both_heads(&path, |text| text);
     common::run_spec(&path);
 
     let sup = &records(dir.path(), "supervised-s2-head=dense_tanh")[0];
@@ -418,11 +423,7 @@ fn reweighted_llmaaa_puts_less_weight_on_wrong_labels() {
     let spec = spec_with(dir.path(), &dataset, r#""llmaaa_ner""#, "zero_shot", true);
     // Under either head: the closed form covers the output layer, whose input the dense head
     // makes its dense layer's tanh rather than the token's state.
-    let text = std::fs::read_to_string(&spec).unwrap().replace(
-        "[sweep]\n",
-        "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
-    );
-    std::fs::write(&spec, text.replace("epochs = 8\n", "epochs = 40\n")).unwrap();
+    sweep_both_heads(&spec, |text| text.replace("epochs = 8\n", "epochs = 40\n"));
     common::run_spec(&spec);
     for head in ["linear", "dense_tanh"] {
         let rounds = records(dir.path(), &format!("llmaaa_ner-s2-head={head}"));

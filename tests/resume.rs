@@ -269,17 +269,20 @@ fn a_cell_another_process_holds_is_left_to_it() {
     );
     // A `--jobs` child that loses the race to the holder says so by its status alone: its
     // output would land in the holder's log, which it must leave as it is.
+    let jobs_child = || {
+        bench(&[
+            "run-cell",
+            SPEC,
+            "--cell",
+            &id,
+            "--jobs-child",
+            "--set",
+            &set,
+        ])
+    };
     let holders_log = "the holder's progress\n";
     std::fs::write(dir.join("log.txt"), holders_log).unwrap();
-    let out = bench(&[
-        "run-cell",
-        SPEC,
-        "--cell",
-        &id,
-        "--jobs-child",
-        "--set",
-        &set,
-    ]);
+    let out = jobs_child();
     assert_eq!(out.status.code(), Some(75));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(read(&dir.join("log.txt")), holders_log);
@@ -303,15 +306,7 @@ fn a_cell_another_process_holds_is_left_to_it() {
     assert!(stderr.contains("already complete"), "{stderr}");
     // A child that finds the cell complete exits 76, which its parent counts as skipped
     // rather than run, and leaves the log of the run that completed it.
-    let out = bench(&[
-        "run-cell",
-        SPEC,
-        "--cell",
-        &id,
-        "--jobs-child",
-        "--set",
-        &set,
-    ]);
+    let out = jobs_child();
     assert_eq!(out.status.code(), Some(76));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert_eq!(read(&dir.join("log.txt")), log);
