@@ -247,6 +247,8 @@ pub fn restart_cell_log(plan: &Plan, cell: &Cell) -> Result<()> {
     let path = cell_dir(plan, cell).join(LOG_TXT);
     std::fs::OpenOptions::new()
         .write(true)
+        .create(true)
+        .truncate(false)
         .open(&path)
         .and_then(|file| file.set_len(0))
         .map_err(|e| Error::io(&path, e))
