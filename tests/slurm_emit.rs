@@ -64,8 +64,19 @@ fn emitted_array_has_one_task_per_pending_cell() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // Moved to a name an older version might have given it (the id is what identifies a
+    // cell): emitting adopts it under its current name rather than submit it again.
+    let cells = exp.join("cells");
+    let current = std::fs::read_dir(&cells)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("records.json").is_file())
+        .unwrap();
+    let earlier = cells.join(format!("toy.toml-supervised-s1-{first_id}"));
+    std::fs::rename(&current, &earlier).unwrap();
     let again = common::bench(&["plan", spec_arg, "--emit", "slurm", "--set", "slm.epochs=2"]);
     assert!(String::from_utf8_lossy(&again.stdout).starts_with("2 array tasks"));
     let script = std::fs::read_to_string(exp.join("slurm/submit.sh")).unwrap();
     assert!(script.contains("#SBATCH --array=0-1") && !script.contains(first_id));
+    assert!(current.join("records.json").is_file() && !earlier.exists());
 }
