@@ -63,9 +63,7 @@ fn llm_oracle_with_reweighting_holds_out_its_gold_sets() {
     let cells = dir.path().join("results/al_toy/cells");
     let mut heads = Vec::new();
     for cell in std::fs::read_dir(&cells).unwrap() {
-        let cell = cell.unwrap().path();
-        let text = std::fs::read_to_string(cell.join("records.json")).unwrap();
-        let records: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let records = common::cell_records(&cell.unwrap().path());
         heads.push(records[0]["params"].as_str().unwrap().to_string());
         check_llmaaa_rounds(records.as_array().unwrap());
     }

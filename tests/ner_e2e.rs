@@ -151,9 +151,7 @@ fn cell_dir(dir: &Path, cell: &str) -> PathBuf {
 }
 
 fn records(dir: &Path, cell: &str) -> Vec<serde_json::Value> {
-    let found = cell_dir(dir, cell);
-    serde_json::from_slice::<serde_json::Value>(&std::fs::read(found.join("records.json")).unwrap())
-        .unwrap()
+    common::cell_records(&cell_dir(dir, cell))
         .as_array()
         .unwrap()
         .clone()

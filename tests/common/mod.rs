@@ -157,10 +157,14 @@ pub fn only_cell(experiment_dir: &Path) -> PathBuf {
         .path()
 }
 
+/// The records (one per round) of the cell whose directory is `cell`.
+pub fn cell_records(cell: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(cell.join("records.json")).unwrap()).unwrap()
+}
+
 /// The records (one per round) of the only cell under an experiment's results directory.
 pub fn only_cell_records(experiment_dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(only_cell(experiment_dir).join("records.json")).unwrap())
-        .unwrap()
+    cell_records(&only_cell(experiment_dir))
 }
 
 /// Every file under `dir`, recursively, sorted.
