@@ -85,8 +85,9 @@ fn llm_oracle_with_reweighting_holds_out_its_gold_sets_and_beats_noise() {
     // Under the default head, on every seed the weights favour right labels, and the mean
     // over seeds beats the unweighted loop (0.945 / 0.825 / 0.97 against 0.9 / 0.775 / 0.92
     // at the time of writing). The dense-tanh head is checked for its invariants only: on seed 2
-    // this toy loop collapses onto one class (51.5%), its weights putting 42% on the 34% of
-    // labels that are wrong.
+    // its reweighted loop stalls at one class (51.5%), its weights putting 42% on the 34% of
+    // labels that are wrong. The stall is the reweighting's, not the head's: at lr 1e-3 the
+    // linear head's reweighted loop stalls on seed 2 too, where the unweighted one learns.
     for (params, seed, m) in &cells {
         if params == "methods.llmaaa.reweight=true,slm.head=linear" {
             let on_wrong = m["reweight_weight_on_wrong"].as_f64().unwrap();
