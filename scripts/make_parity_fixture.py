@@ -1,9 +1,12 @@
-"""Writes tests/fixtures/minilm_parity.json: token ids and last hidden states of
-all-MiniLM-L6-v2 for a few sentences, computed with the reference implementation
-(PyTorch + Hugging Face transformers). The Rust parity test compares against it.
+"""Writes tests/fixtures/<OUT>: token ids and last hidden states of a fetched model for a few
+sentences, computed with the reference implementation (PyTorch + Hugging Face transformers).
+The Rust parity tests compare against it.
 
     python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install torch transformers
-    /tmp/refvenv/bin/python scripts/make_parity_fixture.py [MODEL_DIR]
+    /tmp/refvenv/bin/python scripts/make_parity_fixture.py [MODEL_DIR [OUT]]
+
+Defaults: all-MiniLM-L6-v2 into minilm_parity.json. For MPNet:
+    scripts/make_parity_fixture.py ~/.cache/freeal-bench/models/all-mpnet-base-v2 mpnet_parity.json
 """
 import json
 import os
@@ -14,11 +17,21 @@ from transformers import AutoModel, AutoTokenizer
 
 MODEL_DIR = sys.argv[1] if len(sys.argv) > 1 else os.path.expanduser(
     "~/.cache/freeal-bench/models/all-MiniLM-L6-v2")
+OUT = sys.argv[2] if len(sys.argv) > 2 else "minilm_parity.json"
 SENTENCES = [
     "a gripping, beautifully acted film.",
     "The plot is thin; the jokes fall flat.",
     "it 's a charming and often affecting journey .",
 ]
+# Over 70 tokens, so that MPNet's relative-position bias reaches its log-spaced buckets.
+LONG = ("the film opens with a long, quiet shot of an empty harbour at dawn , and for the next "
+        "two hours it never quite decides whether it wants to be a thriller , a romance or a "
+        "meditation on grief ; the actors do what they can with lines that sound as if they were "
+        "translated twice , but by the time the storm finally arrives nobody in the audience "
+        "cares who survives it .")
+if OUT != "minilm_parity.json":
+    # minilm_parity.json predates the long sentence and is kept as it was made.
+    SENTENCES.append(LONG)
 
 torch.manual_seed(0)
 tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
@@ -38,11 +51,11 @@ for i, text in enumerate(SENTENCES):
         "mean_pooled": [round(v, 6) for v in mean.tolist()],
     })
 out = {
-    "model": "all-MiniLM-L6-v2",
+    "model": os.path.basename(os.path.normpath(MODEL_DIR)),
     "reference": f"torch {torch.__version__}, transformers {__import__('transformers').__version__}",
     "rows": rows,
 }
-path = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "minilm_parity.json")
+path = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", OUT)
 with open(path, "w") as f:
     json.dump(out, f, separators=(",", ":"))
 print(f"wrote {path}: {sum(len(r['ids']) for r in rows)} token states")

@@ -1,5 +1,6 @@
-//! The burn encoder against PyTorch + transformers on the same weights
-//! (fixture from scripts/make_parity_fixture.py).
+//! The burn encoder against PyTorch + transformers on the same weights: all-MiniLM-L6-v2 (the
+//! default SLM) and all-mpnet-base-v2 (the base-size one), fixtures from
+//! scripts/make_parity_fixture.py.
 
 mod common;
 
@@ -22,16 +23,21 @@ struct Fixture {
     rows: Vec<Row>,
 }
 
-fn fixture() -> Fixture {
-    let path = common::root().join("tests/fixtures/minilm_parity.json");
+fn fixture(file: &str) -> Fixture {
+    let path = common::root().join("tests/fixtures").join(file);
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn check_on(device: Device) {
-    let dir = common::minilm_dir();
+    check_model_on(device, "all-MiniLM-L6-v2", "minilm_parity.json", 0);
+}
+
+/// Compares the fetched `model` (padding with `pad_id`) with the fixture `file`.
+fn check_model_on(device: Device, model: &str, file: &str, pad_id: u32) {
+    let dir = common::fetched_encoder_dir(model);
     let model = common::pretrained_classifier(&dir, &device);
-    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 128, 0).unwrap();
-    let fixture = fixture();
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), 128, pad_id).unwrap();
+    let fixture = fixture(file);
     let texts: Vec<&str> = fixture.rows.iter().map(|r| r.text.as_str()).collect();
     let encoded = tokenizer.encode(&texts).unwrap();
     for (e, row) in encoded.iter().zip(&fixture.rows) {
@@ -83,6 +89,13 @@ fn worst_difference(
 #[test]
 fn hidden_states_match_pytorch_on_cpu() {
     check_on(Device::flex());
+}
+
+// The CPU only: the tiny random MPNet of tests/encoder_mpnet.rs covers wgpu, and this
+// 110M-parameter model on software Vulkan would cost CI minutes.
+#[test]
+fn mpnet_hidden_states_match_pytorch_on_cpu() {
+    check_model_on(Device::flex(), "all-mpnet-base-v2", "mpnet_parity.json", 1);
 }
 
 // CI runs this on lavapipe (software Vulkan); on a GPU it checks the driver's shader compiler too.

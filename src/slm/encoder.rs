@@ -1,12 +1,12 @@
-//! BERT-family encoder (BERT, RoBERTa, MiniLM) on burn, laid out like Hugging Face's so that
-//! dropout sits exactly where the original puts it.
+//! BERT-family encoder (BERT, RoBERTa, MiniLM, MPNet) on burn, laid out like Hugging Face's so
+//! that dropout sits exactly where the original puts it.
 
 use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::fused;
@@ -14,7 +14,7 @@ use super::fused;
 /// The fields of a Hugging Face `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct EncoderConfig {
-    /// `bert` or `roberta` (`xlm-roberta` and `camembert` are RoBERTa-shaped).
+    /// `bert`, `roberta` (`xlm-roberta` and `camembert` are RoBERTa-shaped) or `mpnet`.
     pub model_type: String,
     /// Vocabulary size.
     pub vocab_size: usize,
@@ -46,6 +46,9 @@ pub struct EncoderConfig {
     /// Padding token id (RoBERTa offsets positions by it).
     #[serde(default)]
     pub pad_token_id: usize,
+    /// Buckets of MPNet's relative-position attention bias (unused by BERT and RoBERTa).
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
 }
 
 fn default_act() -> String {
@@ -60,26 +63,46 @@ fn default_type_vocab() -> usize {
 fn default_eps() -> f64 {
     1e-12
 }
+/// transformers' `MPNetConfig` default.
+fn default_buckets() -> usize {
+    32
+}
 
 impl EncoderConfig {
-    /// Whether positions are offset by `pad_token_id + 1` (RoBERTa family).
+    /// Whether positions are offset by `pad_token_id + 1` (RoBERTa family and MPNet).
     pub fn roberta_positions(&self) -> bool {
         matches!(
             self.model_type.as_str(),
-            "roberta" | "xlm-roberta" | "camembert"
+            "roberta" | "xlm-roberta" | "camembert" | "mpnet"
         )
+    }
+
+    /// Whether attention scores get MPNet's learned relative-position bias; MPNet also has no
+    /// token-type embeddings.
+    pub fn relative_attention(&self) -> bool {
+        self.model_type == "mpnet"
     }
 
     /// Checks the architecture is one this encoder implements.
     pub fn check(&self) -> Result<(), String> {
         if !matches!(
             self.model_type.as_str(),
-            "bert" | "roberta" | "xlm-roberta" | "camembert"
+            "bert" | "roberta" | "xlm-roberta" | "camembert" | "mpnet"
         ) {
             return Err(format!(
                 "model_type `{}` is not supported (supported: bert, roberta, xlm-roberta, \
-                 camembert; MPNet needs relative position bias, not implemented)",
+                 camembert, mpnet)",
                 self.model_type
+            ));
+        }
+        // transformers buckets offsets into 32 whatever the config says (its
+        // compute_position_bias never passes the config's count on), so another count would
+        // leave it unclear which model the checkpoint's numbers come from.
+        if self.relative_attention() && self.relative_attention_num_buckets != 32 {
+            return Err(format!(
+                "relative_attention_num_buckets must be 32 for mpnet (as transformers computes \
+                 it), not {}",
+                self.relative_attention_num_buckets
             ));
         }
         if self.hidden_act != "gelu" {
@@ -97,12 +120,12 @@ impl EncoderConfig {
     }
 }
 
-/// Word + position + token-type embeddings, layer norm, dropout.
+/// Word + position (+ token-type, absent in MPNet) embeddings, layer norm, dropout.
 #[derive(Module, Debug)]
 pub struct Embeddings {
     word: Embedding,
     position: Embedding,
-    token_type: Embedding,
+    token_type: Option<Embedding>,
     norm: LayerNorm,
     dropout: Dropout,
     /// The layer norms' epsilon (burn's `LayerNorm` keeps its own private).
@@ -157,8 +180,9 @@ impl Layer {
         }
     }
 
-    /// `x`: [batch, seq, hidden]; `pad`: [batch, seq], true at padding.
-    fn forward(&self, x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
+    /// `x`: [batch, seq, hidden]; `pad`: [batch, seq], true at padding; `bias`: MPNet's
+    /// position bias [batch, heads, seq, seq], added to the scaled scores.
+    fn forward(&self, x: Tensor<3>, pad: Tensor<2, Bool>, bias: Option<Tensor<4>>) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.heads;
         let split = |t: Tensor<3>| {
@@ -168,7 +192,12 @@ impl Layer {
         let q = split(fused::linear(x.clone(), &self.query));
         let k = split(fused::linear(x.clone(), &self.key));
         let v = split(fused::linear(x.clone(), &self.value));
-        let scores = fused::matmul(q, k.swap_dims(2, 3));
+        let mut scores = fused::matmul(q, k.swap_dims(2, 3));
+        if let Some(bias) = bias {
+            // attention_probs scales by 1/sqrt(head_dim) as it masks; scaling the bias up by
+            // the same factor adds it after the scaling, as transformers does.
+            scores = scores + bias * (head_dim as f64).sqrt();
+        }
         let probs = fused::dropout(
             fused::attention_probs(scores, pad, head_dim),
             &self.attn_dropout,
@@ -200,6 +229,8 @@ pub struct Dropouts {
 pub struct Encoder {
     embeddings: Embeddings,
     layers: Vec<Layer>,
+    /// MPNet's relative-position bias: one value per bucket and head, shared by the layers.
+    relative_attention_bias: Option<Embedding>,
     roberta_positions: bool,
     pad_token_id: usize,
 }
@@ -215,7 +246,8 @@ impl Encoder {
             embeddings: Embeddings {
                 word: embedding(config.vocab_size),
                 position: embedding(config.max_position_embeddings),
-                token_type: embedding(config.type_vocab_size.max(1)),
+                token_type: (!config.relative_attention())
+                    .then(|| embedding(config.type_vocab_size.max(1))),
                 norm: LayerNormConfig::new(config.hidden_size)
                     .with_epsilon(config.layer_norm_eps)
                     .init(device),
@@ -225,6 +257,13 @@ impl Encoder {
             layers: (0..config.num_hidden_layers)
                 .map(|_| Layer::new(config, hidden_dropout, attn_dropout, device))
                 .collect(),
+            relative_attention_bias: config.relative_attention().then(|| {
+                EmbeddingConfig::new(
+                    config.relative_attention_num_buckets,
+                    config.num_attention_heads,
+                )
+                .init(device)
+            }),
             roberta_positions: config.roberta_positions(),
             pad_token_id: config.pad_token_id,
         }
@@ -251,18 +290,68 @@ impl Encoder {
     /// Embedding-layer output: [batch, seq, hidden] (the point where mixup interpolates).
     pub fn embed_tokens(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
         let e = &self.embeddings;
-        let types = ids.zeros_like();
-        let x = e.word.forward(ids) + e.position.forward(positions) + e.token_type.forward(types);
+        let types = e.token_type.as_ref().map(|t| t.forward(ids.zeros_like()));
+        let mut x = e.word.forward(ids) + e.position.forward(positions);
+        if let Some(types) = types {
+            x = x + types;
+        }
         fused::dropout(fused::layer_norm(x, &e.norm, e.eps), &e.dropout)
     }
 
     /// Runs the layers over embedded tokens.
     pub fn encode(&self, mut x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
+        let bias = self.position_bias(&x);
         for layer in &self.layers {
-            x = layer.forward(x, pad.clone());
+            x = layer.forward(x, pad.clone(), bias.clone());
         }
         x
     }
+
+    /// MPNet's attention bias [batch, heads, seq, seq] for `x` [batch, seq, hidden]: the
+    /// learned value of each (query, key) offset's bucket. Offsets count padding positions,
+    /// as transformers' `compute_position_bias` does; padded keys are masked anyway.
+    fn position_bias(&self, x: &Tensor<3>) -> Option<Tensor<4>> {
+        let table = self.relative_attention_bias.as_ref()?;
+        let [batch, seq, _] = x.dims();
+        let [buckets, heads] = table.weight.dims();
+        let ids: Vec<i64> = (0..seq)
+            .flat_map(|query| {
+                (0..seq).map(move |key| {
+                    relative_position_bucket(key as i64 - query as i64, buckets, MAX_DISTANCE)
+                        as i64
+                })
+            })
+            .collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [seq, seq]), &x.device());
+        Some(
+            table
+                .forward(ids)
+                .permute([2, 0, 1])
+                .reshape([1, heads, seq, seq])
+                .expand([batch, heads, seq, seq]),
+        )
+    }
+}
+
+/// The offset at which MPNet's buckets stop growing (transformers' `max_distance`).
+const MAX_DISTANCE: usize = 128;
+
+/// The bucket of a key's offset from its query (`key - query`), as transformers'
+/// `MPNetEncoder.relative_position_bucket` computes it: keys after the query take the upper
+/// half of the buckets; within a half, offsets below a quarter of the buckets have one bucket
+/// each and larger ones share log-spaced buckets up to `max_distance`. The logarithm is taken
+/// in f32, as torch does, so that offsets on a bucket boundary fall the same way.
+pub fn relative_position_bucket(offset: i64, buckets: usize, max_distance: usize) -> usize {
+    let half = buckets / 2;
+    let base = if offset > 0 { half } else { 0 };
+    let n = offset.unsigned_abs() as usize;
+    let exact = half / 2;
+    if n < exact {
+        return base + n;
+    }
+    let ratio = (n as f32 / exact as f32).ln() / ((max_distance as f64 / exact as f64).ln() as f32);
+    let far = exact + (ratio * (half - exact) as f32) as usize;
+    base + far.min(half - 1)
 }
 
 #[cfg(test)]
@@ -284,6 +373,53 @@ mod tests {
             .iter()
             .map(|l| (l.hidden_dropout.prob, l.attn_dropout.prob))
             .collect()
+    }
+
+    #[test]
+    fn relative_position_buckets_follow_the_formula() {
+        // 32 buckets, 16 a side, 8 exact; beyond 8 the bucket is 8 + floor(8 log(n/8) / log 16).
+        let cases = [
+            (0, 0),
+            (-1, 1),
+            (1, 17),
+            (-7, 7),
+            (7, 23),
+            (-8, 8),
+            (-15, 9),
+            (-23, 11),
+            (-100, 15),
+            (-128, 15),
+            (-1000, 15),
+            (1000, 31),
+        ];
+        for (offset, bucket) in cases {
+            assert_eq!(
+                relative_position_bucket(offset, 32, MAX_DISTANCE),
+                bucket,
+                "offset {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn mpnet_has_a_position_bias_and_no_token_types() {
+        let device = Device::flex();
+        let mut config = tiny_config();
+        let bert = Encoder::new(&config, None, &device);
+        assert!(bert.relative_attention_bias.is_none() && bert.embeddings.token_type.is_some());
+        config.model_type = "mpnet".into();
+        assert_eq!(config.check(), Ok(()));
+        let mpnet = Encoder::new(&config, None, &device);
+        assert_eq!(
+            mpnet
+                .relative_attention_bias
+                .as_ref()
+                .map(|b| b.weight.dims()),
+            Some([32, 2])
+        );
+        assert!(mpnet.embeddings.token_type.is_none());
+        config.relative_attention_num_buckets = 64;
+        assert!(config.check().unwrap_err().contains("must be 32"));
     }
 
     #[test]

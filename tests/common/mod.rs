@@ -17,13 +17,18 @@ pub fn root() -> PathBuf {
 
 /// The fetched default encoder, or a panic that says how to fetch it.
 pub fn minilm_dir() -> PathBuf {
+    fetched_encoder_dir("all-MiniLM-L6-v2")
+}
+
+/// A fetched encoder's directory, or a panic that says how to fetch it.
+pub fn fetched_encoder_dir(name: &str) -> PathBuf {
     let dir = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(freeal_bench::slm::model::default_models_dir)
-        .join("all-MiniLM-L6-v2");
+        .join(name);
     assert!(
         dir.join("model.safetensors").is_file(),
-        "all-MiniLM-L6-v2 is missing from {}: run scripts/fetch-models.sh",
+        "{name} is missing from {}: run scripts/fetch-models.sh {name}",
         dir.display()
     );
     dir
