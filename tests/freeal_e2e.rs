@@ -293,6 +293,24 @@ fn killed_self_training_resumes_from_its_epoch_checkpoint_with_the_same_outputs(
     let said = String::from_utf8_lossy(&plan.stdout);
     assert!(said.contains("resumable"), "{said}");
 
+    // Weights that cannot be read back (a torn copy, another version's model) stop the cell
+    // with a way out, and leave the checkpoint for the next try.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cell.join("epoch_checkpoint.json")).unwrap())
+            .unwrap();
+    let weights = cell.join(saved["model_file"].as_str().unwrap());
+    let intact = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &intact[..intact.len() / 2]).unwrap();
+    let torn = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
+    let said = String::from_utf8_lossy(&torn.stderr);
+    assert!(!torn.status.success(), "{said}");
+    assert!(
+        said.contains("restoring the training state") && said.contains("epoch_*.bpk"),
+        "{said}"
+    );
+    assert!(!cell.join("records.json").exists());
+    std::fs::write(&weights, &intact).unwrap();
+
     let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

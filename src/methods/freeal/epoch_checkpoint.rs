@@ -135,12 +135,25 @@ impl EpochStore for EpochCheckpoints<'_> {
                 Ok((trainer, None))
             }
             Some(Ok(saved)) => {
-                let trainer = slm.restore_training(
-                    trainer,
-                    &saved.slm,
-                    &self.dir.join(&saved.model_file),
-                    &self.dir.join(&saved.optim_file),
-                )?;
+                // A half-restored SLM cannot start over with the numbers of an uninterrupted
+                // run, so an unreadable checkpoint (e.g. written by a version whose model had
+                // other parts) stops the cell and says how to start the round over.
+                let trainer = slm
+                    .restore_training(
+                        trainer,
+                        &saved.slm,
+                        &self.dir.join(&saved.model_file),
+                        &self.dir.join(&saved.optim_file),
+                    )
+                    .map_err(|e| Error::Cell {
+                        cell: self.cell_name.to_string(),
+                        message: format!(
+                            "{e}; delete {} and the epoch_*.bpk files beside it to start \
+                             round {}'s self-training over",
+                            self.dir.join(EPOCH_CHECKPOINT_JSON).display(),
+                            self.round
+                        ),
+                    })?;
                 self.progress.println(&format!(
                     "{}: resuming round {}'s self-training after epoch {} of {epochs} from its \
                      epoch checkpoint",
