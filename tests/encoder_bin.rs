@@ -7,19 +7,12 @@ mod common;
 use burn::tensor::Device;
 use freeal_bench::slm::encoder::Encoder;
 use freeal_bench::slm::model::read_config;
-use freeal_bench::slm::tokenize::{Encoded, Padding, pad_batch};
 use freeal_bench::slm::weights::load_weights;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-struct Row {
-    ids: Vec<u32>,
-    last_hidden_state: Vec<Vec<f32>>,
-}
-
-#[derive(Deserialize)]
 struct Expected {
-    rows: Vec<Row>,
+    rows: Vec<common::StateRow>,
 }
 
 #[test]
@@ -31,25 +24,7 @@ fn pytorch_bin_weights_give_the_reference_hidden_states() {
     );
     let expected: Expected =
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-    let device = Device::flex();
-    let model = common::pretrained_classifier(&dir, &device);
-    let encoded: Vec<Encoded> = expected
-        .rows
-        .iter()
-        .map(|r| Encoded { ids: r.ids.clone() })
-        .collect();
-    let host = pad_batch(&encoded, &[0, 1], Padding::longest(0));
-    let states = model.hidden_states(&model.batch_to_device(&host, &device));
-    let [_, seq, hidden] = states.dims();
-    let flat = states.into_data().try_into_vec::<f32>().unwrap();
-    let mut worst = 0.0f32;
-    for (b, row) in expected.rows.iter().enumerate() {
-        for (t, want) in row.last_hidden_state.iter().enumerate() {
-            for (h, w) in want.iter().enumerate() {
-                worst = worst.max((flat[(b * seq + t) * hidden + h] - w).abs());
-            }
-        }
-    }
+    let worst = common::worst_state_difference(&dir, &expected.rows, 0, &Device::flex());
     assert!(worst < 1e-5, "max abs difference {worst}");
 }
 

@@ -7,18 +7,11 @@ mod common;
 
 use burn::tensor::Device;
 use freeal_bench::slm::encoder::relative_position_bucket;
-use freeal_bench::slm::tokenize::{Encoded, Padding, pad_batch};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-struct Row {
-    ids: Vec<u32>,
-    last_hidden_state: Vec<Vec<f32>>,
-}
-
-#[derive(Deserialize)]
 struct Expected {
-    rows: Vec<Row>,
+    rows: Vec<common::StateRow>,
     bucket_offsets: Vec<i64>,
     buckets: Vec<usize>,
 }
@@ -32,26 +25,8 @@ fn expected() -> Expected {
 }
 
 fn check_on(device: Device) {
-    let expected = expected();
-    let model = common::pretrained_classifier(&fixture_dir(), &device);
-    let encoded: Vec<Encoded> = expected
-        .rows
-        .iter()
-        .map(|r| Encoded { ids: r.ids.clone() })
-        .collect();
     // MPNet pads with id 1; the second row is padded to the first's length.
-    let host = pad_batch(&encoded, &[0, 1], Padding::longest(1));
-    let states = model.hidden_states(&model.batch_to_device(&host, &device));
-    let [_, seq, hidden] = states.dims();
-    let flat = states.into_data().try_into_vec::<f32>().unwrap();
-    let mut worst = 0.0f32;
-    for (b, row) in expected.rows.iter().enumerate() {
-        for (t, want) in row.last_hidden_state.iter().enumerate() {
-            for (h, w) in want.iter().enumerate() {
-                worst = worst.max((flat[(b * seq + t) * hidden + h] - w).abs());
-            }
-        }
-    }
+    let worst = common::worst_state_difference(&fixture_dir(), &expected().rows, 1, &device);
     assert!(worst < 1e-5, "max abs difference {worst}");
 }
 

@@ -34,6 +34,46 @@ pub fn fetched_encoder_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// One padded row of a reference fixture: its ids without padding and the reference model's
+/// last hidden states for them.
+#[derive(serde::Deserialize)]
+pub struct StateRow {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// [tokens][hidden] states from PyTorch + transformers.
+    pub last_hidden_state: Vec<Vec<f32>>,
+}
+
+/// Largest absolute difference between the hidden states the checkpoint in `dir` gives `rows`,
+/// padded together with `pad_id`, and the reference's.
+pub fn worst_state_difference(
+    dir: &Path,
+    rows: &[StateRow],
+    pad_id: u32,
+    device: &burn::tensor::Device,
+) -> f32 {
+    use freeal_bench::slm::tokenize::{Encoded, Padding, pad_batch};
+    let model = pretrained_classifier(dir, device);
+    let encoded: Vec<Encoded> = rows
+        .iter()
+        .map(|r| Encoded { ids: r.ids.clone() })
+        .collect();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let host = pad_batch(&encoded, &all, Padding::longest(pad_id));
+    let states = model.hidden_states(&model.batch_to_device(&host, device));
+    let [_, seq, hidden] = states.dims();
+    let flat = states.into_data().try_into_vec::<f32>().unwrap();
+    let mut worst = 0.0f32;
+    for (b, row) in rows.iter().enumerate() {
+        for (t, want) in row.last_hidden_state.iter().enumerate() {
+            for (h, w) in want.iter().enumerate() {
+                worst = worst.max((flat[(b * seq + t) * hidden + h] - w).abs());
+            }
+        }
+    }
+    worst
+}
+
 /// The Hugging Face checkpoint in `dir` under a two-label linear head, no dropout: what the
 /// parity tests read hidden states from.
 pub fn pretrained_classifier(
