@@ -61,11 +61,20 @@ pub fn worst_state_difference(
     let all: Vec<usize> = (0..rows.len()).collect();
     let host = pad_batch(&encoded, &all, Padding::longest(pad_id));
     let states = model.hidden_states(&model.batch_to_device(&host, device));
+    states_difference(states, rows.iter().map(|r| &r.last_hidden_state))
+}
+
+/// Largest absolute difference between hidden states [batch, seq, hidden] and each row's
+/// reference states ([tokens][hidden], its unpadded tokens only).
+pub fn states_difference<'a>(
+    states: burn::tensor::Tensor<3>,
+    expected: impl IntoIterator<Item = &'a Vec<Vec<f32>>>,
+) -> f32 {
     let [_, seq, hidden] = states.dims();
     let flat = states.into_data().try_into_vec::<f32>().unwrap();
     let mut worst = 0.0f32;
-    for (b, row) in rows.iter().enumerate() {
-        for (t, want) in row.last_hidden_state.iter().enumerate() {
+    for (b, row) in expected.into_iter().enumerate() {
+        for (t, want) in row.iter().enumerate() {
             for (h, w) in want.iter().enumerate() {
                 worst = worst.max((flat[(b * seq + t) * hidden + h] - w).abs());
             }
