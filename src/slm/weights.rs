@@ -10,80 +10,81 @@ use burn::store::{
 use super::encoder::Encoder;
 use crate::error::{Error, Result};
 
-/// Hugging Face names -> this crate's module paths. The optional `bert.`/`roberta.`/`mpnet.`
-/// prefix of task checkpoints is stripped. MPNet names its attention projections `attn.q` ..
-/// `attn.o` and puts the attention layer norm one level up.
+/// A pattern for a Hugging Face tensor name, after the optional `bert.`/`roberta.`/`mpnet.`
+/// prefix that task checkpoints put in front of the encoder's names.
+macro_rules! hf {
+    ($rest:literal) => {
+        concat!(r"^(?:bert\.|roberta\.|mpnet\.)?", $rest)
+    };
+}
+
+/// Hugging Face names -> this crate's module paths. MPNet names its attention projections
+/// `attn.q` .. `attn.o` and puts the attention layer norm one level up.
 const KEY_MAP: &[(&str, &str)] = &[
+    (hf!(r"embeddings\.word_embeddings\."), "embeddings.word."),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.word_embeddings\.",
-        "embeddings.word.",
-    ),
-    (
-        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.position_embeddings\.",
+        hf!(r"embeddings\.position_embeddings\."),
         "embeddings.position.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.token_type_embeddings\.",
+        hf!(r"embeddings\.token_type_embeddings\."),
         "embeddings.token_type.",
     ),
+    (hf!(r"embeddings\.LayerNorm\."), "embeddings.norm."),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?embeddings\.LayerNorm\.",
-        "embeddings.norm.",
-    ),
-    (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.self\.query\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.self\.query\."),
         "layers.$1.query.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.self\.key\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.self\.key\."),
         "layers.$1.key.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.self\.value\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.self\.value\."),
         "layers.$1.value.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.output\.dense\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.output\.dense\."),
         "layers.$1.attn_out.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\."),
         "layers.$1.attn_norm.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.intermediate\.dense\.",
+        hf!(r"encoder\.layer\.(\d+)\.intermediate\.dense\."),
         "layers.$1.inter.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.output\.dense\.",
+        hf!(r"encoder\.layer\.(\d+)\.output\.dense\."),
         "layers.$1.out.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.output\.LayerNorm\.",
+        hf!(r"encoder\.layer\.(\d+)\.output\.LayerNorm\."),
         "layers.$1.out_norm.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.q\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.attn\.q\."),
         "layers.$1.query.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.k\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.attn\.k\."),
         "layers.$1.key.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.v\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.attn\.v\."),
         "layers.$1.value.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.attn\.o\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.attn\.o\."),
         "layers.$1.attn_out.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.layer\.(\d+)\.attention\.LayerNorm\.",
+        hf!(r"encoder\.layer\.(\d+)\.attention\.LayerNorm\."),
         "layers.$1.attn_norm.",
     ),
     (
-        r"^(?:bert\.|roberta\.|mpnet\.)?encoder\.relative_attention_bias\.",
+        hf!(r"encoder\.relative_attention_bias\."),
         "relative_attention_bias.",
     ),
 ];
@@ -142,4 +143,56 @@ pub fn load_weights(encoder: &mut Encoder, dir: &Path) -> Result<()> {
         return Err(Error::model(&name, "encoder has no parameters"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `name` as the loader's remapper rewrites it: every matching pattern in turn, as burn's
+    /// `KeyRemapper::remap` applies them.
+    fn mapped(name: &str) -> String {
+        let remap = KeyRemapper::from_patterns(KEY_MAP.to_vec()).unwrap();
+        remap
+            .to_regex_pairs()
+            .iter()
+            .fold(name.to_string(), |n, (from, to)| {
+                from.replace_all(&n, to.as_str()).into_owned()
+            })
+    }
+
+    #[test]
+    fn names_map_with_or_without_a_task_checkpoint_prefix() {
+        for prefix in ["", "bert.", "roberta.", "mpnet."] {
+            for (name, want) in [
+                (
+                    "embeddings.word_embeddings.weight",
+                    "embeddings.word.weight",
+                ),
+                (
+                    "encoder.layer.3.attention.self.query.bias",
+                    "layers.3.query.bias",
+                ),
+                (
+                    "encoder.layer.3.attention.attn.q.bias",
+                    "layers.3.query.bias",
+                ),
+                (
+                    "encoder.layer.11.attention.LayerNorm.weight",
+                    "layers.11.attn_norm.weight",
+                ),
+                (
+                    "encoder.relative_attention_bias.weight",
+                    "relative_attention_bias.weight",
+                ),
+            ] {
+                assert_eq!(mapped(&format!("{prefix}{name}")), want, "{prefix}{name}");
+            }
+        }
+        // Only at the start: a head's own copy of a name is not the encoder's.
+        assert_eq!(
+            mapped("classifier.embeddings.word_embeddings.weight"),
+            "classifier.embeddings.word_embeddings.weight"
+        );
+    }
 }
