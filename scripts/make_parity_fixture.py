@@ -22,16 +22,14 @@ SENTENCES = [
     "a gripping, beautifully acted film.",
     "The plot is thin; the jokes fall flat.",
     "it 's a charming and often affecting journey .",
+    # Over 70 tokens: positions far from the start, and MPNet's relative-position bias in its
+    # log-spaced buckets.
+    "the film opens with a long, quiet shot of an empty harbour at dawn , and for the next two "
+    "hours it never quite decides whether it wants to be a thriller , a romance or a meditation "
+    "on grief ; the actors do what they can with lines that sound as if they were translated "
+    "twice , but by the time the storm finally arrives nobody in the audience cares who "
+    "survives it .",
 ]
-# Over 70 tokens, so that MPNet's relative-position bias reaches its log-spaced buckets.
-LONG = ("the film opens with a long, quiet shot of an empty harbour at dawn , and for the next "
-        "two hours it never quite decides whether it wants to be a thriller , a romance or a "
-        "meditation on grief ; the actors do what they can with lines that sound as if they were "
-        "translated twice , but by the time the storm finally arrives nobody in the audience "
-        "cares who survives it .")
-if OUT != "minilm_parity.json":
-    # minilm_parity.json predates the long sentence and is kept as it was made.
-    SENTENCES.append(LONG)
 
 torch.manual_seed(0)
 tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR)
