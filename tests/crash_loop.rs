@@ -18,6 +18,19 @@ use rand_chacha::ChaCha8Rng;
 /// How many times the run is killed before it may finish.
 const KILLS: usize = 8;
 
+/// Cells in the sweep: three methods, two seeds.
+const CELLS: usize = 6;
+
+/// Cells with a `records.json`, the mark of a finished cell.
+fn finished_cells(cells: &Path) -> usize {
+    std::fs::read_dir(cells).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("records.json").exists())
+            .count()
+    })
+}
+
 fn spec(dir: &Path, name: &str, url: &str) -> PathBuf {
     let dataset = common::toy_dataset(dir);
     common::write(
@@ -92,16 +105,26 @@ fn killed_again_and_again_then_finished_equals_an_uninterrupted_run() {
     let began = Instant::now();
     common::run_spec(&spec(reference.path(), "crash", &server.url));
     let full = began.elapsed();
+    assert_eq!(
+        finished_cells(&reference.path().join("results/crash/cells")),
+        CELLS
+    );
 
     let crashed = tempfile::tempdir().unwrap();
     let spec = spec(crashed.path(), "crash", &server.url);
+    let cells = crashed.path().join("results/crash/cells");
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let mut killed = 0;
     for _ in 0..KILLS {
+        // Later runs skip finished cells, so the delay is drawn from what is left of the sweep
+        // (its share of unfinished cells), not from a whole run: drawn from a whole run, on a
+        // loaded machine the later runs all finished before their kill.
+        let left = 1.0 - finished_cells(&cells) as f64 / CELLS as f64;
+        if left == 0.0 {
+            break;
+        }
         let mut child = start(&spec);
-        // Anywhere in the first 90% of what a whole run takes; later runs skip finished cells,
-        // so the same delay lands further into the sweep each time.
-        let delay = full.mul_f64(rng.random_range(0.05..0.9));
+        let delay = full.mul_f64(left * rng.random_range(0.05..0.9));
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
