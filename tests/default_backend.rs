@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::root;
+use freeal_bench::slm::device::cpu_vector_isa;
 
 #[test]
 fn auto_backend_probes_quietly_on_a_headless_machine() {
@@ -70,10 +71,20 @@ fn recorded_device(backend: &str) -> String {
 }
 
 #[test]
-fn the_cpu_backends_record_whether_the_fused_kernels_ran() {
+fn the_cpu_backends_record_whether_the_fused_kernels_ran_and_on_which_instructions() {
     let _ = common::minilm_dir();
-    assert_eq!(recorded_device("cpu"), "cpu (burn flex, fused kernels)");
+    let isa = cpu_vector_isa();
+    assert_eq!(
+        recorded_device("cpu"),
+        format!("cpu (burn flex, fused kernels, {isa})")
+    );
     // Spelled as in TOML (`run.backend = "cpu_unfused"`), or as clap would.
-    assert_eq!(recorded_device("cpu_unfused"), "cpu (burn flex)");
-    assert_eq!(recorded_device("cpu-unfused"), "cpu (burn flex)");
+    assert_eq!(
+        recorded_device("cpu_unfused"),
+        format!("cpu (burn flex, {isa})")
+    );
+    assert_eq!(
+        recorded_device("cpu-unfused"),
+        format!("cpu (burn flex, {isa})")
+    );
 }

@@ -79,7 +79,10 @@ pub fn wgpu_adapter() -> Option<String> {
 pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
     // The fused kernels only ever run on flex, so every other choice may leave them on.
     super::fused::set_enabled(choice != BackendChoice::CpuUnfused);
-    let on_flex = || (Device::flex(), "cpu (burn flex, fused kernels)".to_string());
+    let on_flex = || {
+        let name = format!("cpu (burn flex, fused kernels, {})", cpu_vector_isa());
+        (Device::flex(), name)
+    };
     let on_wgpu = |info: &wgpu::AdapterInfo| {
         (
             Device::wgpu(DeviceKind::DefaultDevice),
@@ -88,7 +91,10 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
     };
     match choice {
         BackendChoice::Cpu => Ok(on_flex()),
-        BackendChoice::CpuUnfused => Ok((Device::flex(), "cpu (burn flex)".to_string())),
+        BackendChoice::CpuUnfused => Ok((
+            Device::flex(),
+            format!("cpu (burn flex, {})", cpu_vector_isa()),
+        )),
         BackendChoice::Wgpu => {
             best_adapter()
                 .map(|info| on_wgpu(&info))
@@ -107,6 +113,29 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
             Some(info) if info.device_type != wgpu::DeviceType::Cpu => Ok(on_wgpu(&info)),
             _ => Ok(on_flex()),
         },
+    }
+}
+
+/// The vector instructions the CPU kernels pick at run time on this machine: gemm's AVX-512
+/// kernels where the CPU has AVX-512F, its AVX2/FMA ones (and the fused kernels' AVX2 loops)
+/// otherwise. The same cell trained with different ones sums in another order and ends on
+/// other digits, so the record names them.
+pub fn cpu_vector_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            "x86-64 AVX-512"
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            "x86-64 AVX2"
+        } else {
+            "x86-64 without AVX2"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
     }
 }
 
@@ -140,6 +169,28 @@ mod tests {
         let mut kinds = [Cpu, VirtualGpu, IntegratedGpu, Other, DiscreteGpu];
         kinds.sort_by_key(|&k| preference(k));
         assert_eq!(kinds, [DiscreteGpu, IntegratedGpu, Other, VirtualGpu, Cpu]);
+    }
+
+    /// The kernels' run-time choice agrees with the flags the Linux kernel lists for the CPU.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn the_vector_isa_matches_the_cpu_flags() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("flags"))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, flags)| flags.split_whitespace().collect())
+            .unwrap();
+        let has = |flag: &str| flags.contains(&flag);
+        let expected = if has("avx512f") {
+            "x86-64 AVX-512"
+        } else if has("avx2") && has("fma") {
+            "x86-64 AVX2"
+        } else {
+            "x86-64 without AVX2"
+        };
+        assert_eq!(cpu_vector_isa(), expected);
     }
 
     #[cfg(not(feature = "tch"))]
