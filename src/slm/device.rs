@@ -117,9 +117,9 @@ pub fn select(choice: BackendChoice) -> Result<(Device, String)> {
 }
 
 /// The vector instructions the CPU kernels pick at run time on this machine: gemm's AVX-512
-/// kernels where the CPU has AVX-512F, its AVX2/FMA ones (and the fused kernels' AVX2 loops)
-/// otherwise. The same cell trained with different ones sums in another order and ends on
-/// other digits, so the record names them.
+/// kernels where the CPU has AVX-512F, its AVX2/FMA ones otherwise (the fused kernels' own
+/// loops are AVX2/FMA on both). The same cell trained with different ones sums in another order
+/// and can end on other digits, so the record names them.
 pub fn cpu_vector_isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
