@@ -21,16 +21,6 @@ const KILLS: usize = 8;
 /// Cells in the sweep: three methods, two seeds.
 const CELLS: usize = 6;
 
-/// Cells with a `records.json`, the mark of a finished cell.
-fn finished_cells(cells: &Path) -> usize {
-    std::fs::read_dir(cells).map_or(0, |entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("records.json").exists())
-            .count()
-    })
-}
-
 fn spec(dir: &Path, name: &str, url: &str) -> PathBuf {
     let dataset = common::toy_dataset(dir);
     common::write(
@@ -106,7 +96,7 @@ fn killed_again_and_again_then_finished_equals_an_uninterrupted_run() {
     common::run_spec(&spec(reference.path(), "crash", &server.url));
     let full = began.elapsed();
     assert_eq!(
-        finished_cells(&reference.path().join("results/crash/cells")),
+        common::complete_cells(&reference.path().join("results/crash/cells")).len(),
         CELLS
     );
 
@@ -119,7 +109,7 @@ fn killed_again_and_again_then_finished_equals_an_uninterrupted_run() {
         // Later runs skip finished cells, so the delay is drawn from what is left of the sweep
         // (its share of unfinished cells), not from a whole run: drawn from a whole run, on a
         // loaded machine the later runs all finished before their kill.
-        let left = 1.0 - finished_cells(&cells) as f64 / CELLS as f64;
+        let left = 1.0 - common::complete_cells(&cells).len() as f64 / CELLS as f64;
         if left == 0.0 {
             break;
         }

@@ -13,15 +13,9 @@ use freeal_bench::run::lock::{self, Claim};
 
 const SPEC: &str = "tests/fixtures/specs/tiny.toml";
 
-fn complete_cells(dir: &Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir.join("tiny/cells")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("records.json"))
-        .filter(|p| p.is_file())
-        .collect()
+/// The finished cells of the tiny spec's run under `results`.
+fn complete_cells(results: &Path) -> Vec<std::path::PathBuf> {
+    common::complete_cells(&results.join("tiny/cells"))
 }
 
 fn run(results: &Path, extra: &[&str]) -> std::process::Output {

@@ -221,6 +221,19 @@ pub fn only_cell_records(experiment_dir: &Path) -> serde_json::Value {
     cell_records(&only_cell(experiment_dir))
 }
 
+/// The `records.json` of every finished cell under an experiment's `cells` directory (none when
+/// the directory does not exist yet).
+pub fn complete_cells(cells: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(cells) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("records.json"))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
 /// Every file under `dir`, recursively, sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
