@@ -19,7 +19,7 @@ for dir in "$@"; do
     round=$(basename "$file" .csv)
     round=${round#labels_round}
     awk -F, -v experiment="$(basename "$dir")" -v cell="$cell" -v round="$round" '
-      NR == 1 { next }            # header: index,gold,label,clean,clean_posterior,slm_pred
+      NR == 1 { next }            # header: index,gold,label,clean,clean_posterior,slm_pred,loss
       $2 == "" { no_gold = 1; next }   # an unlabeled pool (files.train_unlabeled): nothing to score
       $3 != "" {
         labelled++

@@ -4,6 +4,7 @@
 
 mod common;
 
+use freeal_bench::methods::freeal::self_train::split_losses;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,9 +85,36 @@ fn freeal_learns_past_its_noisy_labels() {
         m(0, "clean_count[negative]") + m(0, "clean_count[positive]"),
         clean
     );
+    // Each round's labels file carries the losses its split saw: the split recomputed from that
+    // column (FreeAL's global split, threshold 0.7) gives the file's clean flags and posteriors.
+    let cell = common::only_cell(&dir.path().join("results/freeal_toy"));
+    for round in 0..2 {
+        let file = std::fs::read_to_string(cell.join(format!("labels_round{round}.csv"))).unwrap();
+        let mut lines = file.lines();
+        assert_eq!(
+            lines.next(),
+            Some("index,gold,label,clean,clean_posterior,slm_pred,loss")
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 400);
+        let losses: Vec<Option<f64>> = rows
+            .iter()
+            .map(|r| (!r[6].is_empty()).then(|| r[6].parse().unwrap()))
+            .collect();
+        assert!(rows.iter().all(|r| r[2].is_empty() == r[6].is_empty()));
+        let split = split_losses(&losses, 0.7);
+        for (row, (clean, posterior)) in rows.iter().zip(split.clean.iter().zip(&split.posterior)) {
+            assert_eq!(
+                row[3],
+                if *clean { "1" } else { "0" },
+                "round {round}: {row:?}"
+            );
+            assert_eq!(row[4], format!("{posterior:.4}"), "round {round}: {row:?}");
+        }
+        assert!(split.clean.iter().any(|c| *c) && split.clean.iter().any(|c| !c));
+    }
     // The split trace has one row per epoch after the 2 warm-up epochs (8 epochs in all), each
     // clean set as large as its per-label counts say.
-    let cell = common::only_cell(&dir.path().join("results/freeal_toy"));
     let trace = std::fs::read_to_string(cell.join("split_trace_round0.csv")).unwrap();
     let mut lines = trace.lines();
     assert_eq!(

@@ -598,8 +598,8 @@ fn unlabeled_consistency_false_keeps_unlabeled_sentences_out_of_the_loss() {
     common::write(dir.path(), "labeled2.toml", &def);
 
     // Whether the two copies' cells agree: labels_round0.csv (index,gold,label,clean,
-    // clean_posterior,slm_pred) less the SLM's predictions on the reworded sentences, which read
-    // other words, and the test metrics.
+    // clean_posterior,slm_pred,loss) less the SLM's predictions and losses on the reworded
+    // sentences, which read other words, and the test metrics.
     let same = |setting: &str| -> bool {
         let spec = spec(
             dir.path(),
@@ -621,7 +621,7 @@ fn unlabeled_consistency_false_keeps_unlabeled_sentences_out_of_the_loss() {
                     .lines()
                     .enumerate()
                     .map(|(n, l)| match n > 0 && reworded.contains(&(n - 1)) {
-                        true => l.rsplit_once(',').unwrap().0.to_string(),
+                        true => l.rsplitn(3, ',').nth(2).unwrap().to_string(),
                         false => l.to_string(),
                     })
                     .collect();

@@ -41,15 +41,7 @@ pub fn split_clean(
     mode: CleanSplit,
 ) -> Split {
     let n = probs.first().map_or(0, Vec::len);
-    let losses: Vec<Option<f64>> = probs
-        .iter()
-        .zip(labels)
-        .map(|(p, l)| {
-            let target = one_hot(*l, n);
-            let loss = per_example_loss(std::slice::from_ref(p), &[target])[0];
-            l.map(|_| f64::from(loss))
-        })
-        .collect();
+    let losses = label_losses(probs, labels);
     match mode {
         CleanSplit::Global => split_losses(&losses, threshold),
         CleanSplit::PerClass => {
@@ -72,6 +64,21 @@ pub fn split_clean(
             split
         }
     }
+}
+
+/// Each example's cross-entropy against its label under `probs` (`None` when unlabeled): what
+/// the split sees.
+pub fn label_losses(probs: &[Vec<f32>], labels: &[Option<usize>]) -> Vec<Option<f64>> {
+    let n = probs.first().map_or(0, Vec::len);
+    probs
+        .iter()
+        .zip(labels)
+        .map(|(p, l)| {
+            let target = one_hot(*l, n);
+            let loss = per_example_loss(std::slice::from_ref(p), &[target])[0];
+            l.map(|_| f64::from(loss))
+        })
+        .collect()
 }
 
 /// Splits labeled examples (`Some` loss) by their loss: min-max normalised, two-component GMM,
