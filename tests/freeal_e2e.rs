@@ -114,12 +114,13 @@ fn freeal_learns_past_its_noisy_labels() {
         assert!(split.clean.iter().any(|c| *c) && split.clean.iter().any(|c| !c));
     }
     // The split trace has one row per epoch after the 2 warm-up epochs (8 epochs in all), each
-    // clean set as large as its per-label counts say.
+    // clean set as large as its per-label counts say, and each split's loss AUROC (the
+    // toy's labels have wrong ones) a probability.
     let trace = std::fs::read_to_string(cell.join("split_trace_round0.csv")).unwrap();
     let mut lines = trace.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,clean,clean[negative],clean[positive],clean_precision")
+        Some("epoch,clean,clean[negative],clean[positive],clean_precision,loss_auroc")
     );
     let rows: Vec<Vec<f64>> = lines
         .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
@@ -127,7 +128,8 @@ fn freeal_learns_past_its_noisy_labels() {
     let epochs: Vec<f64> = rows.iter().map(|r| r[0]).collect();
     assert_eq!(epochs, vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
     assert!(
-        rows.iter().all(|r| r[1] == r[2] + r[3] && r[1] > 0.0),
+        rows.iter()
+            .all(|r| r[1] == r[2] + r[3] && r[1] > 0.0 && (0.0..=1.0).contains(&r[5])),
         "{trace}"
     );
     // `report --round` summarises any round from the records.
@@ -167,9 +169,18 @@ fn split_schedule_after_warmup_trains_every_epoch_on_the_first_split() {
         6,
         "one row per epoch after the warm-up: {trace}"
     );
-    // Everything but the epoch number is the same split, and it kept a clean set.
-    let tail = |r: &str| r.split_once(',').unwrap().1.to_string();
-    assert!(rows.iter().all(|r| tail(r) == tail(rows[0])), "{trace}");
+    // Everything but the epoch number is the same split, and it kept a clean set; only the
+    // first epoch fitted it, so only that row has losses to score.
+    let split = |r: &str| {
+        let (_, rest) = r.split_once(',').unwrap();
+        rest.rsplit_once(',').unwrap().0.to_string()
+    };
+    assert!(rows.iter().all(|r| split(r) == split(rows[0])), "{trace}");
+    assert!(
+        rows[0].rsplit_once(',').unwrap().1.parse::<f64>().is_ok(),
+        "{trace}"
+    );
+    assert!(rows[1..].iter().all(|r| r.ends_with(",-")), "{trace}");
     let clean: f64 = rows[0].split(',').nth(1).unwrap().parse().unwrap();
     assert!(clean > 0.0, "{trace}");
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));

@@ -222,6 +222,7 @@ mod tests {
                 steps: 12,
                 clean: vec![true; labels.len()],
                 epoch_splits: vec![(3, vec![false; labels.len()])],
+                epoch_losses: vec![(3, labels.iter().map(|l| l.map(|_| 1.0 / 7.0)).collect())],
                 mixup_word_pos: StreamPos(u128::MAX),
                 wall_s: 1.0 / 3.0,
             },
@@ -268,5 +269,27 @@ mod tests {
         assert!(refused(store(1), &labels, 5).contains("5 of 5 epochs done"));
         std::fs::write(dir.path().join(EPOCH_CHECKPOINT_JSON), b"{\"cell_id\"").unwrap();
         assert!(refused(store(1), &labels, 5).contains("unreadable"));
+    }
+
+    #[test]
+    fn a_checkpoint_written_before_epoch_losses_resumes_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let progress = Progress::hidden();
+        let labels = [Some(0), None, Some(1)];
+        let mut old = serde_json::to_value(saved(&labels, 3)).unwrap();
+        old["position"]
+            .as_object_mut()
+            .unwrap()
+            .remove("epoch_losses")
+            .unwrap();
+        std::fs::write(
+            dir.path().join(EPOCH_CHECKPOINT_JSON),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let store = EpochCheckpoints::new(dir.path(), "abc", "cell", 1, Duration::ZERO, &progress);
+        let mut want = saved(&labels, 3);
+        want.position.epoch_losses.clear();
+        assert_eq!(store.load(&labels, 5).unwrap().unwrap(), want);
     }
 }

@@ -746,6 +746,7 @@ impl Method for Freeal {
                 &state.labels,
                 gold,
                 &trained.epoch_splits,
+                &trained.epoch_losses,
                 &dataset.label_names,
             )?;
             outcomes.push(RoundOutcome {

@@ -40,10 +40,19 @@ pub fn split_clean(
     threshold: f64,
     mode: CleanSplit,
 ) -> Split {
-    let n = probs.first().map_or(0, Vec::len);
-    let losses = label_losses(probs, labels);
+    split_label_losses(&label_losses(probs, labels), labels, threshold, mode)
+}
+
+/// [`split_clean`] on losses already computed by [`label_losses`].
+pub fn split_label_losses(
+    losses: &[Option<f64>],
+    labels: &[Option<usize>],
+    threshold: f64,
+    mode: CleanSplit,
+) -> Split {
+    let n = labels.iter().flatten().max().map_or(0, |&c| c + 1);
     match mode {
-        CleanSplit::Global => split_losses(&losses, threshold),
+        CleanSplit::Global => split_losses(losses, threshold),
         CleanSplit::PerClass => {
             let mut split = Split {
                 clean: vec![false; labels.len()],
@@ -151,6 +160,9 @@ pub struct Trained {
     /// The clean flags each robust epoch trained with, by 1-based epoch (empty for plain CE):
     /// shows when and how the split drifts.
     pub epoch_splits: Vec<(usize, Vec<bool>)>,
+    /// The label losses each fresh split was fitted on, by 1-based epoch (see
+    /// [`Position::epoch_losses`]).
+    pub epoch_losses: Vec<(usize, Vec<Option<f64>>)>,
     /// Seconds earlier processes spent on this training before an epoch checkpoint.
     pub earlier_wall_s: f64,
 }
@@ -237,6 +249,12 @@ pub struct Position {
     pub clean: Vec<bool>,
     /// The clean flags of each robust epoch so far (see [`Trained::epoch_splits`]).
     pub epoch_splits: Vec<(usize, Vec<bool>)>,
+    /// The label losses each fresh split was fitted on, by 1-based epoch: one entry per split
+    /// the schedule fitted (a split-once schedule has one), so that a trace can say how well
+    /// the loss told wrong labels apart as training went on. Checkpoints written before this
+    /// field read as none.
+    #[serde(default)]
+    pub epoch_losses: Vec<(usize, Vec<Option<f64>>)>,
     /// Where the mixup stream stands.
     pub mixup_word_pos: StreamPos,
     /// Seconds spent training before this process (earlier, interrupted runs).
@@ -304,6 +322,7 @@ pub fn self_train(
         steps: 0,
         clean: labels.iter().map(Option::is_some).collect(),
         epoch_splits: Vec::new(),
+        epoch_losses: Vec::new(),
         mixup_word_pos: StreamPos::default(),
         wall_s: 0.0,
     };
@@ -330,9 +349,11 @@ pub fn self_train(
     for epoch in at.epochs_done..epochs {
         if robust && epoch >= spec.warmup_epochs && at.steps >= spec.warmup_steps {
             if spec.split_schedule.resplits(!at.epoch_splits.is_empty()) {
-                let probs = slm.infer(encoded, progress)?.probs;
+                let losses = label_losses(&slm.infer(encoded, progress)?.probs, labels);
                 at.clean =
-                    split_clean(&probs, labels, spec.clean_threshold, spec.clean_split).clean;
+                    split_label_losses(&losses, labels, spec.clean_threshold, spec.clean_split)
+                        .clean;
+                at.epoch_losses.push((epoch + 1, losses));
             }
             at.epoch_splits.push((epoch + 1, at.clean.clone()));
         }
@@ -372,6 +393,7 @@ pub fn self_train(
         split,
         steps: at.steps,
         epoch_splits: at.epoch_splits,
+        epoch_losses: at.epoch_losses,
         earlier_wall_s,
     })
 }

@@ -7,19 +7,22 @@ use super::count_per_label;
 use super::epoch_checkpoint::EpochCheckpoints;
 use super::self_train::{EpochStore, Position};
 use crate::error::Result;
+use crate::metrics::loss_auroc;
 use crate::run::records::write_atomic;
 use crate::slm::Slm;
 use crate::slm::model::Trainer;
 
-/// Writes one row per robust epoch: the clean set it trained with, its size per LLM label and
-/// (where the pool has gold) its precision. Nothing for plain CE, which has no split during
-/// training.
+/// Writes one row per robust epoch: the clean set it trained with, its size per LLM label and,
+/// where the pool has gold, its precision and the `loss_auroc` of the losses a split fitted at
+/// that epoch was fitted on (`-` at epochs that kept an earlier split). Nothing for plain CE,
+/// which has no split during training.
 pub fn write_split_trace(
     dir: &Path,
     round: usize,
     labels: &[Option<usize>],
     gold: Option<&[usize]>,
     epoch_splits: &[(usize, Vec<bool>)],
+    epoch_losses: &[(usize, Vec<Option<f64>>)],
     label_names: &[String],
 ) -> Result<()> {
     if epoch_splits.is_empty() {
@@ -27,7 +30,7 @@ pub fn write_split_trace(
     }
     let per_class: Vec<String> = label_names.iter().map(|n| format!("clean[{n}]")).collect();
     let precision_column = if gold.is_some() {
-        ",clean_precision"
+        ",clean_precision,loss_auroc"
     } else {
         ""
     };
@@ -43,7 +46,12 @@ pub fn write_split_trace(
                 .iter()
                 .filter(|&&i| labels[i] == Some(gold[i]))
                 .count();
-            format!(",{:.4}", right as f64 / chosen.len().max(1) as f64)
+            let auroc = epoch_losses
+                .iter()
+                .find(|(e, _)| e == epoch)
+                .and_then(|(_, losses)| loss_auroc(losses, labels, gold))
+                .map_or_else(|| "-".to_string(), |a| format!("{a:.4}"));
+            format!(",{:.4},{auroc}", right as f64 / chosen.len().max(1) as f64)
         });
         out.push_str(&format!(
             "{epoch},{},{}{precision}\n",
@@ -96,6 +104,7 @@ impl EpochStore for TracedEpochs<'_> {
             labels,
             self.gold,
             &position.epoch_splits,
+            &position.epoch_losses,
             self.label_names,
         )?;
         self.checkpoints
@@ -108,32 +117,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trace_counts_each_epochs_clean_set_per_label_and_its_precision() {
+    fn trace_counts_each_epochs_clean_set_per_label_its_precision_and_loss_auroc() {
         let dir = tempfile::tempdir().unwrap();
-        let labels = [Some(0), Some(1), Some(1), None];
-        let gold = [0, 1, 0, 1];
+        let labels = [Some(0), Some(1), Some(1), Some(0), None];
+        let gold = [0, 1, 0, 0, 1];
         let names = ["neg".to_string(), "pos".to_string()];
         let splits = [
-            (3, vec![true, true, true, false]),
-            (4, vec![true, true, false, false]),
+            (3, vec![true, true, true, true, false]),
+            (4, vec![true, true, false, true, false]),
+            (5, vec![true, true, false, true, false]),
         ];
-        write_split_trace(dir.path(), 0, &labels, Some(&gold), &splits, &names).unwrap();
+        // Epoch 3's losses put the one wrong label (index 2) below one right label of three
+        // (2 of 3 pairs); epoch 4's above all; epoch 5 kept epoch 4's split, fitted on nothing.
+        let losses = [
+            (3, vec![Some(0.1), Some(0.5), Some(0.3), Some(0.2), None]),
+            (4, vec![Some(0.1), Some(0.2), Some(0.9), Some(0.3), None]),
+        ];
+        write_split_trace(
+            dir.path(),
+            0,
+            &labels,
+            Some(&gold),
+            &splits,
+            &losses,
+            &names,
+        )
+        .unwrap();
         let got = std::fs::read_to_string(dir.path().join("split_trace_round0.csv")).unwrap();
         assert_eq!(
             got,
-            "epoch,clean,clean[neg],clean[pos],clean_precision\n\
-             3,3,1,2,0.6667\n\
-             4,2,1,1,1.0000\n"
+            "epoch,clean,clean[neg],clean[pos],clean_precision,loss_auroc\n\
+             3,4,2,2,0.7500,0.6667\n\
+             4,3,2,1,1.0000,1.0000\n\
+             5,3,2,1,1.0000,-\n"
         );
     }
 
     #[test]
-    fn an_unlabeled_pool_traces_sizes_without_a_precision_column() {
+    fn an_unlabeled_pool_traces_sizes_without_precision_or_loss_auroc() {
         let dir = tempfile::tempdir().unwrap();
         let names = ["neg".to_string(), "pos".to_string()];
         let splits = [(3, vec![true, false, true])];
         let labels = [Some(0), Some(1), Some(1)];
-        write_split_trace(dir.path(), 0, &labels, None, &splits, &names).unwrap();
+        let losses = [(3, vec![Some(0.1), Some(0.5), Some(0.3)])];
+        write_split_trace(dir.path(), 0, &labels, None, &splits, &losses, &names).unwrap();
         let got = std::fs::read_to_string(dir.path().join("split_trace_round0.csv")).unwrap();
         assert_eq!(got, "epoch,clean,clean[neg],clean[pos]\n3,2,1,1\n");
     }
@@ -141,7 +168,16 @@ mod tests {
     #[test]
     fn no_split_writes_no_trace() {
         let dir = tempfile::tempdir().unwrap();
-        write_split_trace(dir.path(), 1, &[Some(0)], Some(&[0]), &[], &["a".into()]).unwrap();
+        write_split_trace(
+            dir.path(),
+            1,
+            &[Some(0)],
+            Some(&[0]),
+            &[],
+            &[],
+            &["a".into()],
+        )
+        .unwrap();
         assert!(!dir.path().join("split_trace_round1.csv").exists());
     }
 }
