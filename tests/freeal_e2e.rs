@@ -120,10 +120,13 @@ fn freeal_learns_past_its_noisy_labels() {
     let mut lines = trace.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,clean,clean[negative],clean[positive],clean_precision,loss_auroc")
+        Some(
+            "epoch,clean,clean[negative],clean[positive],clean_precision,loss_auroc,\
+             loss_auroc[negative],loss_auroc[positive]"
+        )
     );
     let rows: Vec<Vec<f64>> = lines
-        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .map(|l| l.split(',').take(6).map(|v| v.parse().unwrap()).collect())
         .collect();
     let epochs: Vec<f64> = rows.iter().map(|r| r[0]).collect();
     assert_eq!(epochs, vec![3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
@@ -171,16 +174,14 @@ fn split_schedule_after_warmup_trains_every_epoch_on_the_first_split() {
     );
     // Everything but the epoch number is the same split, and it kept a clean set; only the
     // first epoch fitted it, so only that row has losses to score.
-    let split = |r: &str| {
-        let (_, rest) = r.split_once(',').unwrap();
-        rest.rsplit_once(',').unwrap().0.to_string()
-    };
-    assert!(rows.iter().all(|r| split(r) == split(rows[0])), "{trace}");
+    let columns = |r: &str| r.split(',').map(str::to_string).collect::<Vec<_>>();
     assert!(
-        rows[0].rsplit_once(',').unwrap().1.parse::<f64>().is_ok(),
+        rows.iter()
+            .all(|r| columns(r)[1..5] == columns(rows[0])[1..5]),
         "{trace}"
     );
-    assert!(rows[1..].iter().all(|r| r.ends_with(",-")), "{trace}");
+    assert!(columns(rows[0])[5].parse::<f64>().is_ok(), "{trace}");
+    assert!(rows[1..].iter().all(|r| r.ends_with(",-,-,-")), "{trace}");
     let clean: f64 = rows[0].split(',').nth(1).unwrap().parse().unwrap();
     assert!(clean > 0.0, "{trace}");
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));

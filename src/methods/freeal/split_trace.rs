@@ -14,8 +14,9 @@ use crate::slm::model::Trainer;
 
 /// Writes one row per robust epoch: the clean set it trained with, its size per LLM label and,
 /// where the pool has gold, its precision and the `loss_auroc` of the losses a split fitted at
-/// that epoch was fitted on (`-` at epochs that kept an earlier split). Nothing for plain CE,
-/// which has no split during training.
+/// that epoch was fitted on, over all labels (what the global split sees) and within each LLM
+/// label (what the per-class split sees); `-` at epochs that kept an earlier split. Nothing for
+/// plain CE, which has no split during training.
 pub fn write_split_trace(
     dir: &Path,
     round: usize,
@@ -29,12 +30,16 @@ pub fn write_split_trace(
         return Ok(());
     }
     let per_class: Vec<String> = label_names.iter().map(|n| format!("clean[{n}]")).collect();
-    let precision_column = if gold.is_some() {
-        ",clean_precision,loss_auroc"
+    let gold_columns = if gold.is_some() {
+        let within: Vec<String> = label_names
+            .iter()
+            .map(|n| format!(",loss_auroc[{n}]"))
+            .collect();
+        format!(",clean_precision,loss_auroc{}", within.concat())
     } else {
-        ""
+        String::new()
     };
-    let mut out = format!("epoch,clean,{}{precision_column}\n", per_class.join(","));
+    let mut out = format!("epoch,clean,{}{gold_columns}\n", per_class.join(","));
     for (epoch, clean) in epoch_splits {
         let chosen: Vec<usize> = (0..labels.len()).filter(|&i| clean[i]).collect();
         let counts: Vec<String> = count_per_label(&chosen, labels, label_names.len())
@@ -46,12 +51,25 @@ pub fn write_split_trace(
                 .iter()
                 .filter(|&&i| labels[i] == Some(gold[i]))
                 .count();
-            let auroc = epoch_losses
-                .iter()
-                .find(|(e, _)| e == epoch)
-                .and_then(|(_, losses)| loss_auroc(losses, labels, gold))
-                .map_or_else(|| "-".to_string(), |a| format!("{a:.4}"));
-            format!(",{:.4},{auroc}", right as f64 / chosen.len().max(1) as f64)
+            let losses = epoch_losses.iter().find(|(e, _)| e == epoch);
+            let auroc = |class: Option<usize>| {
+                losses
+                    .and_then(|(_, losses)| {
+                        let of_class: Vec<Option<f64>> = losses
+                            .iter()
+                            .zip(labels)
+                            .map(|(loss, l)| loss.filter(|_| class.is_none() || *l == class))
+                            .collect();
+                        loss_auroc(&of_class, labels, gold)
+                    })
+                    .map_or_else(|| ",-".to_string(), |a| format!(",{a:.4}"))
+            };
+            let within: String = (0..label_names.len()).map(|c| auroc(Some(c))).collect();
+            format!(
+                ",{:.4}{}{within}",
+                right as f64 / chosen.len().max(1) as f64,
+                auroc(None)
+            )
         });
         out.push_str(&format!(
             "{epoch},{},{}{precision}\n",
@@ -127,8 +145,10 @@ mod tests {
             (4, vec![true, true, false, true, false]),
             (5, vec![true, true, false, true, false]),
         ];
-        // Epoch 3's losses put the one wrong label (index 2) below one right label of three
-        // (2 of 3 pairs); epoch 4's above all; epoch 5 kept epoch 4's split, fitted on nothing.
+        // Epoch 3's losses put the one wrong label (index 2, 'pos') above two right labels of
+        // three (2 of 3 pairs) but below the one other 'pos' label: 0 within its class. Epoch
+        // 4's put it above all. 'neg' has no wrong label to score. Epoch 5 kept epoch 4's
+        // split and fitted nothing.
         let losses = [
             (3, vec![Some(0.1), Some(0.5), Some(0.3), Some(0.2), None]),
             (4, vec![Some(0.1), Some(0.2), Some(0.9), Some(0.3), None]),
@@ -146,10 +166,11 @@ mod tests {
         let got = std::fs::read_to_string(dir.path().join("split_trace_round0.csv")).unwrap();
         assert_eq!(
             got,
-            "epoch,clean,clean[neg],clean[pos],clean_precision,loss_auroc\n\
-             3,4,2,2,0.7500,0.6667\n\
-             4,3,2,1,1.0000,1.0000\n\
-             5,3,2,1,1.0000,-\n"
+            "epoch,clean,clean[neg],clean[pos],clean_precision,loss_auroc,loss_auroc[neg],\
+             loss_auroc[pos]\n\
+             3,4,2,2,0.7500,0.6667,-,0.0000\n\
+             4,3,2,1,1.0000,1.0000,-,1.0000\n\
+             5,3,2,1,1.0000,-,-,-\n"
         );
     }
 
