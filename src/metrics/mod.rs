@@ -90,7 +90,8 @@ pub fn loss_auroc(losses: &[Option<f64>], labels: &[Option<usize>], gold: &[usiz
         .iter()
         .zip(labels)
         .zip(gold)
-        .filter_map(|((loss, label), &g)| Some(((*loss)?, (*label)? != g)))
+        // Adding 0.0 makes -0.0 (from ln 1) the tie of 0.0 that `total_cmp` would rank apart.
+        .filter_map(|((loss, label), &g)| Some(((*loss)? + 0.0, (*label)? != g)))
         .collect();
     let wrong = scored.iter().filter(|(_, w)| *w).count();
     let right = scored.len() - wrong;
@@ -98,11 +99,14 @@ pub fn loss_auroc(losses: &[Option<f64>], labels: &[Option<usize>], gold: &[usiz
         return None;
     }
     scored.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Sum of the wrong labels' ranks, a run of tied losses sharing its mean rank.
+    // Sum of the wrong labels' ranks, a run of tied losses sharing its mean rank. Ties are
+    // `total_cmp`'s, under which a NaN (a diverged model) ties with itself: with `==` a run
+    // of NaN would be empty and the loop would not advance.
     let mut rank_sum = 0.0;
     let mut start = 0;
     while start < scored.len() {
-        let end = start + scored[start..].partition_point(|s| s.0 == scored[start].0);
+        let first = scored[start].0;
+        let end = start + scored[start..].partition_point(|s| s.0.total_cmp(&first).is_eq());
         let mean_rank = (start + 1 + end) as f64 / 2.0;
         let tied_wrong = scored[start..end].iter().filter(|(_, w)| *w).count();
         rank_sum += mean_rank * tied_wrong as f64;
@@ -150,6 +154,21 @@ mod tests {
         );
         // No wrong label: nothing to tell apart.
         assert_eq!(loss_auroc(&[Some(0.2), Some(3.0)], &labels, &[0, 1]), None);
+        // -0.0 ties with 0.0. NaN losses (a diverged model) rank above all and tie together:
+        // the wrong NaN ties the right one (half a pair), the wrong 1.0 ranks below it (none).
+        assert_eq!(
+            loss_auroc(&[Some(0.0), Some(-0.0)], &labels, &[0, 0]),
+            Some(0.5)
+        );
+        let labels = [Some(0), Some(1), Some(1)];
+        assert_eq!(
+            loss_auroc(
+                &[Some(f64::NAN), Some(f64::NAN), Some(1.0)],
+                &labels,
+                &[0, 0, 0]
+            ),
+            Some(0.25)
+        );
     }
 
     #[test]
