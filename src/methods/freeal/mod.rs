@@ -21,7 +21,7 @@ use self::augment::{Augmentation, views};
 use self::checkpoint::Checkpoint;
 use self::config::{CleanSplit, FreealSpec, InitialLabels};
 use self::epoch_checkpoint::EpochCheckpoints;
-use self::self_train::{Split, Trained, View, label_losses, self_train};
+use self::self_train::{Split, Trained, View, self_train};
 use self::split_trace::{TracedEpochs, write_split_trace};
 use super::{
     CellContext, Estimate, Method, embed, gold_classes, pool_gold, prompt_chars, record_precision,
@@ -422,13 +422,12 @@ fn write_round_labels(
     gold: Option<&[usize]>,
     trained: &Trained,
 ) -> Result<()> {
-    let losses = label_losses(&trained.pool.probs, labels);
     let mut out = String::from("index,gold,label,clean,clean_posterior,slm_pred,loss\n");
     for i in 0..labels.len() {
         let label = labels[i].map_or_else(String::new, |l| l.to_string());
         // Every digit, in scientific notation: after long training the losses that decide the
         // split are ~1e-7 apart, and the split must be recomputable from this column.
-        let loss = losses[i].map_or_else(String::new, |l| format!("{l:e}"));
+        let loss = trained.losses[i].map_or_else(String::new, |l| format!("{l:e}"));
         out.push_str(&format!(
             "{i},{},{label},{},{:.4},{},{loss}\n",
             gold.map_or_else(String::new, |g| g[i].to_string()),

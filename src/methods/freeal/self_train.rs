@@ -32,19 +32,9 @@ pub struct Split {
     pub posterior: Vec<f64>,
 }
 
-/// Splits labeled examples by their loss under `probs`: cross-entropy against the label, then
-/// [`split_losses`] over all labels at once or per label class.
+/// Splits labeled examples by their losses (from [`label_losses`]): [`split_losses`] over all
+/// labels at once or per label class.
 pub fn split_clean(
-    probs: &[Vec<f32>],
-    labels: &[Option<usize>],
-    threshold: f64,
-    mode: CleanSplit,
-) -> Split {
-    split_label_losses(&label_losses(probs, labels), labels, threshold, mode)
-}
-
-/// [`split_clean`] on losses already computed by [`label_losses`].
-pub fn split_label_losses(
     losses: &[Option<f64>],
     labels: &[Option<usize>],
     threshold: f64,
@@ -59,12 +49,7 @@ pub fn split_label_losses(
                 posterior: vec![0.0; labels.len()],
             };
             for class in 0..n {
-                let of_class: Vec<Option<f64>> = losses
-                    .iter()
-                    .zip(labels)
-                    .map(|(loss, l)| loss.filter(|_| *l == Some(class)))
-                    .collect();
-                let part = split_losses(&of_class, threshold);
+                let part = split_losses(&losses_of_class(losses, labels, class), threshold);
                 for i in (0..labels.len()).filter(|&i| labels[i] == Some(class)) {
                     split.clean[i] = part.clean[i];
                     split.posterior[i] = part.posterior[i];
@@ -73,6 +58,20 @@ pub fn split_label_losses(
             split
         }
     }
+}
+
+/// The losses of the examples labeled `class`, `None` for the rest: what a per-class split
+/// fits.
+pub fn losses_of_class(
+    losses: &[Option<f64>],
+    labels: &[Option<usize>],
+    class: usize,
+) -> Vec<Option<f64>> {
+    losses
+        .iter()
+        .zip(labels)
+        .map(|(loss, l)| loss.filter(|_| *l == Some(class)))
+        .collect()
 }
 
 /// Each example's cross-entropy against its label under `probs` (`None` when unlabeled): what
@@ -155,6 +154,9 @@ pub struct Trained {
     pub pool: Inference,
     /// The clean/noisy split under the trained model.
     pub split: Split,
+    /// The label losses under the trained model that `split` was fitted on (`None` when
+    /// unlabeled).
+    pub losses: Vec<Option<f64>>,
     /// Optimiser steps taken.
     pub steps: u64,
     /// The clean flags each robust epoch trained with, by 1-based epoch (empty for plain CE):
@@ -351,8 +353,7 @@ pub fn self_train(
             if spec.split_schedule.resplits(!at.epoch_splits.is_empty()) {
                 let losses = label_losses(&slm.infer(encoded, progress)?.probs, labels);
                 at.clean =
-                    split_label_losses(&losses, labels, spec.clean_threshold, spec.clean_split)
-                        .clean;
+                    split_clean(&losses, labels, spec.clean_threshold, spec.clean_split).clean;
                 at.epoch_losses.push((epoch + 1, losses));
             }
             at.epoch_splits.push((epoch + 1, at.clean.clone()));
@@ -386,11 +387,13 @@ pub fn self_train(
         }
     }
     let pool = slm.infer(encoded, progress)?;
-    let split = split_clean(&pool.probs, labels, spec.clean_threshold, spec.clean_split);
+    let losses = label_losses(&pool.probs, labels);
+    let split = split_clean(&losses, labels, spec.clean_threshold, spec.clean_split);
     Ok(Trained {
         slm,
         pool,
         split,
+        losses,
         steps: at.steps,
         epoch_splits: at.epoch_splits,
         epoch_losses: at.epoch_losses,
@@ -430,7 +433,12 @@ mod tests {
         let mut labels = vec![Some(0); 10];
         labels.extend(vec![Some(1); 4]);
         labels.push(None);
-        let split = split_clean(&probs, &labels, 0.7, CleanSplit::Global);
+        let split = split_clean(
+            &label_losses(&probs, &labels),
+            &labels,
+            0.7,
+            CleanSplit::Global,
+        );
         assert_eq!(&split.clean[..10], &[true; 10]);
         assert_eq!(&split.clean[10..], &[false; 5]);
         assert!(split.posterior[..10].iter().all(|p| *p > 0.99));
@@ -450,9 +458,10 @@ mod tests {
         labels.extend(vec![Some(1); 8]);
         labels.extend(vec![Some(0); 2]);
         labels.extend(vec![Some(1); 2]);
-        let global = split_clean(&probs, &labels, 0.7, CleanSplit::Global);
+        let losses = label_losses(&probs, &labels);
+        let global = split_clean(&losses, &labels, 0.7, CleanSplit::Global);
         assert_eq!(&global.clean[8..16], &[false; 8]);
-        let per_class = split_clean(&probs, &labels, 0.7, CleanSplit::PerClass);
+        let per_class = split_clean(&losses, &labels, 0.7, CleanSplit::PerClass);
         assert_eq!(&per_class.clean[..16], &[true; 16]);
         assert_eq!(&per_class.clean[16..], &[false; 4]);
     }

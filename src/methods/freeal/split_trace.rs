@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::count_per_label;
 use super::epoch_checkpoint::EpochCheckpoints;
-use super::self_train::{EpochStore, Position};
+use super::self_train::{EpochStore, Position, losses_of_class};
 use crate::error::Result;
 use crate::metrics::loss_auroc;
 use crate::run::records::write_atomic;
@@ -51,24 +51,22 @@ pub fn write_split_trace(
                 .iter()
                 .filter(|&&i| labels[i] == Some(gold[i]))
                 .count();
-            let losses = epoch_losses.iter().find(|(e, _)| e == epoch);
-            let auroc = |class: Option<usize>| {
+            let losses = epoch_losses
+                .iter()
+                .find(|(e, _)| e == epoch)
+                .map(|(_, l)| l.as_slice());
+            let auroc = |losses: Option<&[Option<f64>]>| {
                 losses
-                    .and_then(|(_, losses)| {
-                        let of_class: Vec<Option<f64>> = losses
-                            .iter()
-                            .zip(labels)
-                            .map(|(loss, l)| loss.filter(|_| class.is_none() || *l == class))
-                            .collect();
-                        loss_auroc(&of_class, labels, gold)
-                    })
+                    .and_then(|losses| loss_auroc(losses, labels, gold))
                     .map_or_else(|| ",-".to_string(), |a| format!(",{a:.4}"))
             };
-            let within: String = (0..label_names.len()).map(|c| auroc(Some(c))).collect();
+            let within: String = (0..label_names.len())
+                .map(|c| auroc(losses.map(|l| losses_of_class(l, labels, c)).as_deref()))
+                .collect();
             format!(
                 ",{:.4}{}{within}",
                 right as f64 / chosen.len().max(1) as f64,
-                auroc(None)
+                auroc(losses)
             )
         });
         out.push_str(&format!(
