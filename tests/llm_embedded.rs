@@ -1,6 +1,7 @@
 //! The embedded llama.cpp annotator on the small test model (SmolLM2-135M-Instruct): verbalizer
 //! scoring is a proper distribution, prefix reuse changes the work but not the answer, multi-token
-//! verbalizers are scored, generation is seeded, grammar-constrained extraction parses.
+//! verbalizers are scored, generation is seeded, grammar-constrained extraction parses, written
+//! demonstrations sample within their grammar.
 
 mod common;
 
@@ -197,5 +198,54 @@ fn grammar_constrained_extraction_always_parses() {
             assert!(!parsed.unparsable, "{style:?} {sentence}: {text}");
             assert_eq!(parsed.out_of_set, 0, "{text}");
         }
+    }
+}
+
+#[test]
+fn written_demonstrations_sample_within_their_grammar_and_their_seed() {
+    use freeal_bench::llm::spans::{AnswerGrammar, parse_written};
+    let types: Vec<String> = vec!["PER".into(), "LOC".into()];
+    let grammar = AnswerGrammar::Compact.generation_gbnf(&types).unwrap();
+    let prompt = PromptTemplate {
+        generation: GenerationTemplate {
+            prompt: "Sentences:\n{examples}\nWrite a new sentence with a {label}, then list its \
+                     entities of types {labels} as JSON."
+                .into(),
+            max_tokens: 64,
+            temperature: 0.8,
+        },
+        ..template()
+    };
+    let examples = ["John Smith flew to Paris .", "Anna met Bob in Rome ."];
+    let request = |seed: u64| {
+        prompt.write_tagged(
+            &examples,
+            "PER (person)",
+            "PER (person), LOC (location)",
+            Some(&grammar),
+            seed,
+        )
+    };
+    let mut model = llm(true, AnswerMode::Generate);
+    let texts: Vec<String> = [1, 2, 1]
+        .iter()
+        .map(|&seed| {
+            model
+                .generate(&[request(seed)], &|_| {})
+                .remove(0)
+                .unwrap()
+                .text
+        })
+        .collect();
+    assert_eq!(texts[0], texts[2], "the same seed writes the same answer");
+    for text in &texts {
+        assert!(text.starts_with(r#"{"sentence": ""#), "{text}");
+        // Within the grammar, an answer that closes its object parses; one cut off by the
+        // token limit does not, and is counted rather than guessed.
+        assert_eq!(
+            parse_written(text, &types).is_some(),
+            text.ends_with("]}"),
+            "{text}"
+        );
     }
 }

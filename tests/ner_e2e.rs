@@ -355,7 +355,7 @@ fn a_cell_stopped_after_round_0_resumes_from_its_checkpoint_with_the_same_record
 fn ner_settings_the_method_cannot_honour_are_refused_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());
-    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "replay");
     let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -363,6 +363,25 @@ fn ner_settings_the_method_cannot_honour_are_refused_before_running() {
         stderr.contains("initial") && stderr.contains("zero_shot"),
         "{stderr}"
     );
+    assert!(!dir.path().join("results/ner_toy").exists());
+
+    // Written demonstrations with a prompt file that has no [generation] of its own.
+    let shipped = common::root().join("configs/prompts/conll03.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    let bare = common::write(
+        dir.path(),
+        "bare.toml",
+        text.split("\n# FreeAL's round 0").next().unwrap(),
+    );
+    let generated = crate::spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
+    let text = std::fs::read_to_string(&generated)
+        .unwrap()
+        .replace(&shipped.display().to_string(), &bare.display().to_string());
+    std::fs::write(&generated, text).unwrap();
+    let out = common::bench(&["run", generated.to_str().unwrap(), "--backend", "cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[generation]"), "{stderr}");
     assert!(!dir.path().join("results/ner_toy").exists());
 }
 
@@ -476,4 +495,144 @@ fn knn_icl_shows_gold_demonstrations_and_labels_test_and_pool() {
         let f1 = metric(round, &format!("{prefix}_f1"));
         assert!((0.68..0.84).contains(&f1), "simulated {prefix} F1 {f1}");
     }
+}
+
+/// A scripted LLM for the toy corpus that, like the embedded 0.5B model, finds entities only
+/// when shown demonstrations: `[]` zero-shot, every toy name with any demonstration. Asked to
+/// write a demonstration, it writes a sentence with a person and a city and lists both, except
+/// when the request's seed is 3 mod 4: then it lists only a city its sentence does not hold.
+fn demo_hungry_llm(body: &serde_json::Value) -> serde_json::Value {
+    use common::llm_server::{chat_answer, query_of};
+    let people = [
+        "Alice Moreau",
+        "Bob Tanaka",
+        "Carla Diaz",
+        "Deng Wei",
+        "Erik Olsen",
+    ];
+    let cities = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Quito"];
+    let writing = body["grammar"]
+        .as_str()
+        .is_some_and(|g| g.contains("sentence"));
+    let content = if writing {
+        let seed = body["seed"].as_u64().unwrap() as usize;
+        let (person, city) = (people[seed % 5], cities[seed / 5 % 6]);
+        let listed = if seed % 4 == 3 {
+            r#"{"span": "Rome", "type": "LOC"}"#.to_string()
+        } else {
+            format!(r#"{{"span": "{person}", "type": "PER"}}, {{"span": "{city}", "type": "LOC"}}"#)
+        };
+        format!(
+            r#"{{"sentence": "{person} met the envoy in {city} today.", "entities": [{listed}]}}"#
+        )
+    } else {
+        let shown = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .count();
+        let query = query_of(body);
+        let found: Vec<String> = people
+            .iter()
+            .map(|p| (p, "PER"))
+            .chain(cities.iter().map(|c| (c, "LOC")))
+            .filter(|(name, _)| shown > 0 && query.contains(**name))
+            .map(|(name, kind)| format!(r#"{{"span": "{name}", "type": "{kind}"}}"#))
+            .collect();
+        format!("[{}]", found.join(", "))
+    };
+    chat_answer(&content, &[("[", 1.0)])
+}
+
+#[test]
+fn written_demonstrations_reach_every_round_0_prompt() {
+    use std::sync::Arc;
+    let server = common::llm_server::serve(Arc::new(|body: &serde_json::Value, _| {
+        common::llm_server::Reply::Json(200, demo_hungry_llm(body))
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text
+        .replace(
+            "rounds = 1\n",
+            "rounds = 0\ngenerated_per_class = 4\nimitate = 3\nknn = 3\n",
+        )
+        .replace(
+            "backend = \"simulated\"\n",
+            &format!(
+                "backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n",
+                server.url
+            ),
+        )
+        .replace(
+            "[run]\n",
+            &format!(
+                "[run.llm]\ncache = \"{}\"\n[run]\n",
+                dir.path().join("cache.sqlite").display()
+            ),
+        );
+    std::fs::write(&spec, text).unwrap();
+    common::run_spec(&spec);
+
+    let seen: Vec<serde_json::Value> = server
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body.clone())
+        .collect();
+    let (writing, extracting): (Vec<_>, Vec<_>) = seen.iter().partition(|b| {
+        b["grammar"]
+            .as_str()
+            .is_some_and(|g| g.contains("sentence"))
+    });
+    // 4 per entity type, each imitating 3 pool sentences, asking for one type by name.
+    assert_eq!(writing.len(), 8);
+    for body in &writing {
+        let prompt = common::llm_server::query_of(body);
+        assert_eq!(prompt.matches("\n- ").count(), 3, "{prompt}");
+        assert!(prompt.contains("PER (person)") || prompt.contains("LOC (city)"));
+    }
+    let unusable = writing
+        .iter()
+        .filter(|b| b["seed"].as_u64().unwrap() % 4 == 3)
+        .count();
+    let round = &records(dir.path(), "freeal_ner")[0];
+    let kept = 8.0 - unusable as f64;
+    assert_eq!(metric(round, "generated_demos"), kept, "{round}");
+    assert!(unusable > 0, "the seeds give no unusable answer to test");
+    assert_eq!(metric(round, "generated_without_entity"), unusable as f64);
+    assert_eq!(metric(round, "generated_spans_unmatched"), unusable as f64);
+    assert_eq!(metric(round, "generated_unparsable"), 0.0);
+    let cell = cell_dir(dir.path(), "freeal_ner");
+    let demos: Vec<serde_json::Value> = std::fs::read_to_string(cell.join("generated_demos.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(demos.len() as f64, kept);
+    let sentences: Vec<String> = demos
+        .iter()
+        .map(|d| format!("Sentence: {}", d["sentence"].as_str().unwrap()))
+        .collect();
+    // Written in corpus tokens, the final full stop a token of its own.
+    assert!(sentences[0].ends_with(" today ."), "{}", sentences[0]);
+    // Every pool sentence was asked once, with its 3 nearest written sentences as turns.
+    assert_eq!(extracting.len(), 300);
+    for body in &extracting {
+        let messages = body["messages"].as_array().unwrap();
+        let shown: Vec<&str> = messages[1..messages.len() - 1]
+            .iter()
+            .filter(|m| m["role"] == "user")
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(shown.len(), 3, "{body}");
+        assert!(shown.iter().all(|s| sentences.iter().any(|w| w == s)));
+    }
+    assert_eq!(round["llm"]["calls"].as_u64(), Some(8 + 300), "{round}");
+    // Shown demonstrations, this LLM finds every name: labels far above its zero-shot `[]`.
+    assert!(metric(round, "pool_label_f1") > 0.95, "{round}");
 }

@@ -332,20 +332,26 @@ impl EmbeddedLlm {
         let prompt = self.render(&request.messages)?;
         let tokens = self.tokenize(&prompt, true);
         self.feed_prompt(&tokens)?;
-        let mut sampler = if let Some(grammar) = &request.grammar {
-            let constrained = LlamaSampler::grammar(self.model, grammar, "root")
-                .map_err(|e| self.err(format!("the answer grammar does not compile: {e}")))?;
-            // Greedy within the grammar: structured answers are annotations, not samples.
-            LlamaSampler::chain_simple([constrained, LlamaSampler::greedy()])
-        } else if request.temperature <= 0.0 {
-            LlamaSampler::greedy()
-        } else {
-            LlamaSampler::chain_simple([
+        let constrained = match &request.grammar {
+            Some(grammar) => Some(
+                LlamaSampler::grammar(self.model, grammar, "root")
+                    .map_err(|e| self.err(format!("the answer grammar does not compile: {e}")))?,
+            ),
+            None => None,
+        };
+        // Annotations (temperature 0) are greedy, within the grammar when there is one; written
+        // demonstrations sample, within theirs.
+        let mut sampler = match (constrained, request.temperature <= 0.0) {
+            (Some(constrained), true) => {
+                LlamaSampler::chain_simple([constrained, LlamaSampler::greedy()])
+            }
+            (None, true) => LlamaSampler::greedy(),
+            (constrained, false) => LlamaSampler::chain_simple(constrained.into_iter().chain([
                 LlamaSampler::top_p(0.95, 1),
                 LlamaSampler::temp(request.temperature),
                 // llama.cpp takes a 32-bit seed; fold the 64-bit one.
                 LlamaSampler::dist((request.seed ^ (request.seed >> 32)) as u32),
-            ])
+            ])),
         };
         let (text, n) = self.continue_from(&tokens, request.max_tokens, &mut sampler)?;
         Ok(Generation {

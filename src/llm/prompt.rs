@@ -38,8 +38,9 @@ pub struct PromptTemplate {
     /// Between inline demonstrations.
     #[serde(default = "default_separator")]
     pub demo_separator: String,
-    /// Demo generation (FreeAL's initial round; span-extraction prompts have none and use the
-    /// default, which no NER method sends).
+    /// Demo generation (FreeAL's initial round). A span-extraction prompt's own asks for one
+    /// JSON object `{"sentence", "entities"}` (the default is classification's, which NER
+    /// refuses).
     #[serde(default = "default_generation")]
     pub generation: GenerationTemplate,
     /// Paraphrasing (FreeAL's consistency view with `augmentation = "llm_paraphrase"`);
@@ -63,7 +64,8 @@ pub struct GenerationTemplate {
     pub temperature: f32,
 }
 
-fn default_generation() -> GenerationTemplate {
+/// Classification's demo-generation prompt, used when a prompt file has no `[generation]`.
+pub fn default_generation() -> GenerationTemplate {
     GenerationTemplate {
         prompt: "Here are examples of the inputs:\n{examples}\nWrite one new input in the same \
                  style whose label is {label}. Reply with the input only."
@@ -260,23 +262,43 @@ impl PromptTemplate {
         verbalizers: &[Vec<String>],
         seed: u64,
     ) -> GenerateRequest {
+        self.writing(
+            Some(self.system(verbalizers)),
+            examples,
+            first_word(verbalizers, label),
+            &label_words(verbalizers),
+            None,
+            seed,
+        )
+    }
+
+    /// The `[generation]` prompt filled in (`{examples}` bulleted), after `system` if any.
+    fn writing(
+        &self,
+        system: Option<ChatMessage>,
+        examples: &[&str],
+        label: &str,
+        labels: &str,
+        grammar: Option<&str>,
+        seed: u64,
+    ) -> GenerateRequest {
         let lines: Vec<String> = examples.iter().map(|e| format!("- {}", e.trim())).collect();
         let prompt = self
             .generation
             .prompt
             .replace("{examples}", &lines.join("\n"))
-            .replace("{labels}", &label_words(verbalizers))
-            .replace("{label}", first_word(verbalizers, label));
+            .replace("{labels}", labels)
+            .replace("{label}", label);
         GenerateRequest {
-            messages: vec![
-                self.system(verbalizers),
-                ChatMessage::new(Role::User, prompt),
-            ],
+            messages: system
+                .into_iter()
+                .chain([ChatMessage::new(Role::User, prompt)])
+                .collect(),
             max_tokens: self.generation.max_tokens,
             temperature: self.generation.temperature,
             seed,
             query: None,
-            grammar: None,
+            grammar: grammar.map(str::to_string),
         }
     }
 }
@@ -303,6 +325,21 @@ impl PromptTemplate {
             query: Some(text.to_string()),
             grammar: grammar.map(str::to_string),
         }
+    }
+
+    /// The request that writes a new sentence imitating `examples` that holds an entity of
+    /// `kind`, with its entities of `types`, as one JSON object under `grammar` (FreeAL's round
+    /// 0 on NER), sampled with `seed`. No system message: the extraction instruction would ask
+    /// for a list, not a sentence.
+    pub fn write_tagged(
+        &self,
+        examples: &[&str],
+        kind: &str,
+        types: &str,
+        grammar: Option<&str>,
+        seed: u64,
+    ) -> GenerateRequest {
+        self.writing(None, examples, kind, types, grammar, seed)
     }
 
     /// The request that paraphrases `text` (sampled with `seed`).

@@ -48,29 +48,53 @@ impl AnswerGrammar {
     /// strings exclude quotes, backslashes and newlines (entity mentions in these corpora have
     /// none).
     pub fn gbnf(&self, types: &[String]) -> Option<String> {
-        let kinds: Vec<String> = types
-            .iter()
-            .map(|t| format!("\"\\\"{}\\\"\"", t.replace('\\', "\\\\").replace('"', "")))
-            .collect();
-        let kinds = kinds.join(" | ");
-        let chars = "chars ::= [^\"\\\\\\n]+\n";
+        let kinds = kind_rule(types);
+        let chars = CHARS_RULE;
         match self {
             AnswerGrammar::None => None,
             AnswerGrammar::Compact => Some(format!(
-                "root ::= \"[\" ( entity ( \", \" entity )* )? \"]\"\n\
-                 entity ::= \"{{\\\"span\\\": \\\"\" chars \"\\\", \\\"type\\\": \" kind \"}}\"\n\
-                 kind ::= {kinds}\n{chars}"
+                "root ::= \"[\" ( entity ( \", \" entity )* )? \"]\"\n{COMPACT_ENTITY}{kinds}{chars}"
             )),
             AnswerGrammar::Json => Some(format!(
                 "root ::= ( fence ws )? \"[\" ws ( entity ( ws \",\" ws entity )* )? ws \"]\" ( ws \"```\" )?\n\
                  fence ::= \"```json\" | \"```\"\n\
                  entity ::= \"{{\" ws \"\\\"span\\\"\" ws \":\" ws \"\\\"\" chars \"\\\"\" ws \",\" ws \
                  \"\\\"type\\\"\" ws \":\" ws kind ws \"}}\"\n\
-                 kind ::= {kinds}\n\
+                 {kinds}\
                  ws ::= [ \\t\\n]{{0,8}}\n{chars}"
             )),
         }
     }
+
+    /// The GBNF grammar of a written demonstration (FreeAL's round 0 on NER): one JSON object
+    /// `{"sentence": "...", "entities": [...]}`, the entities as in a compact answer; `None`
+    /// for free text. The sentence excludes quotes, backslashes and newlines, as spans do.
+    pub fn generation_gbnf(&self, types: &[String]) -> Option<String> {
+        match self {
+            AnswerGrammar::None => None,
+            AnswerGrammar::Compact | AnswerGrammar::Json => Some(format!(
+                "root ::= \"{{\\\"sentence\\\": \\\"\" chars \"\\\", \\\"entities\\\": [\" \
+                 ( entity ( \", \" entity )* )? \"]}}\"\n{COMPACT_ENTITY}{}{CHARS_RULE}",
+                kind_rule(types)
+            )),
+        }
+    }
+}
+
+/// An entity object exactly as demonstrations show it.
+const COMPACT_ENTITY: &str =
+    "entity ::= \"{\\\"span\\\": \\\"\" chars \"\\\", \\\"type\\\": \" kind \"}\"\n";
+
+/// A span's (or written sentence's) characters.
+const CHARS_RULE: &str = "chars ::= [^\"\\\\\\n]+\n";
+
+/// `kind ::= "\"PER\"" | ...`: the quoted type names.
+fn kind_rule(types: &[String]) -> String {
+    let kinds: Vec<String> = types
+        .iter()
+        .map(|t| format!("\"\\\"{}\\\"\"", t.replace('\\', "\\\\").replace('"', "")))
+        .collect();
+    format!("kind ::= {}\n", kinds.join(" | "))
 }
 
 /// The answer a demonstration shows for `tokens` tagged with BIO `tags` (names).
@@ -108,10 +132,15 @@ pub fn parse_answer(text: &str, types: &[String]) -> Parsed {
             (found, nothing)
         }
     };
-    let mut parsed = Parsed {
+    Parsed {
         unparsable,
-        ..Parsed::default()
-    };
+        ..typed(objects, types)
+    }
+}
+
+/// The entities of `objects` whose type is one of `types`; the others counted as out of set.
+fn typed(objects: Vec<Wire>, types: &[String]) -> Parsed {
+    let mut parsed = Parsed::default();
     for w in objects {
         let span = w.span.trim();
         if span.is_empty() {
@@ -129,6 +158,57 @@ pub fn parse_answer(text: &str, types: &[String]) -> Parsed {
         }
     }
     parsed
+}
+
+#[derive(Deserialize)]
+struct WrittenWire {
+    sentence: String,
+    entities: Vec<Wire>,
+}
+
+/// Reads a written demonstration `{"sentence": "...", "entities": [...]}` (a code fence
+/// allowed): its sentence and entities; `None` when it does not parse as a whole (a cut-off
+/// answer has no complete sentence-and-entities pair to keep) or the sentence is empty.
+pub fn parse_written(text: &str, types: &[String]) -> Option<(String, Parsed)> {
+    let wire: WrittenWire = serde_json::from_str(without_fence(text.trim())).ok()?;
+    let sentence = wire.sentence.trim();
+    (!sentence.is_empty()).then(|| (sentence.to_string(), typed(wire.entities, types)))
+}
+
+/// A written sentence as corpus tokens: split on whitespace, with the punctuation the corpora
+/// write as tokens of their own (`,` `;` `:` `!` `?` double quotes and brackets at either end
+/// of a word, the sentence's final `.`, and a possessive `'s`) split off, so a written
+/// demonstration reads like the pool sentences it sits beside.
+pub fn word_tokens(sentence: &str) -> Vec<String> {
+    const EDGE: &[char] = &[',', ';', ':', '!', '?', '"', '(', ')', '[', ']'];
+    let words: Vec<&str> = sentence.split_whitespace().collect();
+    let mut out = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let last = i + 1 == words.len();
+        let mut word = *word;
+        while let Some(c) = word.chars().next().filter(|c| EDGE.contains(c)) {
+            out.push(c.to_string());
+            word = &word[c.len_utf8()..];
+        }
+        let mut tail = Vec::new();
+        loop {
+            match word.chars().last() {
+                Some(c) if EDGE.contains(&c) || (c == '.' && last) => {
+                    tail.push(c.to_string());
+                    word = &word[..word.len() - c.len_utf8()];
+                }
+                _ => break,
+            }
+        }
+        if let Some(stem) = word.strip_suffix("'s").filter(|s| !s.is_empty()) {
+            out.push(stem.to_string());
+            out.push("'s".into());
+        } else if !word.is_empty() {
+            out.push(word.to_string());
+        }
+        out.extend(tail.into_iter().rev());
+    }
+    out
 }
 
 /// `text` without a Markdown code fence around it (```` ```json ... ``` ````).
@@ -383,6 +463,62 @@ mod tests {
             ],
         );
         assert_eq!(tags, vec![3, 4, 0]);
+    }
+
+    #[test]
+    fn answer_grammars_are_pinned_to_the_byte() {
+        // Part of every cached extraction's key: a changed byte would re-ask every sentence.
+        assert_eq!(
+            AnswerGrammar::Compact.gbnf(&types()).unwrap(),
+            r#"root ::= "[" ( entity ( ", " entity )* )? "]"
+entity ::= "{\"span\": \"" chars "\", \"type\": " kind "}"
+kind ::= "\"PER\"" | "\"LOC\""
+chars ::= [^"\\\n]+
+"#
+        );
+        assert_eq!(
+            AnswerGrammar::Json.gbnf(&types()).unwrap(),
+            r#"root ::= ( fence ws )? "[" ws ( entity ( ws "," ws entity )* )? ws "]" ( ws "```" )?
+fence ::= "```json" | "```"
+entity ::= "{" ws "\"span\"" ws ":" ws "\"" chars "\"" ws "," ws "\"type\"" ws ":" ws kind ws "}"
+kind ::= "\"PER\"" | "\"LOC\""
+ws ::= [ \t\n]{0,8}
+chars ::= [^"\\\n]+
+"#
+        );
+    }
+
+    #[test]
+    fn a_written_demonstration_is_one_object_with_the_answer_entities() {
+        let g = AnswerGrammar::Json.generation_gbnf(&types()).unwrap();
+        assert!(
+            g.starts_with(r#"root ::= "{\"sentence\": \"" chars "\", \"entities\": [" ( entity"#),
+            "{g}"
+        );
+        assert!(g.contains(r#"kind ::= "\"PER\"" | "\"LOC\"""#), "{g}");
+        assert_eq!(AnswerGrammar::None.generation_gbnf(&types()), None);
+        let (sentence, parsed) = parse_written(
+            "```json\n{\"sentence\": \" Ann met Bo. \", \"entities\": [{\"span\": \"Ann\", \"type\": \"PER\"}, {\"span\": \"EU\", \"type\": \"ORG\"}]}\n```",
+            &types(),
+        )
+        .unwrap();
+        assert_eq!(sentence, "Ann met Bo.");
+        assert_eq!((parsed.entities.len(), parsed.out_of_set), (1, 1));
+        assert_eq!(parse_written(r#"{"sentence": "Ann met"#, &types()), None);
+        assert_eq!(
+            parse_written(r#"{"sentence": " ", "entities": []}"#, &types()),
+            None
+        );
+    }
+
+    #[test]
+    fn written_sentences_split_into_corpus_tokens() {
+        assert_eq!(
+            word_tokens("Germany's envoy (U.S.) said: \"talks resume,\" in Oslo."),
+            toks("Germany 's envoy ( U.S. ) said : \" talks resume , \" in Oslo .")
+        );
+        assert_eq!(word_tokens("A.B. met C.D."), toks("A.B. met C.D ."));
+        assert!(word_tokens("  ").is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::llm::demos::knn;
 use crate::llm::prompt::PromptTemplate;
 
 /// The generation requests: `generated_per_class` per class, each showing `imitate` random
-/// pool texts; seeds derive from the cell seed so cached samples are reused exactly.
+/// pool texts.
 pub fn generation_requests(
     spec: &FreealSpec,
     prompt: &PromptTemplate,
@@ -19,6 +19,26 @@ pub fn generation_requests(
     seed: u64,
     rng: &mut ChaCha8Rng,
 ) -> Vec<(usize, GenerateRequest)> {
+    imitation_draws(spec, dataset, seed, rng)
+        .into_iter()
+        .map(|(label, shown, seed)| {
+            (
+                label,
+                prompt.generate(&shown, label, &dataset.verbalizers, seed),
+            )
+        })
+        .collect()
+}
+
+/// What each generation request shows: per label (class or entity type), `generated_per_class`
+/// draws of `imitate` random pool texts, each with its sampling seed, derived from the cell
+/// seed so cached samples are reused exactly.
+pub fn imitation_draws<'a>(
+    spec: &FreealSpec,
+    dataset: &'a Dataset,
+    seed: u64,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(usize, Vec<&'a str>, u64)> {
     let pool = dataset.train.len();
     let mut out = Vec::new();
     for label in 0..dataset.num_labels() {
@@ -30,10 +50,7 @@ pub fn generation_requests(
             let request_seed = seed
                 .wrapping_mul(1_000_003)
                 .wrapping_add((label * 100_000 + j) as u64);
-            out.push((
-                label,
-                prompt.generate(&shown, label, &dataset.verbalizers, request_seed),
-            ));
+            out.push((label, shown, request_seed));
         }
     }
     out

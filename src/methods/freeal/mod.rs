@@ -33,7 +33,7 @@ use crate::llm::annotator::ChatMessage;
 use crate::llm::annotator::{Annotation, ClassifyRequest};
 use crate::llm::client::LlmClient;
 use crate::llm::demos::{DemoSet, normalize_rows};
-use crate::llm::prompt::PromptTemplate;
+use crate::llm::prompt::{PromptTemplate, default_generation};
 use crate::llm::replay::{ReplayTable, read_replay};
 use crate::metrics::{accuracy, argmax, macro_f1, per_class_accuracy};
 use crate::plan::Cell;
@@ -794,7 +794,7 @@ impl Method for Freeal {
         ))
     }
 
-    fn check(&self, _cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
+    fn check(&self, cell: &Cell, dataset: &Dataset) -> std::result::Result<(), (String, String)> {
         if !self.spec.unlabeled_consistency && self.spec.label_fraction < 1.0 {
             return Err((
                 "unlabeled_consistency".into(),
@@ -808,9 +808,22 @@ impl Method for Freeal {
         }
         let unsupported = [
             (
-                self.spec.initial != InitialLabels::ZeroShot,
+                self.spec.initial == InitialLabels::Replay,
                 "initial",
-                "round 0 on NER is zero-shot extraction: set initial = \"zero_shot\"",
+                "round 0 on NER extracts with written demonstrations or none: set initial = \
+                 \"generated\" or \"zero_shot\"",
+            ),
+            (
+                self.spec.initial == InitialLabels::Generated
+                    && cell
+                        .config
+                        .llm
+                        .as_ref()
+                        .is_some_and(|llm| llm.prompt.generation == default_generation()),
+                "initial",
+                "written demonstrations need a [generation] table in the prompt file that asks \
+                 for one JSON object {\"sentence\", \"entities\"} (configs/prompts/conll03.toml \
+                 has one); the default one writes classification inputs",
             ),
             (
                 self.spec.clean_split != CleanSplit::Global,
@@ -853,14 +866,27 @@ impl Method for Freeal {
         let slm = &cell.config.slm;
         let slm_steps = ((self.spec.rounds + 1) * slm.epochs * n.div_ceil(slm.batch_size)) as u64;
         if dataset.task == Task::Ner {
-            // Round 0 extracts every sentence; each refinery round at most every sentence.
-            let zero_shot = super::ner::estimate_extraction(cell, dataset, n, 0);
+            // Round 0 extracts every sentence (after writing demonstrations, each prompt about
+            // as long as an extraction showing `imitate` pool sentences); each refinery round
+            // at most every sentence.
+            let (written, round0_demos) = match self.spec.initial {
+                InitialLabels::Generated => (
+                    self.spec.generated_per_class * dataset.num_labels(),
+                    self.spec.knn,
+                ),
+                InitialLabels::ZeroShot | InitialLabels::Replay => (0, 0),
+            };
+            let writing =
+                super::ner::estimate_extraction(cell, dataset, written, self.spec.imitate);
+            let round0 = super::ner::estimate_extraction(cell, dataset, n, round0_demos);
             let k = self.spec.demos_per_class * dataset.num_labels();
             let refinery = super::ner::estimate_extraction(cell, dataset, n, k);
+            let rounds = self.spec.rounds as u64;
             return Estimate {
-                llm_calls: zero_shot.llm_calls + self.spec.rounds as u64 * refinery.llm_calls,
-                llm_prompt_tokens: zero_shot.llm_prompt_tokens
-                    + self.spec.rounds as u64 * refinery.llm_prompt_tokens,
+                llm_calls: writing.llm_calls + round0.llm_calls + rounds * refinery.llm_calls,
+                llm_prompt_tokens: writing.llm_prompt_tokens
+                    + round0.llm_prompt_tokens
+                    + rounds * refinery.llm_prompt_tokens,
                 slm_steps,
             };
         }

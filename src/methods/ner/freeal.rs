@@ -1,4 +1,5 @@
-//! FreeAL on NER: the LLM extracts the pool's entities zero-shot; the tagger self-trains
+//! FreeAL on NER: the LLM extracts the pool's entities, zero-shot or with its nearest
+//! sentences among those the LLM wrote itself (`written.rs`); the tagger self-trains
 //! robustly on them (warm-up on every sentence, then each epoch a GMM on sentence losses splits
 //! clean from noisy: cross-entropy on the clean sentences' words, dropout-view consistency
 //! (symmetric KL) on the noisy ones; no mixup: mixing two sentences' tokens has no word
@@ -21,7 +22,7 @@ use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::llm::demos::{knn, normalize_rows};
 use crate::methods::freeal::checkpoint;
-use crate::methods::freeal::config::{FreealSpec, SelfTraining};
+use crate::methods::freeal::config::{FreealSpec, InitialLabels, SelfTraining};
 use crate::methods::freeal::self_train::{Split, rampup, split_losses};
 use crate::methods::{CellContext, record_precision};
 use crate::progress::Progress;
@@ -239,10 +240,22 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
         let before = labels.clone();
         match &previous {
             None => {
-                let requests: Vec<_> = pool_examples
-                    .iter()
-                    .map(|e| extractor.request(e, &[]))
-                    .collect();
+                let requests: Vec<_> = match spec.initial {
+                    InitialLabels::Generated => super::written::generated_requests(
+                        ctx,
+                        &mut client,
+                        &extractor,
+                        &base,
+                        &words,
+                        spec,
+                        &mut rng,
+                        &mut metrics,
+                    )?,
+                    InitialLabels::ZeroShot | InitialLabels::Replay => pool_examples
+                        .iter()
+                        .map(|e| extractor.request(e, &[]))
+                        .collect(),
+                };
                 let got = extractor.run(
                     ctx,
                     &mut client,

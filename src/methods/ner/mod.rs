@@ -6,6 +6,7 @@
 pub mod active_learning;
 pub mod checkpoint;
 pub mod freeal;
+pub mod written;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -111,6 +112,8 @@ pub struct Extractor<'a> {
     types: String,
     /// The answer grammar; `None` for free text (`llm.grammar = "none"`).
     grammar: Option<String>,
+    /// The grammar of a written demonstration (FreeAL's round 0); `None` for free text.
+    writing_grammar: Option<String>,
 }
 
 impl<'a> Extractor<'a> {
@@ -121,7 +124,28 @@ impl<'a> Extractor<'a> {
             dataset,
             types: describe_types(&dataset.label_names, &dataset.descriptions),
             grammar: llm.spec.grammar.gbnf(&dataset.label_names),
+            writing_grammar: llm.spec.grammar.generation_gbnf(&dataset.label_names),
         }
+    }
+
+    /// The request that writes a new sentence imitating `examples`, holding an entity of type
+    /// `kind`, with its entities (sampled with `seed`).
+    pub fn writing_request(&self, examples: &[&str], kind: usize, seed: u64) -> GenerateRequest {
+        let names = &self.dataset.label_names;
+        let described = describe_types(
+            std::slice::from_ref(&names[kind]),
+            self.dataset
+                .descriptions
+                .get(kind..=kind)
+                .unwrap_or_default(),
+        );
+        self.prompt.write_tagged(
+            examples,
+            &described,
+            &self.types,
+            self.writing_grammar.as_deref(),
+            seed,
+        )
     }
 
     /// The request for `example` with demonstrations `(sentence, tags)` (most similar last).
