@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::{Extractor, sentence_words};
+use super::Extractor;
 use crate::data::{Dataset, Example, Target};
 use crate::error::Result;
 use crate::llm::annotator::{GenerateRequest, Generation};
@@ -22,13 +22,22 @@ use crate::slm::Slm;
 use crate::slm::tagging::infer_tags;
 use crate::slm::tokenize::WordEncoded;
 
+/// A sentence the LLM wrote, kept as a demonstration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenDemo {
+    /// Its corpus tokens, and the tokens joined by spaces as its text (no gold target).
+    pub sentence: Example,
+    /// Its BIO tags from the entity list the LLM wrote with it.
+    pub tags: Vec<usize>,
+    /// The entity type it was asked to hold.
+    pub asked: usize,
+}
+
 /// The sentences the LLM wrote that can serve as demonstrations, and what was thrown away.
 #[derive(Debug, Default)]
 pub struct Written {
-    /// Kept sentences: corpus tokens, their tags, the tokens joined by spaces as text.
-    pub demos: Vec<Example>,
-    /// The entity type each kept sentence was asked to hold.
-    pub asked: Vec<usize>,
+    /// Kept sentences.
+    pub demos: Vec<WrittenDemo>,
     /// Answers that are not a complete `{"sentence", "entities"}` object.
     pub unparsable: usize,
     /// Sentences none of whose listed entities is in the sentence.
@@ -69,12 +78,15 @@ pub fn read_written(asked: &[usize], answers: &[Generation], types: &[String]) -
             out.without_entity += 1;
             continue;
         }
-        out.demos.push(Example {
-            text: tokens.join(" "),
-            tokens,
-            target: Target::Tags(tags),
+        out.demos.push(WrittenDemo {
+            sentence: Example {
+                text: tokens.join(" "),
+                tokens,
+                target: Target::Unlabeled,
+            },
+            tags,
+            asked: kind,
         });
-        out.asked.push(kind);
     }
     out
 }
@@ -97,15 +109,11 @@ impl Written {
     /// answer a demonstration shows for it.
     pub fn write(&self, path: &Path, dataset: &Dataset) -> Result<()> {
         let mut out = String::new();
-        for (demo, &kind) in self.demos.iter().zip(&self.asked) {
-            let tags = match &demo.target {
-                Target::Tags(t) => dataset.tag_names(t),
-                Target::Class(_) | Target::Unlabeled => Vec::new(),
-            };
+        for demo in &self.demos {
             let line = serde_json::json!({
-                "asked": dataset.label_names[kind],
-                "sentence": demo.text,
-                "answer": render_answer(&demo.tokens, &tags),
+                "asked": dataset.label_names[demo.asked],
+                "sentence": demo.sentence.text,
+                "answer": render_answer(&demo.sentence.tokens, &dataset.tag_names(&demo.tags)),
             });
             out.push_str(&line.to_string());
             out.push('\n');
@@ -154,7 +162,12 @@ pub fn generated_requests(
         Ok(rows)
     };
     let pool_rows = unit(words)?;
-    let demo_rows = unit(&base.tokenize_words(&sentence_words(&written.demos))?)?;
+    let demo_words: Vec<&[String]> = written
+        .demos
+        .iter()
+        .map(|d| d.sentence.tokens.as_slice())
+        .collect();
+    let demo_rows = unit(&base.tokenize_words(&demo_words)?)?;
     let zeros = vec![0usize; written.demos.len()];
     Ok(dataset
         .train
@@ -164,10 +177,7 @@ pub fn generated_requests(
             let chosen = knn(row, &demo_rows, &zeros, spec.knn, false, None);
             let demos: Vec<(&Example, &[usize])> = chosen
                 .iter()
-                .filter_map(|&d| match &written.demos[d].target {
-                    Target::Tags(t) => Some((&written.demos[d], t.as_slice())),
-                    Target::Class(_) | Target::Unlabeled => None,
-                })
+                .map(|&d| (&written.demos[d].sentence, written.demos[d].tags.as_slice()))
                 .collect();
             extractor.request(example, &demos)
         })
@@ -203,11 +213,11 @@ mod tests {
         ];
         let written = read_written(&[0, 1, 1, 0], &answers, &types);
         assert_eq!(written.demos.len(), 1);
-        assert_eq!(written.asked, vec![0]);
         let demo = &written.demos[0];
-        assert_eq!(demo.text, "Ann Lee flew to Oslo , then home .");
+        assert_eq!(demo.asked, 0);
+        assert_eq!(demo.sentence.text, "Ann Lee flew to Oslo , then home .");
         // O = 0, B-PER = 1, I-PER = 2, B-LOC = 3.
-        assert_eq!(demo.target, Target::Tags(vec![1, 2, 0, 0, 3, 0, 0, 0, 0]));
+        assert_eq!(demo.tags, vec![1, 2, 0, 0, 3, 0, 0, 0, 0]);
         assert_eq!(
             (
                 written.unparsable,
