@@ -46,21 +46,6 @@ pub struct Written {
     pub unmatched: usize,
 }
 
-/// The writing requests: `generated_per_class` per entity type, each showing `imitate` random
-/// pool sentences (drawn as classification's generation requests draw theirs).
-pub fn writing_requests(
-    spec: &FreealSpec,
-    extractor: &Extractor,
-    dataset: &Dataset,
-    seed: u64,
-    rng: &mut ChaCha8Rng,
-) -> Vec<(usize, GenerateRequest)> {
-    imitation_draws(spec, dataset, seed, rng)
-        .into_iter()
-        .map(|(kind, shown, seed)| (kind, extractor.writing_request(&shown, kind, seed)))
-        .collect()
-}
-
 /// Reads the written answers (`asked[i]` the type answer `i` was asked for) into
 /// demonstrations. A sentence whose entities are all missing from it is dropped: it would show
 /// `[]`, the answer a weak LLM already gives too often, and it did not do what was asked.
@@ -122,8 +107,9 @@ impl Written {
     }
 }
 
-/// Round 0's extraction requests: the LLM writes demonstrations (recorded in `metrics` and
-/// `generated_demos.jsonl`), then each pool sentence is shown its `spec.knn` nearest in the
+/// Round 0's extraction requests: the LLM writes `generated_per_class` demonstrations per
+/// entity type, each imitating `imitate` random pool sentences drawn as classification's
+/// generation requests draw theirs (recorded in `metrics` and `generated_demos.jsonl`), then each pool sentence is shown its `spec.knn` nearest in the
 /// pretrained encoder's space (most similar last). An error when no written sentence is usable.
 #[allow(clippy::too_many_arguments)]
 pub fn generated_requests(
@@ -137,7 +123,11 @@ pub fn generated_requests(
     metrics: &mut BTreeMap<String, f64>,
 ) -> Result<Vec<GenerateRequest>> {
     let dataset = ctx.dataset;
-    let requests = writing_requests(spec, extractor, dataset, ctx.cell.config.seed, rng);
+    let requests: Vec<(usize, GenerateRequest)> =
+        imitation_draws(spec, dataset, ctx.cell.config.seed, rng)
+            .into_iter()
+            .map(|(kind, shown, seed)| (kind, extractor.writing_request(&shown, kind, seed)))
+            .collect();
     ctx.progress
         .phase("LLM writes demonstrations", requests.len() as u64);
     let bodies: Vec<GenerateRequest> = requests.iter().map(|r| r.1.clone()).collect();
