@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Extracted, Extractor, evaluate_tagger, gold_tags, score_spans, sentence_words};
+use super::{
+    Extracted, Extractor, evaluate_tagger, gold_tags, score_spans, sentence_words, unit_embeddings,
+};
 use crate::data::Example;
 use crate::error::Result;
 use crate::llm::client::LlmClient;
-use crate::llm::demos::{knn, normalize_rows};
+use crate::llm::demos::knn;
 use crate::methods::CellContext;
 use crate::methods::active_learning::{ActiveLearning, Oracle, al_rng};
 use crate::methods::reweighted_fit::fit_tags_reweighted;
@@ -74,13 +76,6 @@ impl LlmOracle<'_> {
             "LLM labels acquired",
         )
     }
-}
-
-/// Unit-length sentence embeddings of the tagger's encoder.
-fn unit_embeddings(pooled: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
-    let mut rows = pooled;
-    normalize_rows(&mut rows);
-    rows
 }
 
 /// Runs active learning (gold or LLM oracle) on an NER cell.

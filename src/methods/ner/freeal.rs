@@ -17,10 +17,11 @@ use rand_chacha::ChaCha8Rng;
 use super::checkpoint::{self as ner_checkpoint, NerCheckpoint};
 use super::{
     Extracted, Extractor, pool_gold_tags, score_spans, score_test, sentence_words, test_tags,
+    unit_embeddings,
 };
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::llm::demos::{knn, normalize_rows};
+use crate::llm::demos::knn;
 use crate::methods::freeal::checkpoint;
 use crate::methods::freeal::config::{FreealSpec, InitialLabels, SelfTraining};
 use crate::methods::freeal::self_train::{Split, rampup, split_losses};
@@ -365,8 +366,7 @@ struct Finished {
 
 impl Finished {
     fn new(pool: TagInference, split: Split, test_tags: Vec<Vec<usize>>) -> Self {
-        let mut embeddings = pool.pooled.clone();
-        normalize_rows(&mut embeddings);
+        let embeddings = unit_embeddings(pool.pooled.clone());
         Finished {
             pool,
             split,

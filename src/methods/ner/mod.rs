@@ -231,6 +231,13 @@ pub fn sentence_words(examples: &[Example]) -> Vec<&[String]> {
     examples.iter().map(|e| e.tokens.as_slice()).collect()
 }
 
+/// Unit-length sentence embeddings of the tagger's encoder (the k-NN and k-medoids space).
+pub fn unit_embeddings(pooled: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    let mut rows = pooled;
+    crate::llm::demos::normalize_rows(&mut rows);
+    rows
+}
+
 /// Test-split span scores of a trained tagger (`test_f1`, ...).
 pub fn evaluate_tagger(
     slm: &Slm,

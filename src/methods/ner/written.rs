@@ -7,12 +7,12 @@ use std::path::Path;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::Extractor;
+use super::{Extractor, unit_embeddings};
 use crate::data::{Dataset, Example, Target};
 use crate::error::Result;
 use crate::llm::annotator::{GenerateRequest, Generation};
 use crate::llm::client::LlmClient;
-use crate::llm::demos::{knn, normalize_rows};
+use crate::llm::demos::knn;
 use crate::llm::spans::{parse_written, render_answer, tag_tokens, word_tokens};
 use crate::methods::CellContext;
 use crate::methods::freeal::config::FreealSpec;
@@ -147,9 +147,9 @@ pub fn generated_requests(
         });
     }
     let unit = |words: &[WordEncoded]| -> Result<Vec<Vec<f32>>> {
-        let mut rows = infer_tags(base, words, ctx.progress)?.pooled;
-        normalize_rows(&mut rows);
-        Ok(rows)
+        Ok(unit_embeddings(
+            infer_tags(base, words, ctx.progress)?.pooled,
+        ))
     };
     let pool_rows = unit(words)?;
     let demo_words: Vec<&[String]> = written
