@@ -258,6 +258,65 @@ fn zero_shot_freeal_and_supervised_tag_entities() {
 }
 
 #[test]
+fn the_p_percent_variant_extracts_a_new_share_each_round_and_trains_on_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
+    let text = std::fs::read_to_string(&spec).unwrap().replacen(
+        "rounds = 1\n",
+        "rounds = 2\nlabel_fraction = 0.4\n",
+        1,
+    );
+    std::fs::write(&spec, text).unwrap();
+    common::run_spec(&spec);
+
+    let rounds = records(dir.path(), "freeal_ner");
+    assert_eq!(rounds.len(), 3);
+    // 300 pool sentences, 40% of them new each round until none is left: 120, 120, 60.
+    let coverage: Vec<f64> = rounds
+        .iter()
+        .map(|r| metric(r, "pool_label_coverage"))
+        .collect();
+    assert_eq!(coverage, vec![0.4, 0.8, 1.0]);
+    assert_eq!(rounds[0]["llm"]["calls"].as_f64(), Some(120.0));
+    // A refinery round asks the new share for the first time, and the previous round's noisy
+    // labelled sentences again when it has pool demonstrations to show them (the round-0
+    // tagger, trained on 120 sentences, agrees with no entity label: round 1 has none).
+    assert_eq!(metric(&rounds[1], "demo_pool_size"), 0.0);
+    assert!(metric(&rounds[2], "demo_pool_size") > 0.0);
+    for (round, (asked_before, fresh)) in [(1, (120.0, 120.0)), (2, (240.0, 60.0))] {
+        let noisy = match metric(&rounds[round], "demo_pool_size") > 0.0 {
+            true => asked_before - metric(&rounds[round - 1], "clean_count"),
+            false => 0.0,
+        };
+        assert_eq!(metric(&rounds[round], "relabeled"), noisy + fresh);
+        assert_eq!(rounds[round]["llm"]["calls"].as_f64(), Some(noisy + fresh));
+    }
+    // Each round's tagger learns from more labels than the last.
+    let f1: Vec<f64> = rounds.iter().map(|r| metric(r, "test_f1")).collect();
+    assert!(f1[0] < f1[1] && f1[1] < f1[2] && f1[2] > 0.7, "{f1:?}");
+    // The unlabelled 180 sentences stay in round 0's batches (the consistency term): 8 epochs
+    // of ceil(300 / 16) steps, not of ceil(120 / 16).
+    assert_eq!(rounds[0]["slm_steps"].as_u64(), Some(8 * 19));
+    let cell = cell_dir(dir.path(), "freeal_ner");
+    let indices: Vec<u64> = std::fs::read_to_string(cell.join("answers_round0.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(indices.len(), 120);
+    assert!(indices.windows(2).all(|w| w[0] < w[1]) && indices[119] < 300);
+    assert!(
+        indices[119] > 200,
+        "a random share of the pool, not its head"
+    );
+}
+
+#[test]
 fn the_dense_tanh_head_tags_every_token_and_learns_the_entities() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());

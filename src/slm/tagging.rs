@@ -156,6 +156,27 @@ pub fn labelled_positions(
     (positions, tags)
 }
 
+/// Rows of the batch's `[batch * seq, tags]` logits at the first subword of every word of the
+/// batch rows `keep` accepts, labelled or not: where a consistency term compares two views.
+pub fn word_positions(
+    words: &[WordEncoded],
+    rows: &[usize],
+    seq: usize,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<i64> {
+    rows.iter()
+        .enumerate()
+        .filter(|&(_, &r)| keep(r))
+        .flat_map(|(j, &r)| {
+            words[r]
+                .first_subword
+                .iter()
+                .flatten()
+                .map(move |&pos| (j * seq + pos) as i64)
+        })
+        .collect()
+}
+
 /// The `[positions, tags]` logits at flat `positions` of `[batch, seq, tags]` logits.
 pub fn gather(logits: Tensor<3>, positions: &[i64], step: &Step) -> Tensor<2> {
     let [b, seq, t] = logits.dims();
@@ -255,6 +276,12 @@ mod tests {
         let (pos, tags) = labelled_positions(&words, &labels, &[1, 0], 5, |_| true);
         assert_eq!(pos, vec![1, 6, 7]);
         assert_eq!(tags, vec![1, 0, 3]);
+        // Every word, labelled or not: sentence 0's cut third word has no position.
+        let unlabelled = [None, None];
+        let (none, _) = labelled_positions(&words, &unlabelled, &[1, 0], 5, |_| true);
+        assert!(none.is_empty());
+        assert_eq!(word_positions(&words, &[1, 0], 5, |_| true), vec![1, 6, 7]);
+        assert_eq!(word_positions(&words, &[1, 0], 5, |r| r == 0), vec![6, 7]);
         let (pos, _) = labelled_positions(&words, &labels, &[1, 0], 5, |r| r == 0);
         assert_eq!(pos, vec![6, 7]);
     }

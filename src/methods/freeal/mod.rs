@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod epoch_checkpoint;
 pub mod initial;
+pub mod labels;
 pub mod self_train;
 pub mod split_trace;
 
@@ -14,13 +15,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use rand::SeedableRng;
-use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
 use self::augment::{Augmentation, views};
 use self::checkpoint::Checkpoint;
 use self::config::{CleanSplit, FreealSpec, InitialLabels};
 use self::epoch_checkpoint::EpochCheckpoints;
+use self::labels::Labels;
 use self::self_train::{Split, Trained, View, self_train};
 use self::split_trace::{TracedEpochs, write_split_trace};
 use super::{
@@ -49,38 +50,6 @@ use crate::stream_pos::StreamPos;
 pub struct Freeal {
     /// The method's settings.
     pub spec: FreealSpec,
-}
-
-/// Per-round bookkeeping of who holds which label.
-struct Labels {
-    labels: Vec<Option<usize>>,
-    queried: Vec<bool>,
-}
-
-impl Labels {
-    /// Pool examples the LLM has not seen yet, `label_fraction` of the pool at a time.
-    fn fresh(&self, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<usize> {
-        let unseen: Vec<usize> = (0..self.queried.len())
-            .filter(|&i| !self.queried[i])
-            .collect();
-        let want = ((self.queried.len() as f64) * fraction).round() as usize;
-        if want >= unseen.len() {
-            return unseen;
-        }
-        let mut picked: Vec<usize> = sample(rng, unseen.len(), want)
-            .into_iter()
-            .map(|j| unseen[j])
-            .collect();
-        picked.sort_unstable();
-        picked
-    }
-
-    fn set(&mut self, indices: &[usize], answers: &[Option<usize>]) {
-        for (&i, a) in indices.iter().zip(answers) {
-            self.labels[i] = *a;
-            self.queried[i] = true;
-        }
-    }
 }
 
 fn answer_labels(answers: &[Annotation]) -> Vec<Option<usize>> {
@@ -284,7 +253,7 @@ impl Freeal {
         client: &mut LlmClient,
         prompt: &PromptTemplate,
         previous: &(Inference, Split),
-        state: &mut Labels,
+        state: &mut Labels<usize>,
         fresh: &[usize],
         gold: Option<&[usize]>,
         rng: &mut ChaCha8Rng,
@@ -593,10 +562,7 @@ impl Method for Freeal {
         };
         let view = View::new(self.spec.augmentation, augmented_encoded.as_deref());
 
-        let mut state = Labels {
-            labels: vec![None; texts.len()],
-            queried: vec![false; texts.len()],
-        };
+        let mut state = Labels::new(texts.len());
         let mut outcomes = Vec::new();
         let mut warnings = Vec::new();
         let mut previous: Option<(Inference, Split)> = None;
@@ -831,11 +797,6 @@ impl Method for Freeal {
                 "a NER label is a whole tag sequence, not a class: set clean_split = \"global\"",
             ),
             (
-                self.spec.label_fraction < 1.0,
-                "label_fraction",
-                "the P% variant is not implemented for NER: set label_fraction = 1.0",
-            ),
-            (
                 !matches!(
                     self.spec.augmentation,
                     Augmentation::Dropout | Augmentation::None
@@ -866,9 +827,9 @@ impl Method for Freeal {
         let slm = &cell.config.slm;
         let slm_steps = ((self.spec.rounds + 1) * slm.epochs * n.div_ceil(slm.batch_size)) as u64;
         if dataset.task == Task::Ner {
-            // Round 0 extracts every sentence (after writing demonstrations, each prompt about
-            // as long as an extraction showing `imitate` pool sentences); each refinery round
-            // at most every sentence.
+            // Round 0 extracts `label_fraction` of the sentences (after writing demonstrations,
+            // each prompt about as long as an extraction showing `imitate` pool sentences); each
+            // refinery round at most every sentence.
             let (written, round0_demos) = match self.spec.initial {
                 InitialLabels::Generated => (
                     self.spec.generated_per_class * dataset.num_labels(),
@@ -878,7 +839,8 @@ impl Method for Freeal {
             };
             let writing =
                 super::ner::estimate_extraction(cell, dataset, written, self.spec.imitate);
-            let round0 = super::ner::estimate_extraction(cell, dataset, n, round0_demos);
+            let first = ((n as f64) * self.spec.label_fraction).round() as usize;
+            let round0 = super::ner::estimate_extraction(cell, dataset, first, round0_demos);
             let k = self.spec.demos_per_class * dataset.num_labels();
             let refinery = super::ner::estimate_extraction(cell, dataset, n, k);
             let rounds = self.spec.rounds as u64;

@@ -22,6 +22,8 @@ pub struct NerCheckpoint {
     pub outcomes: Vec<RoundOutcome>,
     /// The pool's tags after the last finished round (None: no usable answer).
     pub labels: Vec<Option<Vec<usize>>>,
+    /// Which pool sentences the LLM has been asked about (`label_fraction` < 1 leaves some out).
+    pub queried: Vec<bool>,
     /// The last round's tagger outputs on the pool: the refinery's demonstrations come from them.
     pub pool: TagInference,
     /// The last round's clean/noisy split: the refinery re-extracts its noisy sentences.
@@ -43,6 +45,7 @@ impl RoundCheckpoint for NerCheckpoint {
     fn lengths(&self) -> Vec<usize> {
         vec![
             self.labels.len(),
+            self.queried.len(),
             self.pool.probs.len(),
             self.pool.pooled.len(),
             self.split.clean.len(),
@@ -91,6 +94,7 @@ mod tests {
             labels: (0..pool_len)
                 .map(|i| (i % 3 != 0).then(|| vec![0, i % 5, 0]))
                 .collect(),
+            queried: (0..pool_len).map(|i| i % 4 != 1).collect(),
             pool: TagInference {
                 // Values whose decimal forms are long: the round trip must be exact.
                 probs: vec![vec![vec![0.1f32, 1.0 / 3.0, f32::MIN_POSITIVE], vec![]]; pool_len],

@@ -1,11 +1,13 @@
-//! FreeAL on NER: the LLM extracts the pool's entities, zero-shot or with its nearest
-//! sentences among those the LLM wrote itself (`written.rs`); the tagger self-trains
-//! robustly on them (warm-up on every sentence, then each epoch a GMM on sentence losses splits
-//! clean from noisy: cross-entropy on the clean sentences' words, dropout-view consistency
-//! (symmetric KL) on the noisy ones; no mixup: mixing two sentences' tokens has no word
-//! alignment); the demonstration pool is, per entity type (and for entity-free sentences), the
-//! top R% of sentences whose SLM tags agree with the LLM's, reduced to k-medoids on sentence
-//! embeddings; only noisy sentences are re-extracted with their nearest pool demonstrations.
+//! FreeAL on NER: the LLM extracts the pool's entities (all of them, or the P% variant's
+//! `label_fraction` share per round), zero-shot or with its nearest sentences among those the
+//! LLM wrote itself (`written.rs`); the tagger self-trains robustly on them (warm-up on every
+//! sentence, then each epoch a GMM on sentence losses splits clean from noisy: cross-entropy on
+//! the clean sentences' words, dropout-view consistency (symmetric KL) on the noisy and the
+//! untagged ones; no mixup: mixing two sentences' tokens has no word alignment); the
+//! demonstration pool is, per entity type (and for entity-free sentences), the top R% of
+//! sentences whose SLM tags agree with the LLM's, reduced to k-medoids on sentence embeddings;
+//! only noisy (and not yet extracted) sentences are extracted again with their nearest pool
+//! demonstrations.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -22,8 +24,10 @@ use super::{
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::llm::demos::knn;
+use crate::methods::freeal::augment::Augmentation;
 use crate::methods::freeal::checkpoint;
 use crate::methods::freeal::config::{FreealSpec, InitialLabels, SelfTraining};
+use crate::methods::freeal::labels::Labels;
 use crate::methods::freeal::self_train::{Split, rampup, split_losses};
 use crate::methods::{CellContext, record_precision};
 use crate::progress::Progress;
@@ -32,7 +36,7 @@ use crate::select::demo_pool::{demo_pool, top_agreeing_sets};
 use crate::slm::Slm;
 use crate::slm::losses::symmetric_kl;
 use crate::slm::tagging::{
-    TagInference, gather, ids_of, infer_tags, labelled_positions, tag_cross_entropy,
+    TagInference, gather, ids_of, infer_tags, labelled_positions, tag_cross_entropy, word_positions,
 };
 use crate::slm::tokenize::WordEncoded;
 use crate::stream_pos::StreamPos;
@@ -57,8 +61,7 @@ pub fn self_train_tagger(
     spec: &FreealSpec,
     progress: &Progress,
 ) -> Result<TrainedTagger> {
-    let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
-    if rows.is_empty() {
+    if labels.iter().all(Option::is_none) {
         return Err(Error::model(
             "tagger",
             "the LLM tagged no sentence of the pool",
@@ -67,6 +70,15 @@ pub fn self_train_tagger(
     let ids = ids_of(words);
     let epochs = slm.epochs();
     let robust = spec.self_training == SelfTraining::Robust;
+    // NER's only second view is another dropout pass; `augmentation = "none"` drops the
+    // consistency term, and robust training then learns from the clean sentences alone.
+    let consistency = robust && spec.augmentation != Augmentation::None;
+    // Sentences with no tags (not asked yet under `label_fraction`, or no usable answer) train
+    // through the consistency term alone, as classification's unlabeled examples do.
+    let unlabelled_consistent = consistency && spec.unlabeled_consistency;
+    let rows: Vec<usize> = (0..labels.len())
+        .filter(|&i| labels[i].is_some() || unlabelled_consistent)
+        .collect();
     if robust && spec.warmup_epochs >= epochs {
         return Err(Error::Config {
             location: "[methods.*] kind = \"freeal\"".into(),
@@ -92,36 +104,51 @@ pub fn self_train_tagger(
             )
             .clean;
         }
+        let epoch_rows: Vec<usize> = match consistency {
+            true => rows.clone(),
+            false => rows.iter().copied().filter(|&r| clean[r]).collect(),
+        };
+        if epoch_rows.is_empty() {
+            continue;
+        }
         let label = format!("self-train epoch {}/{epochs}", epoch + 1);
-        let report = slm.train_epoch(&mut trainer, &ids, &rows, &label, progress, |step| {
-            let (_, logits) = step.model.token_logits(&step.batch);
-            let seq = logits.dims()[1];
-            let (clean_pos, clean_tags) =
-                labelled_positions(words, labels, step.rows, seq, |r| clean[r]);
-            let (noisy_pos, _) = labelled_positions(words, labels, step.rows, seq, |r| !clean[r]);
-            let mut terms: Vec<Tensor<1>> = Vec::new();
-            if !clean_pos.is_empty() {
-                let gathered = gather(logits.clone(), &clean_pos, step);
-                terms.push(tag_cross_entropy(gathered, &clean_tags, step));
-            }
-            if !noisy_pos.is_empty() {
-                // A second pass draws a fresh dropout mask: the consistency view.
-                let (_, second) = step.model.token_logits(&step.batch);
-                let w = rampup(step.epoch_pos, spec.rampup_epochs);
-                let kl = symmetric_kl(
-                    gather(logits.clone(), &noisy_pos, step),
-                    gather(second, &noisy_pos, step),
-                    spec.temperature as f32,
-                );
-                // The classification code sums KL over examples; per word, a mean keeps the
-                // term on the scale of the cross-entropy whatever the sentence lengths.
-                terms.push(kl * (w / noisy_pos.len() as f32));
-            }
-            Ok(terms
-                .into_iter()
-                .reduce(|a, b| a + b)
-                .unwrap_or_else(|| logits.sum() * 0.0))
-        })?;
+        let report =
+            slm.train_epoch(&mut trainer, &ids, &epoch_rows, &label, progress, |step| {
+                let (_, logits) = step.model.token_logits(&step.batch);
+                let seq = logits.dims()[1];
+                let (clean_pos, clean_tags) =
+                    labelled_positions(words, labels, step.rows, seq, |r| clean[r]);
+                // Every row of a consistency epoch that is not clean: the noisy labelled ones and
+                // the unlabelled ones; none when there is no second view.
+                let noisy_pos = match consistency {
+                    true => {
+                        word_positions(words, step.rows, seq, |r| labels[r].is_none() || !clean[r])
+                    }
+                    false => Vec::new(),
+                };
+                let mut terms: Vec<Tensor<1>> = Vec::new();
+                if !clean_pos.is_empty() {
+                    let gathered = gather(logits.clone(), &clean_pos, step);
+                    terms.push(tag_cross_entropy(gathered, &clean_tags, step));
+                }
+                if !noisy_pos.is_empty() {
+                    // A second pass draws a fresh dropout mask: the consistency view.
+                    let (_, second) = step.model.token_logits(&step.batch);
+                    let w = rampup(step.epoch_pos, spec.rampup_epochs);
+                    let kl = symmetric_kl(
+                        gather(logits.clone(), &noisy_pos, step),
+                        gather(second, &noisy_pos, step),
+                        spec.temperature as f32,
+                    );
+                    // The classification code sums KL over examples; per word, a mean keeps the
+                    // term on the scale of the cross-entropy whatever the sentence lengths.
+                    terms.push(kl * (w / noisy_pos.len() as f32));
+                }
+                Ok(terms
+                    .into_iter()
+                    .reduce(|a, b| a + b)
+                    .unwrap_or_else(|| logits.sum() * 0.0))
+            })?;
         steps += report.steps;
     }
     let pool = infer_tags(&slm, words, progress)?;
@@ -214,7 +241,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
     let base = ctx.load_slm()?;
     let words = base.tokenize_words(&sentence_words(&dataset.train))?;
     let pool_examples: Vec<&Example> = dataset.train.iter().collect();
-    let mut labels: Vec<Option<Vec<usize>>> = Vec::new();
+    let mut state: Labels<Vec<usize>> = Labels::new(pool_examples.len());
     let mut previous: Option<Finished> = None;
     let mut outcomes = Vec::new();
     let resumed = checkpoint::resume(ctx, spec.rounds, &mut rng, |dir| {
@@ -227,7 +254,10 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
         )
     })?;
     if let Some(resumed) = resumed {
-        labels = resumed.labels;
+        state = Labels {
+            labels: resumed.labels,
+            queried: resumed.queried,
+        };
         outcomes = resumed.outcomes;
         previous = Some(Finished::new(
             resumed.pool,
@@ -238,7 +268,9 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
     for round in outcomes.len()..=spec.rounds {
         let start = Instant::now();
         let mut metrics = BTreeMap::new();
-        let before = labels.clone();
+        let before = state.labels.clone();
+        // The P% variant's share of sentences the LLM sees for the first time this round.
+        let fresh = state.fresh(spec.label_fraction, &mut rng);
         match &previous {
             None => {
                 let requests: Vec<_> = match spec.initial {
@@ -248,25 +280,27 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                         &extractor,
                         &base,
                         &words,
+                        &fresh,
                         spec,
                         &mut rng,
                         &mut metrics,
                     )?,
-                    InitialLabels::ZeroShot | InitialLabels::Replay => pool_examples
+                    InitialLabels::ZeroShot | InitialLabels::Replay => fresh
                         .iter()
-                        .map(|e| extractor.request(e, &[]))
+                        .map(|&i| extractor.request(pool_examples[i], &[]))
                         .collect(),
                 };
+                let sentences: Vec<&Example> = fresh.iter().map(|&i| pool_examples[i]).collect();
                 let got = extractor.run(
                     ctx,
                     &mut client,
-                    &pool_examples,
+                    &sentences,
                     &requests,
                     "LLM extracts pool (round 0)",
                 )?;
                 got.record(&mut metrics, "pool_label");
-                got.write_answers(&ctx.out_dir.join("answers_round0.jsonl"))?;
-                labels = got.tags;
+                got.write_answers(&ctx.out_dir.join("answers_round0.jsonl"), &fresh)?;
+                state.set(&fresh, &got.tags);
             }
             Some(finished) => {
                 let got = refine(
@@ -274,7 +308,8 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                     &extractor,
                     &mut client,
                     finished,
-                    &mut labels,
+                    &mut state,
+                    &fresh,
                     gold.as_deref(),
                     spec,
                     &mut rng,
@@ -283,13 +318,14 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                 got.record(&mut metrics, "relabel");
             }
         }
+        let labels = &state.labels;
         let (finished, steps) = match previous.take() {
             // Retraining on unchanged labels from the same seed gives the same tagger again
             // (minutes per round on a CPU): keep its outputs, with no optimiser step to record.
-            Some(kept) if labels == before => (kept, 0),
+            Some(kept) if *labels == before => (kept, 0),
             _ => {
                 let trained =
-                    self_train_tagger(ctx.load_slm()?, &words, &labels, spec, ctx.progress)?;
+                    self_train_tagger(ctx.load_slm()?, &words, labels, spec, ctx.progress)?;
                 let tags = test_tags(&trained.slm, dataset, ctx)?;
                 (
                     Finished::new(trained.pool, trained.split, tags),
@@ -307,7 +343,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
             .collect();
         metrics.insert("clean_count".into(), clean.len() as f64);
         if let Some(gold) = &gold {
-            score_spans(&mut metrics, "pool_label", dataset, &labels, gold);
+            score_spans(&mut metrics, "pool_label", dataset, labels, gold);
             let exact = |i: usize| labels[i].as_ref() == Some(&gold[i]);
             record_precision(&mut metrics, "clean_precision", &clean, exact);
             let all: Vec<usize> = (0..labels.len()).collect();
@@ -321,11 +357,11 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
         super::write_tags(
             &ctx.out_dir.join(format!("labels_round{round}.csv")),
             dataset,
-            &labels,
+            labels,
             gold.as_deref(),
             Some(&finished.split.clean),
         )?;
-        super::write_pool_conll(ctx.out_dir, dataset, &labels)?;
+        super::write_pool_conll(ctx.out_dir, dataset, labels)?;
         outcomes.push(RoundOutcome {
             round: round as u32,
             metrics,
@@ -339,7 +375,8 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
                 &NerCheckpoint {
                     cell_id: ctx.cell.id.clone(),
                     outcomes: outcomes.clone(),
-                    labels: labels.clone(),
+                    labels: state.labels.clone(),
+                    queried: state.queried.clone(),
                     pool: finished.pool.clone(),
                     split: finished.split.clone(),
                     test_tags: finished.test_tags.clone(),
@@ -377,14 +414,18 @@ impl Finished {
 }
 
 /// One refinery round: the previous tagger's demonstration pool, then the LLM re-extracts
-/// every noisy or masked sentence with its `demos_per_class * types` nearest pool sentences.
+/// every noisy or masked sentence it has seen, and extracts the `fresh` ones it has not, with
+/// their `demos_per_class * types` nearest pool sentences. With an empty pool only the fresh
+/// sentences are asked, with no demonstration: re-asking the others so would repeat round 0's
+/// prompts (and answers).
 #[allow(clippy::too_many_arguments)]
 fn refine(
     ctx: &CellContext,
     extractor: &Extractor,
     client: &mut crate::llm::client::LlmClient,
     finished: &Finished,
-    labels: &mut [Option<Vec<usize>>],
+    state: &mut Labels<Vec<usize>>,
+    fresh: &[usize],
     gold: Option<&[Vec<usize>]>,
     spec: &FreealSpec,
     rng: &mut ChaCha8Rng,
@@ -393,6 +434,7 @@ fn refine(
     let dataset = ctx.dataset;
     let num_types = dataset.num_labels();
     let embeddings = &finished.embeddings;
+    let labels = &state.labels;
     let pool = tag_demo_pool(
         &finished.pool.tags(),
         &finished.pool.confidence(),
@@ -408,22 +450,29 @@ fn refine(
             labels[i].as_ref() == Some(&gold[i])
         });
     }
-    if pool.is_empty() {
-        // Re-asking with no demonstration would repeat round 0's prompts (and answers).
+    if pool.is_empty() && fresh.is_empty() {
         metrics.insert("relabeled".into(), 0.0);
         return Ok(Extracted::default());
     }
-    let noisy: Vec<usize> = (0..labels.len())
-        .filter(|&i| !finished.split.clean[i])
-        .collect();
+    let mut targets: Vec<usize> = match pool.is_empty() {
+        true => Vec::new(),
+        false => (0..labels.len())
+            .filter(|&i| state.queried[i] && !finished.split.clean[i])
+            .collect(),
+    };
+    targets.extend_from_slice(fresh);
+    targets.sort_unstable();
     let pool_rows: Vec<Vec<f32>> = pool.iter().map(|&i| embeddings[i].clone()).collect();
     let k = spec.demos_per_class * num_types;
     let zeros = vec![0usize; pool.len()];
-    let requests: Vec<_> = noisy
+    let requests: Vec<_> = targets
         .iter()
         .map(|&i| {
             let exclude = pool.iter().position(|&p| p == i);
-            let chosen = knn(&embeddings[i], &pool_rows, &zeros, k, false, exclude);
+            let chosen = match pool.is_empty() {
+                true => Vec::new(),
+                false => knn(&embeddings[i], &pool_rows, &zeros, k, false, exclude),
+            };
             let demos: Vec<(&Example, &[usize])> = chosen
                 .iter()
                 .filter_map(|&j| {
@@ -434,22 +483,25 @@ fn refine(
             extractor.request(&dataset.train[i], &demos)
         })
         .collect();
-    let sentences: Vec<&Example> = noisy.iter().map(|&i| &dataset.train[i]).collect();
+    let sentences: Vec<&Example> = targets.iter().map(|&i| &dataset.train[i]).collect();
     let got = extractor.run(ctx, client, &sentences, &requests, "LLM re-extracts noisy")?;
     let (mut fixed, mut broken) = (0usize, 0usize);
-    for (&i, new) in noisy.iter().zip(&got.tags) {
-        if let Some(gold) = gold {
-            let was = labels[i].as_ref() == Some(&gold[i]);
+    for (&i, new) in targets.iter().zip(&got.tags) {
+        if let Some(gold) = gold
+            && state.queried[i]
+        {
+            let was = state.labels[i].as_ref() == Some(&gold[i]);
             let now = new.as_ref() == Some(&gold[i]);
             fixed += usize::from(!was && now);
             broken += usize::from(was && !now);
         }
         // An unparsable new answer keeps the old tags: it says nothing against them.
         if new.is_some() {
-            labels[i] = new.clone();
+            state.labels[i] = new.clone();
         }
+        state.queried[i] = true;
     }
-    metrics.insert("relabeled".into(), noisy.len() as f64);
+    metrics.insert("relabeled".into(), targets.len() as f64);
     if gold.is_some() {
         metrics.insert("relabel_fixed".into(), fixed as f64);
         metrics.insert("relabel_broken".into(), broken as f64);

@@ -74,11 +74,12 @@ pub struct Extracted {
 }
 
 impl Extracted {
-    /// Writes the raw answers, one JSON line per sentence (`{"index", "answer"}`), so a user
-    /// can see what the LLM said before it was mapped onto tokens.
-    pub fn write_answers(&self, path: &std::path::Path) -> Result<()> {
+    /// Writes the raw answers, one JSON line per sentence (`{"index", "answer"}`, the index
+    /// being the sentence's in `indices`' split), so a user can see what the LLM said before it
+    /// was mapped onto tokens.
+    pub fn write_answers(&self, path: &std::path::Path, indices: &[usize]) -> Result<()> {
         let mut out = String::new();
-        for (i, answer) in self.raw.iter().enumerate() {
+        for (&i, answer) in indices.iter().zip(&self.raw) {
             out.push_str(&serde_json::json!({"index": i, "answer": answer}).to_string());
             out.push('\n');
         }
@@ -365,7 +366,11 @@ pub fn icl(ctx: &CellContext, icl: &Icl) -> Result<Vec<RoundOutcome>> {
             gold.as_deref(),
             None,
         )?;
-        got.write_answers(&ctx.out_dir.join(format!("answers_{file}.jsonl")))?;
+        let positions: Vec<usize> = (0..queries.len()).collect();
+        got.write_answers(
+            &ctx.out_dir.join(format!("answers_{file}.jsonl")),
+            &positions,
+        )?;
         if file == "pool" {
             write_pool_conll(ctx.out_dir, dataset, &got.tags)?;
         }

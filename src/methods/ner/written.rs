@@ -109,8 +109,9 @@ impl Written {
 
 /// Round 0's extraction requests: the LLM writes `generated_per_class` demonstrations per
 /// entity type, each imitating `imitate` random pool sentences drawn as classification's
-/// generation requests draw theirs (recorded in `metrics` and `generated_demos.jsonl`), then each pool sentence is shown its `spec.knn` nearest in the
-/// pretrained encoder's space (most similar last). An error when no written sentence is usable.
+/// generation requests draw theirs (recorded in `metrics` and `generated_demos.jsonl`), then
+/// each pool sentence of `rows` is shown its `spec.knn` nearest in the pretrained encoder's
+/// space (most similar last). An error when no written sentence is usable.
 #[allow(clippy::too_many_arguments)]
 pub fn generated_requests(
     ctx: &CellContext,
@@ -118,6 +119,7 @@ pub fn generated_requests(
     extractor: &Extractor,
     base: &Slm,
     words: &[WordEncoded],
+    rows: &[usize],
     spec: &FreealSpec,
     rng: &mut ChaCha8Rng,
     metrics: &mut BTreeMap<String, f64>,
@@ -159,17 +161,15 @@ pub fn generated_requests(
         .collect();
     let demo_rows = unit(&base.tokenize_words(&demo_words)?)?;
     let zeros = vec![0usize; written.demos.len()];
-    Ok(dataset
-        .train
+    Ok(rows
         .iter()
-        .zip(&pool_rows)
-        .map(|(example, row)| {
-            let chosen = knn(row, &demo_rows, &zeros, spec.knn, false, None);
+        .map(|&i| {
+            let chosen = knn(&pool_rows[i], &demo_rows, &zeros, spec.knn, false, None);
             let demos: Vec<(&Example, &[usize])> = chosen
                 .iter()
                 .map(|&d| (&written.demos[d].sentence, written.demos[d].tags.as_slice()))
                 .collect();
-            extractor.request(example, &demos)
+            extractor.request(&dataset.train[i], &demos)
         })
         .collect())
 }
