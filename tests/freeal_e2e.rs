@@ -231,8 +231,8 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
 
 #[test]
 fn killed_cell_resumes_from_its_round_checkpoint_with_the_same_records() {
-    // label_fraction < 1 draws each round's new examples from the cell's random stream, so a
-    // resume that lost the stream's position would label other examples.
+    // label_fraction < 1 draws each round's new examples among those not asked yet, so a
+    // resume that lost who was asked would label other examples.
     let two_rounds = |dir: &Path, dataset: &Path| {
         let path = spec(dir, dataset, "label_fraction = 0.3");
         let text = std::fs::read_to_string(&path).unwrap();

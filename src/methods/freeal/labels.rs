@@ -2,6 +2,7 @@
 //! with the P% variant (`label_fraction`) the LLM sees a new random share of the pool each round,
 //! and the rest trains only through the consistency term until then.
 
+use rand::SeedableRng;
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 
@@ -22,10 +23,11 @@ impl<T> Labels<T> {
         }
     }
 
-    /// Pool examples the LLM has not seen yet, `fraction` of the pool at a time, sorted. The
-    /// whole unseen rest draws nothing from `rng`, so `fraction = 1.0` leaves the stream as it
-    /// was.
-    pub fn fresh(&self, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    /// Pool examples the LLM has not seen yet, `fraction` of the pool at a time, sorted, drawn
+    /// from a stream of their own for the cell's `seed` and `round`: the share changes no other
+    /// random choice of the cell, so a P% cell writes the same round-0 demonstrations as the
+    /// full-pool cell of its seed, and a resumed cell needs no stream position for it.
+    pub fn fresh(&self, fraction: f64, seed: u64, round: usize) -> Vec<usize> {
         let unseen: Vec<usize> = (0..self.queried.len())
             .filter(|&i| !self.queried[i])
             .collect();
@@ -33,7 +35,9 @@ impl<T> Labels<T> {
         if want >= unseen.len() {
             return unseen;
         }
-        let mut picked: Vec<usize> = sample(rng, unseen.len(), want)
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e5c_f4ac_7102);
+        rng.set_stream(round as u64);
+        let mut picked: Vec<usize> = sample(&mut rng, unseen.len(), want)
             .into_iter()
             .map(|j| unseen[j])
             .collect();
@@ -56,15 +60,15 @@ impl<T> Labels<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn each_round_draws_a_new_share_until_the_pool_is_seen() {
         let mut labels: Labels<usize> = Labels::new(10);
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
         let mut seen = Vec::new();
-        for want in [4, 4, 2, 0] {
-            let fresh = labels.fresh(0.4, &mut rng);
+        for (round, want) in [4, 4, 2, 0].into_iter().enumerate() {
+            let fresh = labels.fresh(0.4, 7, round);
+            // The same cell, seed and round draw the same share.
+            assert_eq!(labels.fresh(0.4, 7, round), fresh);
             assert_eq!(fresh.len(), want, "{fresh:?}");
             assert!(fresh.windows(2).all(|w| w[0] < w[1]), "sorted: {fresh:?}");
             assert!(
@@ -81,11 +85,10 @@ mod tests {
     }
 
     #[test]
-    fn the_whole_pool_at_once_draws_nothing() {
-        let labels: Labels<Vec<usize>> = Labels::new(5);
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let untouched = rng.clone();
-        assert_eq!(labels.fresh(1.0, &mut rng), vec![0, 1, 2, 3, 4]);
-        assert_eq!(rng, untouched);
+    fn seeds_draw_different_shares_and_the_whole_pool_is_everything() {
+        let labels: Labels<Vec<usize>> = Labels::new(40);
+        assert_ne!(labels.fresh(0.5, 1, 0), labels.fresh(0.5, 2, 0));
+        assert_ne!(labels.fresh(0.5, 1, 0), labels.fresh(0.5, 1, 1));
+        assert_eq!(labels.fresh(1.0, 1, 0), (0..40).collect::<Vec<_>>());
     }
 }

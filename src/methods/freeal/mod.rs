@@ -588,7 +588,7 @@ impl Method for Freeal {
         for round in outcomes.len()..=self.spec.rounds {
             let start = Instant::now();
             let mut metrics = BTreeMap::new();
-            let fresh = state.fresh(self.spec.label_fraction, &mut rng);
+            let fresh = state.fresh(self.spec.label_fraction, seed, round);
             match &previous {
                 None => {
                     let answers = self.initial_labels(

@@ -270,7 +270,7 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
         let mut metrics = BTreeMap::new();
         let before = state.labels.clone();
         // The P% variant's share of sentences the LLM sees for the first time this round.
-        let fresh = state.fresh(spec.label_fraction, &mut rng);
+        let fresh = state.fresh(spec.label_fraction, seed, round);
         match &previous {
             None => {
                 let requests: Vec<_> = match spec.initial {
