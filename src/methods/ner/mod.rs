@@ -74,9 +74,9 @@ pub struct Extracted {
 }
 
 impl Extracted {
-    /// Writes the raw answers, one JSON line per sentence (`{"index", "answer"}`, the index
-    /// being the sentence's in `indices`' split), so a user can see what the LLM said before it
-    /// was mapped onto tokens.
+    /// Writes the raw answers, one JSON line per sentence (`{"index", "answer"}`, where the
+    /// k-th answer's index is `indices[k]`, its sentence's place in its split), so a user can
+    /// see what the LLM said before it was mapped onto tokens.
     pub fn write_answers(&self, path: &std::path::Path, indices: &[usize]) -> Result<()> {
         let mut out = String::new();
         for (&i, answer) in indices.iter().zip(&self.raw) {
