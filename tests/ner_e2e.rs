@@ -315,6 +315,30 @@ fn the_p_percent_variant_extracts_a_new_share_each_round_and_trains_on_the_rest(
 }
 
 #[test]
+fn with_an_empty_demonstration_pool_the_new_share_is_still_extracted() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
+    // Two epochs (one of warm-up) leave the tiny tagger tagging every word O: it agrees with
+    // no entity label, so round 1 has no demonstration pool.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replacen("rounds = 1\n", "rounds = 1\nlabel_fraction = 0.4\n", 1)
+        .replacen("warmup_epochs = 3\n", "warmup_epochs = 1\n", 1)
+        .replace("epochs = 8\n", "epochs = 2\n");
+    std::fs::write(&spec, text).unwrap();
+    common::run_spec(&spec);
+
+    let rounds = records(dir.path(), "freeal_ner");
+    assert_eq!(metric(&rounds[1], "demo_pool_size"), 0.0, "{}", rounds[1]);
+    // No noisy sentence is asked again (it would get round 0's prompt again), but the 120 new
+    // ones are asked, with no demonstration.
+    assert_eq!(metric(&rounds[1], "relabeled"), 120.0);
+    assert_eq!(rounds[1]["llm"]["calls"].as_f64(), Some(120.0));
+    assert_eq!(metric(&rounds[1], "pool_label_coverage"), 0.8);
+}
+
+#[test]
 fn the_dense_tanh_head_tags_every_token_and_learns_the_entities() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());
