@@ -137,11 +137,7 @@ fn freeal_learns_past_its_noisy_labels() {
     );
     // `report --round` summarises any round from the records.
     let results = dir.path().join("results/freeal_toy");
-    let jsonl = std::fs::read_to_string(results.join("records.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = jsonl
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::read_jsonl(&results.join("records.jsonl"));
     assert_eq!(lines.len(), 2, "one JSON line per cell-round");
     assert_eq!(lines[1]["metrics"], rounds[1]["metrics"]);
     let out = common::bench(&[

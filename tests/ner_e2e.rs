@@ -158,12 +158,13 @@ fn records(dir: &Path, cell: &str) -> Vec<serde_json::Value> {
 }
 
 /// Rewrites the spec at `path` to sweep `slm.head` over both heads, after `edit`.
-fn sweep_both_heads(path: &Path, edit: impl Fn(String) -> String) {
-    let text = edit(std::fs::read_to_string(path).unwrap()).replace(
-        "[sweep]\n",
-        "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
-    );
-    std::fs::write(path, text).unwrap();
+fn sweep_both_heads(path: &Path, edit: impl FnOnce(String) -> String) {
+    common::edit(path, |text| {
+        edit(text).replace(
+            "[sweep]\n",
+            "[sweep]\n\"slm.head\" = [\"linear\", \"dense_tanh\"]\n",
+        )
+    });
 }
 
 fn metric(round: &serde_json::Value, key: &str) -> f64 {
@@ -262,12 +263,9 @@ fn the_p_percent_variant_extracts_a_new_share_each_round_and_trains_on_the_rest(
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());
     let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
-    let text = std::fs::read_to_string(&spec).unwrap().replacen(
-        "rounds = 1\n",
-        "rounds = 2\nlabel_fraction = 0.4\n",
-        1,
-    );
-    std::fs::write(&spec, text).unwrap();
+    common::edit(&spec, |text| {
+        text.replacen("rounds = 1\n", "rounds = 2\nlabel_fraction = 0.4\n", 1)
+    });
     common::run_spec(&spec);
 
     let rounds = records(dir.path(), "freeal_ner");
@@ -297,14 +295,9 @@ fn the_p_percent_variant_extracts_a_new_share_each_round_and_trains_on_the_rest(
     // of ceil(300 / 16) steps, not of ceil(120 / 16).
     assert_eq!(rounds[0]["slm_steps"].as_u64(), Some(8 * 19));
     let cell = cell_dir(dir.path(), "freeal_ner");
-    let indices: Vec<u64> = std::fs::read_to_string(cell.join("answers_round0.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
-                .as_u64()
-                .unwrap()
-        })
+    let indices: Vec<u64> = common::read_jsonl(&cell.join("answers_round0.jsonl"))
+        .iter()
+        .map(|answer| answer["index"].as_u64().unwrap())
         .collect();
     assert_eq!(indices.len(), 120);
     assert!(indices.windows(2).all(|w| w[0] < w[1]) && indices[119] < 300);
@@ -321,12 +314,11 @@ fn with_an_empty_demonstration_pool_the_new_share_is_still_extracted() {
     let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
     // Two epochs (one of warm-up) leave the tiny tagger tagging every word O: it agrees with
     // no entity label, so round 1 has no demonstration pool.
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replacen("rounds = 1\n", "rounds = 1\nlabel_fraction = 0.4\n", 1)
-        .replacen("warmup_epochs = 3\n", "warmup_epochs = 1\n", 1)
-        .replace("epochs = 8\n", "epochs = 2\n");
-    std::fs::write(&spec, text).unwrap();
+    common::edit(&spec, |text| {
+        text.replacen("rounds = 1\n", "rounds = 1\nlabel_fraction = 0.4\n", 1)
+            .replacen("warmup_epochs = 3\n", "warmup_epochs = 1\n", 1)
+            .replace("epochs = 8\n", "epochs = 2\n")
+    });
     common::run_spec(&spec);
 
     let rounds = records(dir.path(), "freeal_ner");
@@ -455,10 +447,9 @@ fn ner_settings_the_method_cannot_honour_are_refused_before_running() {
         text.split("\n# FreeAL's round 0").next().unwrap(),
     );
     let generated = crate::spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
-    let text = std::fs::read_to_string(&generated)
-        .unwrap()
-        .replace(&shipped.display().to_string(), &bare.display().to_string());
-    std::fs::write(&generated, text).unwrap();
+    common::edit(&generated, |text| {
+        text.replace(&shipped.display().to_string(), &bare.display().to_string())
+    });
     let out = common::bench(&["run", generated.to_str().unwrap(), "--backend", "cpu"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -478,8 +469,7 @@ fn active_learning_and_llmaaa_tag_entities_with_token_entropy() {
     );
     // 20-60 sentences at the shared 8 epochs are a handful of optimiser steps: the tagger
     // would still say O everywhere.
-    let text = std::fs::read_to_string(&spec).unwrap();
-    std::fs::write(&spec, text.replace("epochs = 8\n", "epochs = 40\n")).unwrap();
+    common::edit(&spec, |text| text.replace("epochs = 8\n", "epochs = 40\n"));
     common::run_spec(&spec);
 
     // Gold oracle: 20 random sentences, then two rounds of 20 by the max word entropy.
@@ -635,9 +625,8 @@ fn written_demonstrations_reach_every_round_0_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let dataset = toy_ner(dir.path());
     let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
-    let text = std::fs::read_to_string(&spec).unwrap();
-    let text = text
-        .replace(
+    common::edit(&spec, |text| {
+        text.replace(
             "rounds = 1\n",
             "rounds = 0\ngenerated_per_class = 4\nimitate = 3\nknn = 3\n",
         )
@@ -654,8 +643,8 @@ fn written_demonstrations_reach_every_round_0_prompt() {
                 "[run.llm]\ncache = \"{}\"\n[run]\n",
                 dir.path().join("cache.sqlite").display()
             ),
-        );
-    std::fs::write(&spec, text).unwrap();
+        )
+    });
     common::run_spec(&spec);
 
     let seen: Vec<serde_json::Value> = server
@@ -689,11 +678,7 @@ fn written_demonstrations_reach_every_round_0_prompt() {
     assert_eq!(metric(round, "generated_spans_unmatched"), unusable as f64);
     assert_eq!(metric(round, "generated_unparsable"), 0.0);
     let cell = cell_dir(dir.path(), "freeal_ner");
-    let demos: Vec<serde_json::Value> = std::fs::read_to_string(cell.join("generated_demos.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let demos = common::read_jsonl(&cell.join("generated_demos.jsonl"));
     assert_eq!(demos.len() as f64, kept);
     let sentences: Vec<String> = demos
         .iter()

@@ -135,6 +135,21 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Rewrites the file at `path` through `edit` (one test's tweak of a shared spec).
+pub fn edit(path: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, edit(text)).unwrap();
+}
+
+/// The values of a JSON-lines file, one per line.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The fetched test LLM (SmolLM2-135M-Instruct GGUF), or a panic that says how to fetch it.
 pub fn smollm_path() -> PathBuf {
     let models = std::env::var_os("FREEAL_BENCH_RUN__MODELS_DIR")
