@@ -79,6 +79,8 @@ fn freeal_learns_past_its_noisy_labels() {
     let clean = m(0, "clean_count");
     assert_eq!(m(1, "relabeled"), 400.0 - clean);
     assert_eq!(rounds[1]["llm"]["calls"].as_f64().unwrap(), 400.0 - clean);
+    // Only the P% variant (label_fraction < 1) labels a share for the first time.
+    assert!(rounds[1]["metrics"].get("newly_labeled").is_none());
     assert!(m(1, "demo_pool_size") > 0.0);
     assert_eq!(m(0, "gold_labels_used"), 0.0);
     assert_eq!(
@@ -210,6 +212,10 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     assert_eq!(rounds[0]["llm"]["calls"].as_f64().unwrap(), 200.0);
     // Round 1 labels the other half and relabels the noisy part of the first.
     assert_eq!(m(1, "pool_label_coverage"), 1.0);
+    assert_eq!(
+        (m(0, "newly_labeled"), m(1, "newly_labeled")),
+        (200.0, 200.0)
+    );
     assert!(m(1, "relabeled") >= 200.0);
     assert_eq!(m(0, "augmentation_coverage"), 1.0);
     // llm_test: after the last round only, the LLM labels every test example once (the

@@ -277,6 +277,8 @@ fn the_p_percent_variant_extracts_a_new_share_each_round_and_trains_on_the_rest(
         .collect();
     assert_eq!(coverage, vec![0.4, 0.8, 1.0]);
     assert_eq!(rounds[0]["llm"]["calls"].as_f64(), Some(120.0));
+    let newly: Vec<f64> = rounds.iter().map(|r| metric(r, "newly_labeled")).collect();
+    assert_eq!(newly, vec![120.0, 120.0, 60.0]);
     // A refinery round asks the new share for the first time, and the previous round's noisy
     // labelled sentences again when it has pool demonstrations to show them.
     assert!(metric(&rounds[2], "demo_pool_size") > 0.0);

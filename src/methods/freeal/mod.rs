@@ -285,7 +285,11 @@ impl Freeal {
             .iter()
             .map(|&i| (state.queried[i], state.labels[i]))
             .collect();
-        let answers = self.ask(ctx, client, &requests, "LLM relabels noisy (pool demos)")?;
+        let phase = match fresh.is_empty() {
+            true => "LLM relabels noisy (pool demos)",
+            false => "LLM labels the new share, relabels noisy (pool demos)",
+        };
+        let answers = self.ask(ctx, client, &requests, phase)?;
         state.set(&targets, &answers);
         let (mut changed, mut fixed, mut broken) = (0, 0, 0);
         for ((&i, (seen, old)), new) in targets.iter().zip(&before).zip(&answers) {
@@ -589,6 +593,9 @@ impl Method for Freeal {
             let start = Instant::now();
             let mut metrics = BTreeMap::new();
             let fresh = state.fresh(self.spec.label_fraction, seed, round);
+            if self.spec.label_fraction < 1.0 {
+                metrics.insert("newly_labeled".into(), fresh.len() as f64);
+            }
             match &previous {
                 None => {
                     let answers = self.initial_labels(

@@ -271,6 +271,9 @@ pub fn run(ctx: &CellContext, spec: &FreealSpec) -> Result<Vec<RoundOutcome>> {
         let before = state.labels.clone();
         // The P% variant's share of sentences the LLM sees for the first time this round.
         let fresh = state.fresh(spec.label_fraction, seed, round);
+        if spec.label_fraction < 1.0 {
+            metrics.insert("newly_labeled".into(), fresh.len() as f64);
+        }
         match &previous {
             None => {
                 let requests: Vec<_> = match spec.initial {
@@ -484,7 +487,11 @@ fn refine(
         })
         .collect();
     let sentences: Vec<&Example> = targets.iter().map(|&i| &dataset.train[i]).collect();
-    let got = extractor.run(ctx, client, &sentences, &requests, "LLM re-extracts noisy")?;
+    let phase = match fresh.is_empty() {
+        true => "LLM re-extracts noisy",
+        false => "LLM extracts the new share, re-extracts noisy",
+    };
+    let got = extractor.run(ctx, client, &sentences, &requests, phase)?;
     let (mut fixed, mut broken) = (0usize, 0usize);
     for (&i, new) in targets.iter().zip(&got.tags) {
         if let Some(gold) = gold
