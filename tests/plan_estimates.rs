@@ -1,5 +1,6 @@
-//! `plan`'s cost estimates follow what each phase of a cell sends: the prompt of a round that
-//! shows no demonstration is priced without any.
+//! `plan` resolves every spec the repository ships, and its cost estimates follow what each
+//! phase of a cell sends: the prompt of a round that shows no demonstration is priced without
+//! any.
 
 mod common;
 
@@ -56,4 +57,28 @@ fn zero_shot_round_0_is_priced_without_demonstrations() {
     let refined = freeal_estimate("initial = \"zero_shot\"\nrounds = 1\ndemos_per_class = 3");
     assert_eq!(refined.llm_calls, 800);
     assert!(refined.llm_prompt_tokens > 3 * zero_shot(10).llm_prompt_tokens);
+}
+
+#[test]
+fn every_committed_spec_plans() {
+    // A spec quoted in BENCHMARKS.md or the README must still run after a key, method or
+    // dataset changes; planning it resolves all three without running a cell.
+    let specs: Vec<_> = common::files_under(&common::root().join("experiments"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert!(specs.len() > 20, "{specs:?}");
+    for spec in specs {
+        let out = common::bench(&["plan", spec.to_str().unwrap()]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            spec.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cells = said.lines().filter(|l| l.contains(" cells) -> ")).count();
+        assert_eq!(cells, 1, "{}: {said}", spec.display());
+        assert!(said.contains("\ntotal: "), "{}: {said}", spec.display());
+    }
 }
