@@ -285,9 +285,11 @@ impl Freeal {
             .iter()
             .map(|&i| (state.queried[i], state.labels[i]))
             .collect();
-        let phase = match fresh.is_empty() {
-            true => "LLM relabels noisy (pool demos)",
-            false => "LLM labels the new share, relabels noisy (pool demos)",
+        // `fresh` holds examples never asked, the others were asked before: the two are apart.
+        let phase = match (fresh.is_empty(), targets.len() > fresh.len()) {
+            (true, _) => "LLM relabels noisy (pool demos)",
+            (false, true) => "LLM labels the new share, relabels noisy (pool demos)",
+            (false, false) => "LLM labels the new share (pool demos)",
         };
         let answers = self.ask(ctx, client, &requests, phase)?;
         state.set(&targets, &answers);

@@ -487,9 +487,11 @@ fn refine(
         })
         .collect();
     let sentences: Vec<&Example> = targets.iter().map(|&i| &dataset.train[i]).collect();
-    let phase = match fresh.is_empty() {
-        true => "LLM re-extracts noisy",
-        false => "LLM extracts the new share, re-extracts noisy",
+    // `fresh` holds sentences never asked, the others were asked before: the two are apart.
+    let phase = match (fresh.is_empty(), targets.len() > fresh.len()) {
+        (true, _) => "LLM re-extracts noisy",
+        (false, true) => "LLM extracts the new share, re-extracts noisy",
+        (false, false) => "LLM extracts the new share",
     };
     let got = extractor.run(ctx, client, &sentences, &requests, phase)?;
     let (mut fixed, mut broken) = (0usize, 0usize);
