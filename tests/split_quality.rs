@@ -1,5 +1,6 @@
-//! scripts/split_quality.sh on hand-made labels files with answers worked out by hand: the
-//! split's precision and recall, and the loss AUROC (wrong labels' losses against right ones').
+//! The scripts that read FreeAL's labels files, on hand-made files with answers worked out by
+//! hand: split_quality.sh (the split's precision and recall, and the loss AUROC: wrong labels'
+//! losses against right ones') and paired_pool_labels.sh (two cells' labels of the same pool).
 
 mod common;
 
@@ -66,4 +67,68 @@ fn split_quality_scores_the_split_and_the_losses_behind_it() {
             ],
         ]
     );
+}
+
+#[test]
+fn paired_pool_labels_scores_both_cells_on_the_examples_b_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "index,gold,label,clean,clean_posterior,slm_pred,loss\n";
+    // A labels every example but 1 (which counts as wrong); right on 0, 3 and 4.
+    let a = common::write(
+        dir.path(),
+        "a.csv",
+        &format!(
+            "{header}0,0,0,1,0.9,0,0.1\n1,1,,0,0.0,0,\n2,0,1,0,0.2,1,0.9\n3,1,1,1,0.9,1,0.1\n4,0,0,1,0.9,0,0.1\n"
+        ),
+    );
+    // B leaves 2 unlabelled (it does not count) and is right on 0, 1 and 4.
+    let b = common::write(
+        dir.path(),
+        "b.csv",
+        &format!(
+            "{header}0,0,0,1,0.9,0,0.1\n1,1,1,1,0.9,1,0.1\n2,0,,0,0.0,0,\n3,1,0,0,0.1,0,0.8\n4,0,0,1,0.9,0,0.1\n"
+        ),
+    );
+    // B's round 0 labelled 0 and 3: with it, only 1 and 4 count.
+    let b0 = common::write(
+        dir.path(),
+        "b0.csv",
+        &format!(
+            "{header}0,0,0,1,0.9,0,0.1\n1,1,,0,0.0,0,\n2,0,,0,0.0,0,\n3,1,1,1,0.9,1,0.1\n4,0,,0,0.0,0,\n"
+        ),
+    );
+    let run = |files: &[&Path]| {
+        Command::new("bash")
+            .arg(common::root().join("scripts/paired_pool_labels.sh"))
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let said = |files: &[&Path]| {
+        let out = run(files);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(
+        said(&[&a, &b]),
+        "examples 4  acc_a 75.00  acc_b 75.00  right_only_in_a 1  right_only_in_b 1"
+    );
+    assert_eq!(
+        said(&[&a, &b, &b0]),
+        "examples 2  acc_a 50.00  acc_b 100.00  right_only_in_a 0  right_only_in_b 1"
+    );
+    // Another pool (gold differs at index 1): an error, and no summary to misread.
+    let other = common::write(
+        dir.path(),
+        "other.csv",
+        &format!("{header}0,0,0,1,0.9,0,0.1\n1,0,0,1,0.9,0,0.1\n"),
+    );
+    let out = run(&[&a, &other]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("index 1: not the same pool"));
 }
