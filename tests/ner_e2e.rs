@@ -321,10 +321,7 @@ fn with_an_empty_demonstration_pool_the_new_share_is_still_extracted() {
             .replacen("warmup_epochs = 3\n", "warmup_epochs = 1\n", 1)
             .replace("epochs = 8\n", "epochs = 2\n")
     });
-    let out = common::bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
-    let said =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{said}");
+    let said = common::run_spec(&spec);
     // The progress line names what the round asks: no noisy sentence, only the new share.
     assert!(said.contains("LLM extracts the new share: 0/120"), "{said}");
     assert!(!said.contains("re-extracts"), "{said}");

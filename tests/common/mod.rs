@@ -206,14 +206,13 @@ pub fn tiny_slm_toml() -> String {
     )
 }
 
-/// Runs `spec` on the CPU backend; a failure fails the test with the binary's stderr.
-pub fn run_spec(spec: &Path) {
+/// Runs `spec` on the CPU backend and returns what it printed (stderr, where the progress lines
+/// go, then stdout); a failure fails the test with the binary's stderr.
+pub fn run_spec(spec: &Path) -> String {
     let out = bench(&["run", spec.to_str().unwrap(), "--backend", "cpu"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr + &String::from_utf8_lossy(&out.stdout)
 }
 
 /// The directory of the only cell under an experiment's results directory.
