@@ -707,3 +707,95 @@ fn written_demonstrations_reach_every_round_0_prompt() {
     // Shown demonstrations, this LLM finds every name: labels far above its zero-shot `[]`.
     assert!(metric(round, "pool_label_f1") > 0.95, "{round}");
 }
+
+/// A scripted LLM for the toy corpus whose zero-shot answers list every toy name in the
+/// sentence except a city in sentences holding "report" (wrong labels for the split to flag),
+/// and whose answers to any request with demonstrations cannot be parsed.
+fn mute_refinery_llm(body: &serde_json::Value) -> serde_json::Value {
+    use common::llm_server::{chat_answer, query_of};
+    let shown = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .count();
+    if shown > 0 {
+        return chat_answer("no entities here", &[("no", 1.0)]);
+    }
+    let query = query_of(body);
+    let people = [
+        "Alice Moreau",
+        "Bob Tanaka",
+        "Carla Diaz",
+        "Deng Wei",
+        "Erik Olsen",
+    ];
+    let cities = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Quito"];
+    let keep_cities = !query.contains(" report");
+    let found: Vec<String> = people
+        .iter()
+        .map(|p| (p, "PER"))
+        .chain(cities.iter().filter(|_| keep_cities).map(|c| (c, "LOC")))
+        .filter(|(name, _)| query.contains(**name))
+        .map(|(name, kind)| format!(r#"{{"span": "{name}", "type": "{kind}"}}"#))
+        .collect();
+    chat_answer(&format!("[{}]", found.join(", ")), &[("[", 1.0)])
+}
+
+#[test]
+fn an_unparsable_refinery_answer_keeps_the_old_tags_and_counts_as_no_change() {
+    use std::sync::Arc;
+    let server = common::llm_server::serve(Arc::new(|body: &serde_json::Value, _| {
+        common::llm_server::Reply::Json(200, mute_refinery_llm(body))
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = toy_ner(dir.path());
+    let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
+    common::edit(&spec, |text| {
+        text.replace(
+            "backend = \"simulated\"\n",
+            &format!(
+                "backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n",
+                server.url
+            ),
+        )
+        .replace(
+            "[run]\n",
+            &format!(
+                "[run.llm]\ncache = \"{}\"\n[run]\n",
+                dir.path().join("cache.sqlite").display()
+            ),
+        )
+    });
+    common::run_spec(&spec);
+
+    let rounds = records(dir.path(), "freeal_ner");
+    let asked = metric(&rounds[1], "relabeled");
+    assert!(asked > 0.0, "{}", rounds[1]);
+    assert_eq!(metric(&rounds[1], "relabel_unparsable_rate"), 1.0);
+    // Nothing was answered, so nothing was fixed or broken, and every sentence keeps its tags.
+    assert_eq!(metric(&rounds[1], "relabel_fixed"), 0.0);
+    assert_eq!(metric(&rounds[1], "relabel_broken"), 0.0);
+    assert_eq!(
+        metric(&rounds[1], "pool_label_f1"),
+        metric(&rounds[0], "pool_label_f1")
+    );
+    let cell = cell_dir(dir.path(), "freeal_ner");
+    let rows = |round: usize| -> Vec<Vec<String>> {
+        std::fs::read_to_string(cell.join(format!("labels_round{round}.csv")))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    };
+    let (before, after) = (rows(0), rows(1));
+    assert_eq!(before.len(), 300);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((&b[1], &b[3]), (&a[1], &a[3]), "index {}", b[0]);
+    }
+    // Among the sentences asked again, some had exactly the right tags: the case where an
+    // answer that keeps nothing would otherwise count as breaking a right label.
+    let right_and_asked = before.iter().filter(|r| r[2] == "0" && r[1] == "1").count();
+    assert!(right_and_asked > 0, "every re-asked sentence was wrong");
+}

@@ -496,18 +496,18 @@ fn refine(
     let got = extractor.run(ctx, client, &sentences, &requests, phase)?;
     let (mut fixed, mut broken) = (0usize, 0usize);
     for (&i, new) in targets.iter().zip(&got.tags) {
+        // An unparsable new answer keeps the old tags: it says nothing against them, so it
+        // neither fixes nor breaks them either.
+        let kept = new.clone().or_else(|| state.labels[i].clone());
         if let Some(gold) = gold
             && state.queried[i]
         {
             let was = state.labels[i].as_ref() == Some(&gold[i]);
-            let now = new.as_ref() == Some(&gold[i]);
+            let now = kept.as_ref() == Some(&gold[i]);
             fixed += usize::from(!was && now);
             broken += usize::from(was && !now);
         }
-        // An unparsable new answer keeps the old tags: it says nothing against them.
-        if new.is_some() {
-            state.labels[i] = new.clone();
-        }
+        state.labels[i] = kept;
         state.queried[i] = true;
     }
     metrics.insert("relabeled".into(), targets.len() as f64);
