@@ -416,3 +416,67 @@ fn kill_when<T>(spec: &Path, what: &str, mut found: impl FnMut() -> Option<T>) -
     child.wait().unwrap();
     seen
 }
+
+#[test]
+fn an_unusable_refinery_answer_masks_the_label_until_the_next_round_asks_again() {
+    use std::sync::Arc;
+    // Zero-shot answers follow the toy set's cue words (every label right); shown
+    // demonstrations, the LLM answers nothing a label can be read from.
+    let server = common::llm_server::serve(Arc::new(|body: &serde_json::Value, _| {
+        let shown = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .count();
+        let answer = match shown {
+            0 => common::llm_server::toy_sentiment(body),
+            _ => common::llm_server::chat_answer("no idea", &[("no", 1.0)]),
+        };
+        common::llm_server::Reply::Json(200, answer)
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = common::toy_dataset(dir.path());
+    let spec = spec(dir.path(), &dataset, "");
+    common::edit(&spec, |text| {
+        text.replace("rounds = 1\n", "rounds = 2\n")
+            .replace(
+                "backend = \"simulated\"\n",
+                &format!(
+                    "backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n",
+                    server.url
+                ),
+            )
+            .replace(
+                "[run]\n",
+                &format!(
+                    "[run.llm]\ncache = \"{}\"\n[run]\n",
+                    dir.path().join("cache.sqlite").display()
+                ),
+            )
+    });
+    common::run_spec(&spec);
+    let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
+    let rounds = records.as_array().unwrap();
+    let m = |r: usize, k: &str| {
+        rounds[r]["metrics"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} missing from round {r}"))
+    };
+    let pool = 400.0;
+    assert_eq!(m(0, "pool_label_accuracy"), 1.0);
+    for r in [1, 2] {
+        // Every example outside the previous round's clean set is asked, and loses its label
+        // to the unusable answer: masked, never guessed.
+        let asked = pool - m(r - 1, "clean_count");
+        assert!(asked > 0.0, "round {r} asked nothing");
+        assert_eq!(m(r, "relabeled"), asked, "round {r}");
+        assert_eq!(rounds[r]["llm"]["unparsable"].as_f64(), Some(asked));
+        assert_eq!(m(r, "pool_label_coverage"), 1.0 - asked / pool, "round {r}");
+        assert_eq!(m(r, "relabel_fixed"), 0.0);
+    }
+    // Round 1's masked examples are never clean, so round 2 asks each of them again.
+    assert!(m(2, "relabeled") >= m(1, "relabeled"));
+    assert_eq!(m(1, "relabel_changed"), m(1, "relabeled"));
+    assert_eq!(m(1, "relabel_broken"), m(1, "relabeled"));
+}
