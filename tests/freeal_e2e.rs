@@ -423,13 +423,7 @@ fn an_unusable_refinery_answer_masks_the_label_until_the_next_round_asks_again()
     // Zero-shot answers follow the toy set's cue words (every label right); shown
     // demonstrations, the LLM answers nothing a label can be read from.
     let server = common::llm_server::serve(Arc::new(|body: &serde_json::Value, _| {
-        let shown = body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["role"] == "assistant")
-            .count();
-        let answer = match shown {
+        let answer = match common::llm_server::demonstrations_shown(body) {
             0 => common::llm_server::toy_sentiment(body),
             _ => common::llm_server::chat_answer("no idea", &[("no", 1.0)]),
         };
@@ -439,21 +433,8 @@ fn an_unusable_refinery_answer_masks_the_label_until_the_next_round_asks_again()
     let dataset = common::toy_dataset(dir.path());
     let spec = spec(dir.path(), &dataset, "");
     common::edit(&spec, |text| {
-        text.replace("rounds = 1\n", "rounds = 2\n")
-            .replace(
-                "backend = \"simulated\"\n",
-                &format!(
-                    "backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n",
-                    server.url
-                ),
-            )
-            .replace(
-                "[run]\n",
-                &format!(
-                    "[run.llm]\ncache = \"{}\"\n[run]\n",
-                    dir.path().join("cache.sqlite").display()
-                ),
-            )
+        let text = text.replace("rounds = 1\n", "rounds = 2\n");
+        common::llm_server::serve_spec(text, &server.url, &dir.path().join("cache.sqlite"))
     });
     common::run_spec(&spec);
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));

@@ -602,12 +602,7 @@ fn demo_hungry_llm(body: &serde_json::Value) -> serde_json::Value {
             r#"{{"sentence": "{person} met the envoy in {city} today.", "entities": [{listed}]}}"#
         )
     } else {
-        let shown = body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["role"] == "assistant")
-            .count();
+        let shown = common::llm_server::demonstrations_shown(body);
         let query = query_of(body);
         let found: Vec<String> = people
             .iter()
@@ -631,24 +626,11 @@ fn written_demonstrations_reach_every_round_0_prompt() {
     let dataset = toy_ner(dir.path());
     let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "generated");
     common::edit(&spec, |text| {
-        text.replace(
+        let text = text.replace(
             "rounds = 1\n",
             "rounds = 0\ngenerated_per_class = 4\nimitate = 3\nknn = 3\n",
-        )
-        .replace(
-            "backend = \"simulated\"\n",
-            &format!(
-                "backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n",
-                server.url
-            ),
-        )
-        .replace(
-            "[run]\n",
-            &format!(
-                "[run.llm]\ncache = \"{}\"\n[run]\n",
-                dir.path().join("cache.sqlite").display()
-            ),
-        )
+        );
+        common::llm_server::serve_spec(text, &server.url, &dir.path().join("cache.sqlite"))
     });
     common::run_spec(&spec);
 
@@ -713,13 +695,7 @@ fn written_demonstrations_reach_every_round_0_prompt() {
 /// and whose answers to any request with demonstrations cannot be parsed.
 fn mute_refinery_llm(body: &serde_json::Value) -> serde_json::Value {
     use common::llm_server::{chat_answer, query_of};
-    let shown = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "assistant")
-        .count();
-    if shown > 0 {
+    if common::llm_server::demonstrations_shown(body) > 0 {
         return chat_answer("no entities here", &[("no", 1.0)]);
     }
     let query = query_of(body);
@@ -752,20 +728,7 @@ fn an_unparsable_refinery_answer_keeps_the_old_tags_and_counts_as_no_change() {
     let dataset = toy_ner(dir.path());
     let spec = spec(dir.path(), &dataset, r#""freeal_ner""#, "zero_shot");
     common::edit(&spec, |text| {
-        text.replace(
-            "backend = \"simulated\"\n",
-            &format!(
-                "backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{}\"\n",
-                server.url
-            ),
-        )
-        .replace(
-            "[run]\n",
-            &format!(
-                "[run.llm]\ncache = \"{}\"\n[run]\n",
-                dir.path().join("cache.sqlite").display()
-            ),
-        )
+        common::llm_server::serve_spec(text, &server.url, &dir.path().join("cache.sqlite"))
     });
     common::run_spec(&spec);
 

@@ -62,6 +62,26 @@ impl Server {
     }
 }
 
+/// How many demonstrations a chat body shows (its assistant turns): 0 for a zero-shot request.
+pub fn demonstrations_shown(body: &Value) -> usize {
+    body["messages"].as_array().map_or(0, |messages| {
+        messages.iter().filter(|m| m["role"] == "assistant").count()
+    })
+}
+
+/// A spec's text with its simulated `[llm]` backend swapped for this server at `url`, and the
+/// LLM cache at `cache` (away from the user's).
+pub fn serve_spec(text: String, url: &str, cache: &std::path::Path) -> String {
+    text.replace(
+        "backend = \"simulated\"\n",
+        &format!("backend = \"http\"\nmodel = \"test-model\"\nbase_url = \"{url}\"\n"),
+    )
+    .replace(
+        "[run]\n",
+        &format!("[run.llm]\ncache = \"{}\"\n[run]\n", cache.display()),
+    )
+}
+
 /// The user turn of a chat body (or a completion prompt): the item being labelled.
 pub fn query_of(body: &Value) -> String {
     if let Some(messages) = body["messages"].as_array() {
