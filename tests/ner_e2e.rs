@@ -573,26 +573,40 @@ fn knn_icl_shows_gold_demonstrations_and_labels_test_and_pool() {
     }
 }
 
+/// The toy corpus's people and cities as the scripted LLMs below spell them.
+const PEOPLE: [&str; 5] = [
+    "Alice Moreau",
+    "Bob Tanaka",
+    "Carla Diaz",
+    "Deng Wei",
+    "Erik Olsen",
+];
+const CITIES: [&str; 6] = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Quito"];
+
+/// A scripted answer listing every toy name in `query` whose type (`PER`, `LOC`) `keep` takes.
+fn names_in(query: &str, keep: impl Fn(&str) -> bool) -> String {
+    let found: Vec<String> = PEOPLE
+        .iter()
+        .map(|p| (p, "PER"))
+        .chain(CITIES.iter().map(|c| (c, "LOC")))
+        .filter(|(name, kind)| keep(kind) && query.contains(**name))
+        .map(|(name, kind)| format!(r#"{{"span": "{name}", "type": "{kind}"}}"#))
+        .collect();
+    format!("[{}]", found.join(", "))
+}
+
 /// A scripted LLM for the toy corpus that, like the embedded 0.5B model, finds entities only
 /// when shown demonstrations: `[]` zero-shot, every toy name with any demonstration. Asked to
 /// write a demonstration, it writes a sentence with a person and a city and lists both, except
 /// when the request's seed is 3 mod 4: then it lists only a city its sentence does not hold.
 fn demo_hungry_llm(body: &serde_json::Value) -> serde_json::Value {
     use common::llm_server::{chat_answer, query_of};
-    let people = [
-        "Alice Moreau",
-        "Bob Tanaka",
-        "Carla Diaz",
-        "Deng Wei",
-        "Erik Olsen",
-    ];
-    let cities = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Quito"];
     let writing = body["grammar"]
         .as_str()
         .is_some_and(|g| g.contains("sentence"));
     let content = if writing {
         let seed = body["seed"].as_u64().unwrap() as usize;
-        let (person, city) = (people[seed % 5], cities[seed / 5 % 6]);
+        let (person, city) = (PEOPLE[seed % 5], CITIES[seed / 5 % 6]);
         let listed = if seed % 4 == 3 {
             r#"{"span": "Rome", "type": "LOC"}"#.to_string()
         } else {
@@ -603,15 +617,7 @@ fn demo_hungry_llm(body: &serde_json::Value) -> serde_json::Value {
         )
     } else {
         let shown = common::llm_server::demonstrations_shown(body);
-        let query = query_of(body);
-        let found: Vec<String> = people
-            .iter()
-            .map(|p| (p, "PER"))
-            .chain(cities.iter().map(|c| (c, "LOC")))
-            .filter(|(name, _)| shown > 0 && query.contains(**name))
-            .map(|(name, kind)| format!(r#"{{"span": "{name}", "type": "{kind}"}}"#))
-            .collect();
-        format!("[{}]", found.join(", "))
+        names_in(&query_of(body), |_| shown > 0)
     };
     chat_answer(&content, &[("[", 1.0)])
 }
@@ -699,23 +705,8 @@ fn mute_refinery_llm(body: &serde_json::Value) -> serde_json::Value {
         return chat_answer("no entities here", &[("no", 1.0)]);
     }
     let query = query_of(body);
-    let people = [
-        "Alice Moreau",
-        "Bob Tanaka",
-        "Carla Diaz",
-        "Deng Wei",
-        "Erik Olsen",
-    ];
-    let cities = ["Paris", "Lagos", "Osaka", "Lima", "Oslo", "Quito"];
-    let keep_cities = !query.contains(" report");
-    let found: Vec<String> = people
-        .iter()
-        .map(|p| (p, "PER"))
-        .chain(cities.iter().filter(|_| keep_cities).map(|c| (c, "LOC")))
-        .filter(|(name, _)| query.contains(**name))
-        .map(|(name, kind)| format!(r#"{{"span": "{name}", "type": "{kind}"}}"#))
-        .collect();
-    chat_answer(&format!("[{}]", found.join(", ")), &[("[", 1.0)])
+    let answer = names_in(&query, |kind| kind == "PER" || !query.contains(" report"));
+    chat_answer(&answer, &[("[", 1.0)])
 }
 
 #[test]
