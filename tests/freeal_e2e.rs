@@ -52,6 +52,13 @@ seed = [5]
     )
 }
 
+/// Round `r`'s metric `key`, which must be there.
+fn metric(rounds: &[serde_json::Value], r: usize, key: &str) -> f64 {
+    rounds[r]["metrics"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing from round {r}"))
+}
+
 #[test]
 fn freeal_learns_past_its_noisy_labels() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,11 +68,7 @@ fn freeal_learns_past_its_noisy_labels() {
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
     let rounds = records.as_array().unwrap();
     assert_eq!(rounds.len(), 2, "round 0 and one refinery round");
-    let m = |r: usize, k: &str| {
-        rounds[r]["metrics"][k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{k}"))
-    };
+    let m = |r: usize, k: &str| metric(rounds, r, k);
     let labels = m(0, "pool_label_accuracy");
     assert!(
         (0.62..0.78).contains(&labels),
@@ -203,11 +206,7 @@ fn label_fraction_labels_a_share_per_round_and_token_edits_cover_every_text() {
     common::run_spec(&spec);
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
     let rounds = records.as_array().unwrap();
-    let m = |r: usize, k: &str| {
-        rounds[r]["metrics"][k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{k}"))
-    };
+    let m = |r: usize, k: &str| metric(rounds, r, k);
     assert_eq!(m(0, "pool_label_coverage"), 0.5);
     assert_eq!(rounds[0]["llm"]["calls"].as_f64().unwrap(), 200.0);
     // Round 1 labels the other half and relabels the noisy part of the first.
@@ -439,11 +438,7 @@ fn an_unusable_refinery_answer_masks_the_label_until_the_next_round_asks_again()
     common::run_spec(&spec);
     let records = common::only_cell_records(&dir.path().join("results/freeal_toy"));
     let rounds = records.as_array().unwrap();
-    let m = |r: usize, k: &str| {
-        rounds[r]["metrics"][k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{k} missing from round {r}"))
-    };
+    let m = |r: usize, k: &str| metric(rounds, r, k);
     let pool = 400.0;
     assert_eq!(m(0, "pool_label_accuracy"), 1.0);
     for r in [1, 2] {
